@@ -1,0 +1,75 @@
+//! Head parse + route decision for the seed's host table (criterion). Targets live in the
+//! issue that owns performance; this bench gives the number to compare against.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use vipgate::proxy::http1::{request, MAX_HEADERS};
+use vipgate::proxy::route::RouteTable;
+
+const SEED: &str = r#"
+[[listener]]
+bind = "0.0.0.0:80"
+[[host]]
+names = ["blog.example.test"]
+[[host.route]]
+prefix = "/api"
+pool = "was"
+[[host.route]]
+prefix = "/"
+pool = "web"
+[[host]]
+names = ["monitoring.example.test"]
+[[host.route]]
+prefix = "/"
+pool = "grafana"
+[[host]]
+names = ["argocd.example.test"]
+[[host.route]]
+prefix = "/"
+pool = "argocd"
+[[host]]
+names = ["kiali.example.test"]
+[[host.route]]
+prefix = "/"
+pool = "kiali"
+[pool.web]
+backends = ["192.0.2.21:8080"]
+[pool.was]
+backends = ["192.0.2.23:8080"]
+[pool.grafana]
+backends = ["192.0.2.24:3000"]
+[pool.argocd]
+backends = ["192.0.2.25:80"]
+[pool.kiali]
+backends = ["192.0.2.26:20001"]
+"#;
+
+const REQUEST: &[u8] = b"GET /api/posts?page=2 HTTP/1.1\r\nHost: blog.example.test\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\nAccept-Encoding: gzip\r\nCF-Connecting-IP: 203.0.113.7\r\n\r\n";
+
+fn head_and_route(c: &mut Criterion) {
+    let config = vipgate::config::parse(Path::new("seed.toml"), SEED).expect("valid bench config");
+    let table = RouteTable::build(&config);
+    c.bench_function("seed: parse head + route", |b| {
+        b.iter(|| {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let req = request::parse(black_box(REQUEST), &mut headers)
+                .expect("valid")
+                .expect("complete");
+            let authority = req.authority.expect("host");
+            black_box(table.lookup(authority, req.path))
+        })
+    });
+    c.bench_function("seed: route only", |b| {
+        b.iter(|| {
+            black_box(table.lookup(
+                black_box(b"blog.example.test"),
+                black_box("/api/posts?page=2"),
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, head_and_route);
+criterion_main!(benches);

@@ -1,0 +1,59 @@
+//! The TOML file as written: serde structs that mirror the public keys one to one.
+//!
+//! Owns the key names (the public contract: extend, never rename) and their spans, so that
+//! validation can point at the line of a bad value. It does not judge values; `validate` does.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub vip: Vec<Spanned<RawVip>>,
+    #[serde(default)]
+    pub listener: Vec<Spanned<RawListener>>,
+    #[serde(default)]
+    pub host: Vec<Spanned<RawHost>>,
+    #[serde(default)]
+    pub pool: BTreeMap<Spanned<String>, Spanned<RawPool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVip {
+    pub address: Spanned<String>,
+    pub interface: Spanned<String>,
+    pub garp_count: Option<Spanned<i64>>,
+    pub garp_interval_ms: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListener {
+    pub bind: Spanned<String>,
+    pub protocol: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHost {
+    pub names: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub prefix: Spanned<String>,
+    pub pool: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    pub backends: Spanned<Vec<Spanned<String>>>,
+}

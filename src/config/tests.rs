@@ -1,0 +1,215 @@
+//! Table-driven tests: each bad file is refused at the right line with the right reason, and
+//! the contract example from the first issue is accepted as written.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = r#"[[vip]]
+address = "192.0.2.200"
+interface = "eth0"
+
+[[listener]]
+bind = "192.0.2.200:80"
+protocol = "http"
+
+[[host]]
+names = ["blog.example.test"]
+[[host.route]]
+prefix = "/api"
+pool = "was"
+[[host.route]]
+prefix = "/"
+pool = "web"
+
+[pool.web]
+backends = ["192.0.2.21:8080", "192.0.2.22:8080"]
+[pool.was]
+backends = ["192.0.2.23:8080"]
+"#;
+
+#[test]
+fn the_contract_example_is_accepted() {
+    let c = parse(Path::new("vipgate.toml"), GOOD).expect("valid");
+    assert_eq!(c.vips.len(), 1);
+    assert_eq!(c.vips[0].address.to_string(), "192.0.2.200");
+    assert_eq!(c.vips[0].garp.count, DEFAULT_GARP_COUNT);
+    assert_eq!(c.listeners[0].bind.to_string(), "192.0.2.200:80");
+    let routes: Vec<(&str, &str)> = c.hosts[0]
+        .routes
+        .iter()
+        .map(|r| (r.prefix.as_str(), c.pool(r.pool).name.as_str()))
+        .collect();
+    assert_eq!(routes, vec![("/api", "was"), ("/", "web")]);
+}
+
+#[test]
+fn optional_keys_are_read() {
+    let text = GOOD.replace(
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_count = 3\ngarp_interval_ms = 250",
+    );
+    let c = parse(Path::new("v.toml"), &text).unwrap();
+    assert_eq!(
+        c.vips[0].garp,
+        GarpBurst {
+            count: 3,
+            interval: Duration::from_millis(250)
+        }
+    );
+}
+
+/// (what to replace in GOOD, with what, expected line, expected words in the reason)
+const BAD: &[(&str, &str, usize, &str)] = &[
+    (
+        "pool = \"was\"",
+        "pool = \"nope\"",
+        13,
+        "pool \"nope\", which is not defined (pools: was, web)",
+    ),
+    (
+        "address = \"192.0.2.200\"",
+        "address = \"192.0.2.300\"",
+        2,
+        "is not an IP address",
+    ),
+    (
+        "address = \"192.0.2.200\"",
+        "address = \"2001:db8::200\"",
+        2,
+        "IPv6 VIPs are not supported yet",
+    ),
+    (
+        "address = \"192.0.2.200\"",
+        "address = \"127.0.0.1\"",
+        2,
+        "cannot be announced",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"\"",
+        3,
+        "not a valid Linux interface name",
+    ),
+    (
+        "bind = \"192.0.2.200:80\"",
+        "bind = \"192.0.2.200\"",
+        6,
+        "is not an address with a port",
+    ),
+    (
+        "protocol = \"http\"",
+        "protocol = \"gopher\"",
+        7,
+        "unknown listener protocol",
+    ),
+    (
+        "names = [\"blog.example.test\"]",
+        "names = [\"blog.example.test\", \"BLOG.example.test\"]",
+        10,
+        "defined twice (first at line 10)",
+    ),
+    (
+        "names = [\"blog.example.test\"]",
+        "names = [\"a.*.test\"]",
+        10,
+        "may hold '*' only",
+    ),
+    (
+        "names = [\"blog.example.test\"]",
+        "names = [\"a.test:80\"]",
+        10,
+        "must not carry a port",
+    ),
+    (
+        "names = [\"blog.example.test\"]",
+        "names = []",
+        10,
+        "at least one name",
+    ),
+    (
+        "prefix = \"/api\"",
+        "prefix = \"api\"",
+        12,
+        "must start with '/'",
+    ),
+    ("prefix = \"/api\"", "prefix = \"/\"", 15, "listed twice"),
+    (
+        "\"192.0.2.23:8080\"",
+        "\"was.example.test:8080\"",
+        21,
+        "is not an address with a port",
+    ),
+    (
+        "\"192.0.2.23:8080\"",
+        "\"192.0.2.23:0\"",
+        21,
+        "needs a concrete address and a port",
+    ),
+    (
+        "\"192.0.2.22:8080\"",
+        "\"192.0.2.21:8080\"",
+        19,
+        "listed twice in pool \"web\"",
+    ),
+    (
+        "backends = [\"192.0.2.23:8080\"]",
+        "backends = []",
+        21,
+        "has no backends",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ngarp_count = 1000",
+        4,
+        "out of range",
+    ),
+    (
+        "interface = \"eth0\"",
+        "interface = \"eth0\"\ninterfce = \"x\"",
+        4,
+        "unknown field `interfce`",
+    ),
+    ("[pool.web]", "[pool.web\n", 18, ""),
+    ("bind = \"192.0.2.200:80\"", "bind = 80", 6, "invalid type"),
+];
+
+#[test]
+fn bad_files_are_refused_with_line_and_reason() {
+    for (from, to, line, words) in BAD {
+        assert!(GOOD.contains(from), "fixture {from:?} not in GOOD");
+        let text = GOOD.replacen(from, to, 1);
+        let err = parse(Path::new("/etc/vipgate/vipgate.toml"), &text).expect_err(to);
+        let msg = err.to_string();
+        let want_prefix = format!("/etc/vipgate/vipgate.toml:{line}:");
+        assert!(msg.starts_with(&want_prefix), "{to:?}: {msg}");
+        assert!(msg.contains(": error: "), "{msg}");
+        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    }
+}
+
+#[test]
+fn empty_file_and_listener_without_hosts_are_refused() {
+    let err = parse(Path::new("e.toml"), "").unwrap_err().to_string();
+    assert!(err.contains("e.toml:1:1: error: nothing to do"), "{err}");
+    let err = parse(
+        Path::new("e.toml"),
+        "\n[[listener]]\nbind = \"0.0.0.0:80\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("e.toml:2:"), "{err}");
+    assert!(err.contains("at least one [[host]]"), "{err}");
+}
+
+#[test]
+fn a_vip_alone_is_a_valid_announcer_only_config() {
+    let c = parse(
+        Path::new("v.toml"),
+        "[[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n",
+    )
+    .unwrap();
+    assert!(c.listeners.is_empty());
+}

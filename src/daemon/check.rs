@@ -1,0 +1,51 @@
+//! The effective configuration as `vipgate check` prints it: what will be announced, where it
+//! listens, and each host's routes in the order they are tried.
+
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::proxy::route::RouteTable;
+
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}: configuration is valid", config.source.display());
+    for vip in &config.vips {
+        let _ = writeln!(
+            out,
+            "vip {} on {} (gratuitous ARP: {} x every {} ms)",
+            vip.address,
+            vip.interface,
+            vip.garp.count,
+            vip.garp.interval.as_millis()
+        );
+    }
+    for l in &config.listeners {
+        let _ = writeln!(out, "listener {} {}", l.bind, l.protocol.as_str());
+    }
+    let table = RouteTable::build(config);
+    for (host, names) in table.describe().zip(config.hosts.iter()) {
+        let (label, routes) = host;
+        let aliases: Vec<String> = names
+            .names
+            .iter()
+            .skip(1)
+            .map(ToString::to_string)
+            .collect();
+        if aliases.is_empty() {
+            let _ = writeln!(out, "host {label}");
+        } else {
+            let _ = writeln!(out, "host {label} (also {})", aliases.join(", "));
+        }
+        for (prefix, pool_id) in routes {
+            let pool = config.pool(pool_id);
+            let backends: Vec<String> = pool.backends.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  {prefix:<16} -> {:<12} [{}]",
+                pool.name,
+                backends.join(", ")
+            );
+        }
+    }
+    out
+}

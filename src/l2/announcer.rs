@@ -1,0 +1,580 @@
+//! The running side of holding a VIP on the LAN: one packet socket on the VIP's interface, a
+//! thread answering ARP for the VIP, a gratuitous-ARP burst at start, and the kernel route and
+//! sysctls that go with it.
+//!
+//! Owns: the lifecycle of an announced VIP ([`Announcer::start`], [`Announcer::stop`],
+//! [`release`] after a crash) and its counters ([`ArpStats`]). Does not own: the ARP rules
+//! (`arp`), the route and sysctls themselves (`route`), nor deciding when this node should hold
+//! the VIP (`ha`, which calls start and stop).
+//!
+//! Threads, not tasks: the packet socket is read through pnet, whose receive blocks in `poll`
+//! for up to [`READ_TIMEOUT`], so it runs on its own thread and checks a stop flag between
+//! reads. The GARP burst runs on a second thread so its spacing is exact and never delays an
+//! answer; both share the one sender behind a mutex, held only for one `sendto`.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::IntoRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pnet_datalink::{Channel, DataLinkReceiver, DataLinkSender, NetworkInterface};
+use socket2::{Domain, SockFilter, Socket, Type};
+use tracing::{debug, info, trace, warn};
+
+use super::arp::{self, ArpRepr, Decision, Frame, Ignored, MacAddr};
+use super::{route, L2Error};
+use crate::config::{GarpBurst, Vip};
+
+/// How long one receive waits before the ARP thread looks at its stop flag again; this bounds
+/// how long [`Announcer::stop`] waits for the thread.
+pub const READ_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// How long a send waits for room in the interface queue before it counts as a send error.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Pause after a receive error, so an error that keeps coming back cannot spin the thread (see
+/// `open_channel` for the one that does without care: ENETDOWN while the link is down).
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// At most one "another station claims the VIP" warning per this period: two owners answering
+/// each other would otherwise log on every frame.
+const CONFLICT_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+/// `skb->pkt_type` values from `linux/if_packet.h`: to us, and broadcast. Multicast (2),
+/// another host's (3, promiscuous mode) and our own outgoing frames (4) are above them.
+const PACKET_BROADCAST: u32 = 1;
+
+const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const BPF_LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
+const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const BPF_JGT_K: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
+const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+/// Classic BPF ancillary loads address `skb` metadata at negative offsets (the wrap to u32 is
+/// how the kernel ABI spells them).
+const AD_PKTTYPE: u32 = (libc::SKF_AD_OFF + libc::SKF_AD_PKTTYPE) as u32;
+const AD_VLAN_TAG_PRESENT: u32 = (libc::SKF_AD_OFF + libc::SKF_AD_VLAN_TAG_PRESENT) as u32;
+
+/// The in-kernel filter on the packet socket: pass only untagged ARP frames that are broadcast
+/// or addressed to us. As `(code, jt, jf, k)`, jumps relative to the next instruction.
+///
+/// pnet binds its socket to ETH_P_ALL, so without a filter every frame on the interface would
+/// be copied into this process only to be dropped, including all the HTTP traffic the proxy
+/// itself carries and every frame we send. The VLAN check matters because a frame whose 802.1Q
+/// tag the NIC (or veth) stripped into metadata arrives here looking untagged: an ARP request
+/// from VLAN 100 would be answered on the untagged LAN.
+const ARP_FILTER: [(u16, u8, u8, u32); 8] = [
+    /* 0 */ (BPF_LD_W_ABS, 0, 0, AD_PKTTYPE),
+    /* 1 */ (BPF_JGT_K, 5, 0, PACKET_BROADCAST), // multicast, other host, outgoing: 7
+    /* 2 */ (BPF_LD_W_ABS, 0, 0, AD_VLAN_TAG_PRESENT),
+    /* 3 */ (BPF_JEQ_K, 0, 3, 0), // tagged: 7
+    /* 4 */ (BPF_LD_H_ABS, 0, 0, 12), // ethertype
+    /* 5 */ (BPF_JEQ_K, 0, 1, 0x0806), // ARP: 6, else 7
+    /* 6 */ (BPF_RET_K, 0, 0, 0x0004_0000),
+    /* 7 */ (BPF_RET_K, 0, 0, 0),
+];
+
+fn arp_filter() -> Vec<SockFilter> {
+    ARP_FILTER
+        .iter()
+        .map(|&(code, jt, jf, k)| SockFilter::new(code, jt, jf, k))
+        .collect()
+}
+
+/// Counters of one announced VIP, shared with the ARP threads; read them with
+/// [`ArpStats::snapshot`]. They survive [`Announcer::stop`].
+#[derive(Debug, Default)]
+pub struct ArpStats {
+    replies_sent: AtomicU64,
+    garps_sent: AtomicU64,
+    requests_seen: AtomicU64,
+    conflicts_seen: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+/// One reading of [`ArpStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArpStatsSnapshot {
+    /// ARP replies for the VIP sent.
+    pub replies_sent: u64,
+    /// Gratuitous ARPs sent.
+    pub garps_sent: u64,
+    /// ARP requests for the VIP from other stations, answered or not.
+    pub requests_seen: u64,
+    /// Frames from another station using the VIP as its sender address.
+    pub conflicts_seen: u64,
+    /// Replies or GARPs the socket refused.
+    pub send_errors: u64,
+}
+
+impl ArpStats {
+    pub fn snapshot(&self) -> ArpStatsSnapshot {
+        ArpStatsSnapshot {
+            replies_sent: self.replies_sent.load(Ordering::Relaxed),
+            garps_sent: self.garps_sent.load(Ordering::Relaxed),
+            requests_seen: self.requests_seen.load(Ordering::Relaxed),
+            conflicts_seen: self.conflicts_seen.load(Ordering::Relaxed),
+            send_errors: self.send_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// What both threads need to know, fixed at start.
+#[derive(Debug)]
+struct Shared {
+    vip: Ipv4Addr,
+    interface: String,
+    mac: MacAddr,
+    stop: AtomicBool,
+    stats: Arc<ArpStats>,
+}
+
+/// pnet's sending half, shared by the ARP and GARP threads.
+type SharedSender = Mutex<Box<dyn DataLinkSender>>;
+
+/// The packet socket as pnet hands it out, plus our second descriptor of it.
+struct PacketChannel {
+    tx: Box<dyn DataLinkSender>,
+    rx: Box<dyn DataLinkReceiver>,
+    error_probe: Socket,
+}
+
+/// A VIP being announced on its interface. Stop it with [`Announcer::stop`]; dropping it stops
+/// answering but leaves the route behind (see [`release`]).
+#[derive(Debug)]
+pub struct Announcer {
+    shared: Arc<Shared>,
+    /// Dropping it wakes the GARP thread at once, mid-spacing.
+    garp_stop: Option<mpsc::Sender<()>>,
+    /// Empty once stopped.
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Announcer {
+    /// Starts announcing `vip`: raises the ARP sysctls of its interface, installs the local
+    /// route (replacing a stale one of ours), then answers ARP for it and sends the GARP burst.
+    ///
+    /// The packet socket is opened first, before anything on the host changes, so the commonest
+    /// failure (no CAP_NET_RAW) leaves nothing to undo.
+    pub async fn start(vip: &Vip) -> Result<Announcer, L2Error> {
+        let (iface, mac) = find_interface(&vip.interface)?;
+        let channel = open_channel(&iface).map_err(|source| L2Error::Socket {
+            interface: vip.interface.clone(),
+            source,
+        })?;
+
+        route::set_arp_sysctls(&iface.name)?;
+        if route::remove_local_route(vip.address).await? {
+            info!(vip = %vip.address, "removed a stale local route left by an earlier run");
+        }
+        route::install_local_route(vip.address).await?;
+
+        let shared = Arc::new(Shared {
+            vip: vip.address,
+            interface: iface.name.clone(),
+            mac,
+            stop: AtomicBool::new(false),
+            stats: Arc::new(ArpStats::default()),
+        });
+        let PacketChannel {
+            tx,
+            rx,
+            error_probe,
+        } = channel;
+        let tx: Arc<SharedSender> = Arc::new(Mutex::new(tx));
+        let (garp_stop, garp_stopped) = mpsc::channel();
+        let mut announcer = Announcer {
+            shared: shared.clone(),
+            garp_stop: Some(garp_stop),
+            threads: Vec::with_capacity(2),
+        };
+
+        let spawned = spawn("vipgate-arp", {
+            let (shared, tx) = (shared.clone(), tx.clone());
+            move || answer_loop(rx, &tx, &error_probe, &shared)
+        })
+        .and_then(|answer| {
+            announcer.threads.push(answer);
+            spawn("vipgate-garp", {
+                let burst = vip.garp;
+                move || garp_burst(&tx, &shared, burst, &garp_stopped)
+            })
+        });
+        match spawned {
+            Ok(garp) => announcer.threads.push(garp),
+            Err(source) => {
+                // Undo the route and stop whatever thread did start; the spawn error is the
+                // one worth reporting.
+                let _ = announcer.stop().await;
+                return Err(L2Error::Thread {
+                    interface: vip.interface.clone(),
+                    vip: vip.address,
+                    source,
+                });
+            }
+        }
+
+        if !iface.is_up() {
+            warn!(vip = %vip.address, interface = %iface.name,
+                "interface is down: ARP for the VIP is answered once it comes up");
+        }
+        info!(vip = %vip.address, interface = %iface.name, %mac,
+            garp_count = vip.garp.count, garp_interval = ?vip.garp.interval,
+            "announcing VIP");
+        Ok(announcer)
+    }
+
+    pub fn vip(&self) -> Ipv4Addr {
+        self.shared.vip
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.shared.interface
+    }
+
+    /// The MAC address the VIP is announced at.
+    pub fn mac(&self) -> MacAddr {
+        self.shared.mac
+    }
+
+    /// The live counters; the `Arc` can be kept for metrics after the announcer is gone.
+    pub fn stats(&self) -> Arc<ArpStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Stops answering ARP for the VIP, then removes the local route.
+    ///
+    /// In that order, so no request is answered for a VIP this node no longer accepts packets
+    /// for. The sysctls stay raised (see `route::set_arp_sysctls`).
+    pub async fn stop(mut self) -> Result<(), L2Error> {
+        self.signal_stop();
+        let threads = std::mem::take(&mut self.threads);
+        // Joining waits up to READ_TIMEOUT; keep that off the async worker.
+        let panicked = tokio::task::spawn_blocking(move || {
+            threads
+                .into_iter()
+                .map(JoinHandle::join)
+                .filter(Result::is_err)
+                .count()
+        })
+        .await
+        .map_or(true, |count| count > 0);
+
+        let removed = route::remove_local_route(self.shared.vip).await;
+        let stats = self.shared.stats.snapshot();
+        info!(vip = %self.shared.vip, interface = %self.shared.interface, mac = %self.shared.mac,
+            replies_sent = stats.replies_sent, garps_sent = stats.garps_sent,
+            "stopped announcing VIP");
+        if panicked {
+            return Err(L2Error::ThreadPanicked {
+                interface: self.shared.interface.clone(),
+                vip: self.shared.vip,
+            });
+        }
+        removed.map(|_| ())
+    }
+
+    fn signal_stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.garp_stop = None;
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        // Threads end on their own within READ_TIMEOUT; the route needs async netlink, which a
+        // destructor cannot run.
+        self.signal_stop();
+        warn!(vip = %self.shared.vip,
+            "announcer dropped without stop(): the local route for the VIP stays until release()");
+    }
+}
+
+/// Removes the local route a previous run left for `vip` (after a crash or a kill -9). Returns
+/// whether there was one. Answering ARP needs no cleanup: it died with the process.
+pub async fn release(vip: &Vip) -> Result<bool, L2Error> {
+    let removed = route::remove_local_route(vip.address).await?;
+    if removed {
+        info!(vip = %vip.address, "removed a stale local route");
+    }
+    Ok(removed)
+}
+
+fn find_interface(name: &str) -> Result<(NetworkInterface, MacAddr), L2Error> {
+    let iface = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| L2Error::InterfaceNotFound {
+            interface: name.to_owned(),
+        })?;
+    // pnet reports 00:00:00:00:00:00 for lo and for tunnels; neither can answer ARP.
+    match iface.mac.map(|m| MacAddr(m.octets())) {
+        Some(mac) if mac.is_unicast() => Ok((iface, mac)),
+        _ => Err(L2Error::NoMac {
+            interface: name.to_owned(),
+        }),
+    }
+}
+
+/// Opens the packet socket through pnet, with our filter attached before it sees any frame.
+///
+/// Returns, next to pnet's halves, a second descriptor of the same socket. When the link goes
+/// down the kernel leaves ENETDOWN pending on the socket; pnet sees POLLERR without POLLIN,
+/// returns "Unexpected poll event" without reading the error, and every later `next()` fails at
+/// once (measured here: 300,000 failures in half a second of link-down). Reading SO_ERROR
+/// through the second descriptor clears it, so the thread goes back to waiting in `poll`.
+fn open_channel(iface: &NetworkInterface) -> io::Result<PacketChannel> {
+    // Protocol 0: the socket receives nothing until pnet binds it to the interface, so no frame
+    // from another interface is queued between socket() and bind(), as it would be on the
+    // ETH_P_ALL socket pnet opens by itself.
+    let socket = Socket::new(Domain::PACKET, Type::RAW, None)?;
+    socket.attach_filter(&arp_filter())?;
+    let error_probe = socket.try_clone()?;
+    let config = pnet_datalink::Config {
+        read_timeout: Some(READ_TIMEOUT),
+        write_timeout: Some(WRITE_TIMEOUT),
+        // ARP requests are broadcast or unicast to us; promiscuous mode would only add frames
+        // for other hosts, and change the interface for everyone else.
+        promiscuous: false,
+        // pnet closes the descriptor on every path, error or not, so it takes ownership here.
+        socket_fd: Some(socket.into_raw_fd()),
+        ..pnet_datalink::Config::default()
+    };
+    match pnet_datalink::channel(iface, config)? {
+        Channel::Ethernet(tx, rx) => Ok(PacketChannel {
+            tx,
+            rx,
+            error_probe,
+        }),
+        _ => Err(io::Error::other("pnet opened a non-Ethernet channel")),
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(f)
+}
+
+fn send(tx: &SharedSender, frame: &Frame) -> io::Result<()> {
+    // A thread that panicked while sending left nothing half-done in the sender worth refusing
+    // the lock over.
+    let mut tx = tx.lock().unwrap_or_else(PoisonError::into_inner);
+    tx.send_to(frame, None)
+        .unwrap_or_else(|| Err(io::Error::other("frame larger than pnet's write buffer")))
+}
+
+/// The ARP thread: answer every request for the VIP until told to stop.
+fn answer_loop(
+    mut rx: Box<dyn DataLinkReceiver>,
+    tx: &SharedSender,
+    error_probe: &Socket,
+    shared: &Shared,
+) {
+    let mut failing = false;
+    let mut last_conflict_log: Option<Instant> = None;
+    while !shared.stop.load(Ordering::Acquire) {
+        match rx.next() {
+            Ok(frame) => {
+                if failing {
+                    info!(interface = %shared.interface, "packet socket receiving again");
+                    failing = false;
+                }
+                handle_frame(frame, tx, shared, &mut last_conflict_log);
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            Err(e) => {
+                // Reads and so clears the error pnet leaves pending (see `open_channel`).
+                let pending = error_probe.take_error().ok().flatten();
+                if !failing {
+                    warn!(interface = %shared.interface, error = %e,
+                        pending = ?pending.map(|p| p.to_string()),
+                        "packet socket receive failed; retrying");
+                    failing = true;
+                }
+                std::thread::sleep(ERROR_BACKOFF);
+            }
+        }
+    }
+    debug!(vip = %shared.vip, interface = %shared.interface, "ARP thread stopped");
+}
+
+fn handle_frame(
+    frame: &[u8],
+    tx: &SharedSender,
+    shared: &Shared,
+    last_conflict_log: &mut Option<Instant>,
+) {
+    let stats = &shared.stats;
+    match arp::decide(frame, shared.mac, shared.vip) {
+        Decision::Reply(reply) => {
+            bump(&stats.requests_seen);
+            // The reply's target is the requester; read it back for the log.
+            let requester = ArpRepr::parse(&reply[arp::ETHERNET_HEADER_LEN..]).ok();
+            match send(tx, &reply) {
+                Ok(()) => {
+                    bump(&stats.replies_sent);
+                    debug!(vip = %shared.vip,
+                        requester_ip = ?requester.map(|r| r.target_ip),
+                        requester_mac = ?requester.map(|r| r.target_mac),
+                        "ARP reply sent");
+                }
+                Err(e) => {
+                    bump(&stats.send_errors);
+                    warn!(vip = %shared.vip, interface = %shared.interface, error = %e,
+                        "sending ARP reply failed");
+                }
+            }
+        }
+        Decision::Ignore(Ignored::Conflict { mac }) => {
+            bump(&stats.conflicts_seen);
+            let due = last_conflict_log.is_none_or(|t| t.elapsed() >= CONFLICT_LOG_PERIOD);
+            if due {
+                *last_conflict_log = Some(Instant::now());
+                warn!(vip = %shared.vip, interface = %shared.interface, other_mac = %mac,
+                    "another station claims the VIP");
+            }
+        }
+        Decision::Ignore(reason) => {
+            if reason.is_request_for_vip() {
+                bump(&stats.requests_seen);
+            }
+            trace!(?reason, "ARP frame ignored");
+        }
+    }
+}
+
+/// The GARP thread: `burst.count` gratuitous ARPs, `burst.interval` apart, unless stopped.
+fn garp_burst(tx: &SharedSender, shared: &Shared, burst: GarpBurst, stopped: &mpsc::Receiver<()>) {
+    let garp = arp::build_gratuitous(shared.mac, shared.vip);
+    let start = Instant::now();
+    for i in 0..burst.count {
+        // Deadlines from the start of the burst, so time spent sending does not stretch it.
+        let Some(due) = burst
+            .interval
+            .checked_mul(i)
+            .and_then(|offset| start.checked_add(offset))
+        else {
+            break;
+        };
+        match stopped.recv_timeout(due.saturating_duration_since(Instant::now())) {
+            Err(RecvTimeoutError::Timeout) => {}
+            // Stop was signalled (the sender dropped), or a message, which nobody sends.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        match send(tx, &garp) {
+            Ok(()) => bump(&shared.stats.garps_sent),
+            Err(e) => {
+                bump(&shared.stats.send_errors);
+                warn!(vip = %shared.vip, interface = %shared.interface, error = %e,
+                    "sending gratuitous ARP failed");
+            }
+        }
+    }
+    debug!(vip = %shared.vip, sent = shared.stats.garps_sent.load(Ordering::Relaxed),
+        "GARP burst done");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Enough of a classic BPF interpreter to run `ARP_FILTER` over a frame with the given
+    /// skb metadata; returns the accepted length (0 = dropped).
+    fn run_filter(frame: &[u8], pkt_type: u32, vlan_tagged: bool) -> u32 {
+        let mut a: u32 = 0;
+        let mut pc = 0;
+        loop {
+            let (code, jt, jf, k) = ARP_FILTER[pc];
+            pc += 1;
+            match code {
+                BPF_LD_W_ABS if k == AD_PKTTYPE => a = pkt_type,
+                BPF_LD_W_ABS if k == AD_VLAN_TAG_PRESENT => a = u32::from(vlan_tagged),
+                BPF_LD_H_ABS => {
+                    let at = k as usize;
+                    match frame.get(at..at + 2) {
+                        Some(b) => a = u32::from(u16::from_be_bytes([b[0], b[1]])),
+                        // The kernel drops the packet on an out-of-bounds load.
+                        None => return 0,
+                    }
+                }
+                BPF_JEQ_K => pc += usize::from(if a == k { jt } else { jf }),
+                BPF_JGT_K => pc += usize::from(if a > k { jt } else { jf }),
+                BPF_RET_K => return k,
+                other => panic!("instruction {other:#x} not modelled"),
+            }
+        }
+    }
+
+    /// A broadcast ARP request (captured with arping, see `arp` tests).
+    static ARP_REQUEST: [u8; 42] = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xd2, 0xe2, 0xce, 0x1b, 0xc0, 0x82, 0x08, 0x06, 0x00,
+        0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0xd2, 0xe2, 0xce, 0x1b, 0xc0, 0x82, 0xc0, 0x00,
+        0x02, 0x02, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xc0, 0x00, 0x02, 0xc8,
+    ];
+
+    #[test]
+    fn filter_passes_only_untagged_arp_for_us() {
+        const HOST: u32 = 0;
+        const MULTICAST: u32 = 2;
+        const OTHERHOST: u32 = 3;
+        const OUTGOING: u32 = 4;
+        let mut ipv4 = ARP_REQUEST.to_vec();
+        ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut inline_tag = ARP_REQUEST.to_vec();
+        inline_tag.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
+
+        let cases: [(&str, &[u8], u32, bool, bool); 9] = [
+            ("broadcast ARP", &ARP_REQUEST, PACKET_BROADCAST, false, true),
+            ("ARP unicast to us", &ARP_REQUEST, HOST, false, true),
+            (
+                "ARP to a multicast MAC",
+                &ARP_REQUEST,
+                MULTICAST,
+                false,
+                false,
+            ),
+            (
+                "ARP for another host (promiscuous)",
+                &ARP_REQUEST,
+                OTHERHOST,
+                false,
+                false,
+            ),
+            ("our own outgoing ARP", &ARP_REQUEST, OUTGOING, false, false),
+            (
+                "ARP with the VLAN tag in metadata",
+                &ARP_REQUEST,
+                PACKET_BROADCAST,
+                true,
+                false,
+            ),
+            (
+                "ARP with the VLAN tag in the frame",
+                &inline_tag,
+                PACKET_BROADCAST,
+                false,
+                false,
+            ),
+            ("IPv4", &ipv4, HOST, false, false),
+            (
+                "runt frame",
+                &ARP_REQUEST[..12],
+                PACKET_BROADCAST,
+                false,
+                false,
+            ),
+        ];
+        for (name, frame, pkt_type, tagged, pass) in cases {
+            assert_eq!(run_filter(frame, pkt_type, tagged) > 0, pass, "{name}");
+        }
+    }
+}

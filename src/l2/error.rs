@@ -1,0 +1,54 @@
+//! The one error type of the l2 layer: each variant says what failed and on which interface or
+//! address, so the daemon can log it as it is and decide whether to give up the VIP.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum L2Error {
+    #[error("interface {interface} not found")]
+    InterfaceNotFound { interface: String },
+
+    #[error("interface {interface} has no Ethernet MAC address, cannot answer ARP on it")]
+    NoMac { interface: String },
+
+    #[error("cannot open a packet socket on {interface} (needs CAP_NET_RAW): {source}")]
+    Socket {
+        interface: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot start the ARP thread for {vip} on {interface}: {source}")]
+    Thread {
+        interface: String,
+        vip: Ipv4Addr,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the ARP thread for {vip} on {interface} panicked")]
+    ThreadPanicked { interface: String, vip: Ipv4Addr },
+
+    #[error("netlink: cannot {action} the local route {vip}/32 (needs CAP_NET_ADMIN): {source}")]
+    Netlink {
+        action: &'static str,
+        vip: Ipv4Addr,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "{vip} is already local on this node (an interface address, or a local route vipgate did \
+         not install); refusing to announce it"
+    )]
+    VipAlreadyLocal { vip: Ipv4Addr },
+
+    #[error("cannot set sysctl {path}: {source}", path = path.display())]
+    Sysctl {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,26 @@
+//! vipgate: one daemon that owns a virtual IP on a LAN segment and routes the HTTP that arrives
+//! at it.
+//!
+//! # Layout
+//!
+//! Data flows one way, from configuration to the edges that touch the network:
+//!
+//! - [`config`]: the TOML schema, loading and validation into a [`config::Config`] that cannot
+//!   name a pool that does not exist.
+//! - [`l2`]: owning the VIP on the LAN: ARP answers and gratuitous ARP on an AF_PACKET socket,
+//!   the local route that makes the kernel deliver the VIP's packets, the ARP sysctls.
+//! - [`proxy`]: the HTTP/1 front: listeners, the connection driver, the wire format
+//!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
+//! - [`telemetry`]: logging set-up.
+//! - [`daemon`]: the `run` and `check` commands: start everything in order, stop it in reverse
+//!   on SIGTERM/SIGINT.
+//!
+//! Packet and protocol code (`l2::arp`, `proxy::http1`, `proxy::route`) is pure functions over
+//! byte slices and data; sockets live at the edges (`l2::announcer`, `proxy::listener`,
+//! `proxy::conn`).
+
+pub mod config;
+pub mod daemon;
+pub mod l2;
+pub mod proxy;
+pub mod telemetry;

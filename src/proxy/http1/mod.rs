@@ -1,0 +1,48 @@
+//! HTTP/1.x wire format: parsing and validating request and response heads, the chunked body
+//! decoder, and the small responses vipgate writes itself.
+//!
+//! Owns byte-level rules (RFC 9112 framing, RFC 9110 hop-by-hop fields). Everything here is a
+//! function over byte slices with no I/O, so it is tested and fuzzed without sockets; the
+//! connection driver in `proxy::conn` does the reading and writing.
+
+pub mod chunked;
+pub mod local;
+pub mod request;
+pub mod response;
+pub(crate) mod tokens;
+
+/// Most header fields in one head; more gets 431. Matches common server defaults (nginx and
+/// HAProxy allow about 100).
+pub const MAX_HEADERS: usize = 100;
+/// Largest request or response head; more gets 431 (request) or 502 (response).
+pub const MAX_HEAD_SIZE: usize = 64 * 1024;
+
+/// The HTTP minor version of a message (HTTP/1.0 or HTTP/1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    fn from_minor(minor: u8) -> Version {
+        if minor == 0 {
+            Version::Http10
+        } else {
+            Version::Http11
+        }
+    }
+}
+
+/// How the body of a message is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding, ended by the last chunk and trailer section.
+    Chunked,
+    /// Responses only: the body runs until the backend closes the connection.
+    UntilClose,
+}

@@ -1,0 +1,472 @@
+//! Parsing and validating a request head straight from the connection's read buffer.
+//!
+//! Owns the decision whether a head is acceptable and how its body is framed (RFC 9112 §6),
+//! and the writing of the head that goes to the backend. It borrows the read buffer and copies
+//! nothing before routing: the route decision reads `host` and `path` in place.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use bytes::{BufMut, BytesMut};
+
+use super::tokens;
+use super::{Framing, Version, MAX_HEADERS, MAX_HEAD_SIZE};
+
+/// Why a request head was refused; each maps to the status the client gets, after which the
+/// connection is closed (the framing of anything behind a bad head cannot be trusted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed request head: {0}")]
+    Malformed(&'static str),
+    #[error("request head larger than {MAX_HEAD_SIZE} bytes")]
+    HeadTooLarge,
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    #[error("transfer coding not implemented")]
+    UnsupportedTransferCoding,
+}
+
+impl RequestError {
+    pub fn status(self) -> u16 {
+        match self {
+            RequestError::Malformed(_) => 400,
+            RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
+            RequestError::UnsupportedTransferCoding => 501,
+        }
+    }
+}
+
+/// A parsed head, borrowing the read buffer (`'b`) and the caller's header array (`'h`).
+#[derive(Debug)]
+pub struct Request<'b, 'h> {
+    pub method: &'b str,
+    /// The target as sent (origin-form or absolute-form).
+    pub target: &'b str,
+    /// The path and query to route on and to send to the backend (origin-form).
+    pub path: &'b str,
+    /// The authority to route on: the absolute-form target's if present (RFC 9112 §3.2.2
+    /// says it wins over Host), else the Host field. Not yet normalised.
+    pub authority: Option<&'b [u8]>,
+    pub version: Version,
+    pub headers: &'h [httparse::Header<'b>],
+    /// Bytes of the head including the blank line.
+    pub head_len: usize,
+    pub framing: Framing,
+    /// Whether the client lets us keep the connection after this exchange.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on a request with a body.
+    pub expect_continue: bool,
+}
+
+/// Parse the head at the start of `buf`. `Ok(None)` means more bytes are needed.
+pub fn parse<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+) -> Result<Option<Request<'b, 'h>>, RequestError> {
+    let mut req = httparse::Request::new(headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
+        Err(e) => return Err(RequestError::Malformed(httparse_reason(e))),
+    };
+    let head_len = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial if buf.len() >= MAX_HEAD_SIZE => {
+            return Err(RequestError::HeadTooLarge)
+        }
+        httparse::Status::Partial => return Ok(None),
+    };
+    if head_len > MAX_HEAD_SIZE {
+        return Err(RequestError::HeadTooLarge);
+    }
+    // httparse only returns Complete with all three set.
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(RequestError::Malformed("incomplete request line"));
+    };
+    let version = Version::from_minor(minor);
+    let headers: &'h [httparse::Header<'b>] = req.headers;
+
+    let (path, target_authority) = split_target(method, target)?;
+
+    let mut host: Option<&'b [u8]> = None;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut has_te = false;
+    let mut close = version == Version::Http10;
+    let mut expect_continue = false;
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(RequestError::Malformed("more than one Host field"));
+            }
+            host = Some(h.value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // RFC 9112 §6.3 point 5: repeated or list-valued Content-Length is accepted only
+            // when every value is the same valid number.
+            for v in tokens::list(h.value) {
+                let n = parse_content_length(v)?;
+                if content_length.is_some_and(|seen| seen != n) {
+                    return Err(RequestError::Malformed("conflicting Content-Length values"));
+                }
+                content_length = Some(n);
+            }
+            if tokens::list(h.value).next().is_none() {
+                return Err(RequestError::Malformed("empty Content-Length"));
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            has_te = true;
+            // Only the final coding decides framing; chunked anywhere but last is invalid
+            // (RFC 9112 §6.1), and any other coding is one we do not implement.
+            for coding in tokens::list(h.value) {
+                if chunked {
+                    return Err(RequestError::Malformed(
+                        "chunked is not the final transfer coding",
+                    ));
+                }
+                if coding.eq_ignore_ascii_case(b"chunked") {
+                    chunked = true;
+                } else {
+                    return Err(RequestError::UnsupportedTransferCoding);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            if tokens::has(h.value, "close") {
+                close = true;
+            } else if tokens::has(h.value, "keep-alive") && version == Version::Http10 {
+                close = false;
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if h.value.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                // RFC 9110 §10.1.1: an expectation we cannot meet gets 417; we keep it simple
+                // and refuse it as malformed rather than forward an unknown expectation.
+                return Err(RequestError::Malformed("unsupported Expect value"));
+            }
+        }
+    }
+    if has_te {
+        // A request smuggling vector: framing the front and the backend could read
+        // differently (RFC 9112 §6.1 lets us reject, and we do).
+        if content_length.is_some() {
+            return Err(RequestError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        if version == Version::Http10 {
+            return Err(RequestError::Malformed(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
+        }
+        if !chunked {
+            return Err(RequestError::Malformed("empty Transfer-Encoding"));
+        }
+    }
+    if version == Version::Http11 && host.is_none() {
+        return Err(RequestError::Malformed("missing Host field"));
+    }
+    let framing = if chunked {
+        Framing::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    Ok(Some(Request {
+        method,
+        target,
+        path,
+        authority: target_authority.or(host),
+        version,
+        headers,
+        head_len,
+        framing,
+        keep_alive: !close,
+        expect_continue: expect_continue && framing != Framing::Empty,
+    }))
+}
+
+fn httparse_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in request line",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+fn parse_content_length(v: &[u8]) -> Result<u64, RequestError> {
+    const BAD: RequestError = RequestError::Malformed("invalid Content-Length");
+    if v.is_empty() || v.len() > 19 {
+        return Err(BAD);
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                .ok_or(BAD)
+        } else {
+            Err(BAD)
+        }
+    })
+}
+
+/// Split the request target into the origin-form path to forward and, for absolute-form, the
+/// authority it names (RFC 9112 §3.2).
+fn split_target<'b>(
+    method: &str,
+    target: &'b str,
+) -> Result<(&'b str, Option<&'b [u8]>), RequestError> {
+    if target.starts_with('/') {
+        return Ok((target, None));
+    }
+    if target == "*" && method == "OPTIONS" {
+        return Ok((target, None));
+    }
+    let rest = strip_scheme(target).ok_or(RequestError::Malformed("unsupported request target"))?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(RequestError::Malformed(
+            "invalid authority in absolute-form target",
+        ));
+    }
+    if path.starts_with('?') {
+        // "http://h?q" has an empty path; the origin-form needs "/?q", which we cannot borrow.
+        return Err(RequestError::Malformed(
+            "absolute-form target without a path",
+        ));
+    }
+    Ok((path, Some(authority.as_bytes())))
+}
+
+fn strip_scheme(target: &str) -> Option<&str> {
+    for scheme in ["http://", "https://"] {
+        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&target[scheme.len()..]);
+        }
+    }
+    None
+}
+
+/// Write the head to send to the backend into `out`: origin-form request line as HTTP/1.1,
+/// end-to-end fields as received, hop-by-hop fields (and those named in Connection) dropped,
+/// one normalised framing field, `Connection: close` (each backend exchange uses its own
+/// connection), and the client appended to X-Forwarded-For.
+pub fn write_upstream_head(req: &Request<'_, '_>, client: IpAddr, out: &mut BytesMut) {
+    out.reserve(req.head_len + 64);
+    put3(out, req.method.as_bytes(), b" ", req.path.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    let mut forwarded_for_written = false;
+    for h in req.headers {
+        let name = h.name;
+        if tokens::is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            continue;
+        }
+        if tokens::named_by_connection(req.headers, name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") && !forwarded_for_written {
+            // Append to the first one; later duplicates pass through unchanged.
+            put3(out, name.as_bytes(), b": ", h.value);
+            let _ = write!(Fmt(out), ", {client}\r\n");
+            forwarded_for_written = true;
+            continue;
+        }
+        put3(out, name.as_bytes(), b": ", h.value);
+        out.put_slice(b"\r\n");
+    }
+    if req.version == Version::Http10
+        && !req
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("host"))
+    {
+        if let Some(a) = req.authority {
+            put3(out, b"Host: ", a, b"\r\n");
+        }
+    }
+    if !forwarded_for_written {
+        let _ = write!(Fmt(out), "X-Forwarded-For: {client}\r\n");
+    }
+    match req.framing {
+        Framing::Empty => {
+            if method_expects_length(req.method) {
+                out.put_slice(b"Content-Length: 0\r\n");
+            }
+        }
+        Framing::Length(n) => {
+            let _ = write!(Fmt(out), "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked | Framing::UntilClose => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    out.put_slice(b"Connection: close\r\n\r\n");
+}
+
+/// Methods whose empty body should still be framed explicitly so that the backend does not
+/// wait for one (RFC 9110 §8.6: a user agent SHOULD send Content-Length for these).
+fn method_expects_length(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH")
+}
+
+fn put3(out: &mut BytesMut, a: &[u8], b: &[u8], c: &[u8]) {
+    out.put_slice(a);
+    out.put_slice(b);
+    out.put_slice(c);
+}
+
+/// `fmt::Write` into a `BytesMut` without an intermediate `String`.
+pub(crate) struct Fmt<'a>(pub &'a mut BytesMut);
+
+impl std::fmt::Write for Fmt<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(raw: &[u8]) -> (Framing, bool, Option<Vec<u8>>, String) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let r = parse(raw, &mut headers).expect("valid").expect("complete");
+        (
+            r.framing,
+            r.keep_alive,
+            r.authority.map(<[u8]>::to_vec),
+            r.path.to_string(),
+        )
+    }
+
+    fn parse_err(raw: &[u8]) -> RequestError {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        parse(raw, &mut headers).expect_err("must be refused")
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more() {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut headers)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn framing_and_connection_rules() {
+        let cases: &[(&[u8], Framing, bool)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Framing::Empty, true),
+            (b"GET / HTTP/1.0\r\n\r\n", Framing::Empty, false),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                Framing::Empty,
+                false,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n",
+                Framing::Length(5),
+                true,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+        ];
+        for (raw, framing, keep_alive) in cases {
+            let (f, k, _, _) = parse_ok(raw);
+            assert_eq!(
+                (f, k),
+                (*framing, *keep_alive),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_and_their_status() {
+        let cases: &[(&[u8], u16)] = &[
+            (b"GARBAGE\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n", 400),
+            (b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ];
+        for (raw, status) in cases {
+            assert_eq!(
+                parse_err(raw).status(),
+                *status,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn head_limits() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        assert_eq!(parse_err(&raw), RequestError::TooManyHeaders);
+        let mut big = b"GET / HTTP/1.1\r\nHost: a\r\nX: ".to_vec();
+        big.resize(MAX_HEAD_SIZE + 10, b'a');
+        assert_eq!(parse_err(&big), RequestError::HeadTooLarge);
+    }
+
+    #[test]
+    fn absolute_form_authority_wins_over_host() {
+        let (_, _, authority, path) =
+            parse_ok(b"GET http://Blog.Example.test:80/api?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert_eq!(authority.as_deref(), Some(&b"Blog.Example.test:80"[..]));
+        assert_eq!(path, "/api?x=1");
+        let (_, _, _, path) = parse_ok(b"GET http://a HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(path, "/");
+    }
+
+    #[test]
+    fn upstream_head_drops_hop_by_hop_and_normalises_framing() {
+        let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.9\r\nAccept: */*\r\n\r\n";
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let req = parse(raw, &mut headers).unwrap().unwrap();
+        let mut out = BytesMut::new();
+        write_upstream_head(&req, "192.0.2.10".parse().unwrap(), &mut out);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "POST /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9, 192.0.2.10\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+    }
+}

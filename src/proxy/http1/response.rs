@@ -1,0 +1,270 @@
+//! Parsing a backend's response head and writing the head the client gets.
+//!
+//! Owns the response framing rules (RFC 9112 §6.3: which responses have no body, how a body
+//! is delimited) and which fields are dropped on the way back. No I/O.
+
+use bytes::{BufMut, BytesMut};
+
+use super::request::Fmt;
+use super::tokens;
+use super::{Framing, Version, MAX_HEADERS, MAX_HEAD_SIZE};
+
+/// Why a backend's response could not be relayed; the client gets 502.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("malformed response head: {0}")]
+    Malformed(&'static str),
+    #[error("response head larger than {MAX_HEAD_SIZE} bytes")]
+    HeadTooLarge,
+}
+
+#[derive(Debug)]
+pub struct Response<'b, 'h> {
+    pub status: u16,
+    pub reason: &'b str,
+    pub version: Version,
+    pub headers: &'h [httparse::Header<'b>],
+    pub head_len: usize,
+    pub framing: Framing,
+    /// The backend will close after this response.
+    pub close: bool,
+}
+
+impl Response<'_, '_> {
+    /// 1xx other than 101: more heads follow for the same request.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// Parse the response head at the start of `buf`; `head_request` if it answers a HEAD.
+pub fn parse<'b, 'h>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    head_request: bool,
+) -> Result<Option<Response<'b, 'h>>, ResponseError> {
+    let mut resp = httparse::Response::new(headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_SIZE => {
+            return Err(ResponseError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ResponseError::Malformed("too many headers"))
+        }
+        Err(_) => return Err(ResponseError::Malformed("unparsable head")),
+    };
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err(ResponseError::Malformed("incomplete status line"));
+    };
+    let version = Version::from_minor(minor);
+    let headers: &'h [httparse::Header<'b>] = resp.headers;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut has_te = false;
+    let mut close = version == Version::Http10;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            for v in tokens::list(h.value) {
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or(ResponseError::Malformed("invalid Content-Length"))?;
+                if content_length.is_some_and(|seen| seen != n) {
+                    return Err(ResponseError::Malformed(
+                        "conflicting Content-Length values",
+                    ));
+                }
+                content_length = Some(n);
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            has_te = true;
+            chunked = tokens::list(h.value)
+                .last()
+                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            if tokens::has(h.value, "close") {
+                close = true;
+            } else if tokens::has(h.value, "keep-alive") && version == Version::Http10 {
+                close = false;
+            }
+        }
+    }
+    // RFC 9112 §6.3: HEAD, 1xx, 204 and 304 responses end at the head whatever they say.
+    let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    {
+        Framing::Empty
+    } else if has_te {
+        // Transfer-Encoding overrides Content-Length; a non-chunked final coding runs to close.
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::UntilClose
+        }
+    } else {
+        match content_length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    Ok(Some(Response {
+        status,
+        reason: resp.reason.unwrap_or(""),
+        version,
+        headers,
+        head_len,
+        framing,
+        close: close || framing == Framing::UntilClose,
+    }))
+}
+
+/// How the body is sent to the client, which may differ from how it arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// As received (Content-Length, chunked passed through, or nothing).
+    Same,
+    /// Received until close; re-framed as chunked so the client connection can stay open.
+    Rechunk,
+    /// An HTTP/1.0 client cannot read chunked: send the payload raw and close.
+    Dechunk,
+}
+
+/// Write the head the client gets. `keep_alive` is our decision for the client connection.
+/// Returns how the body must be relayed.
+pub fn write_client_head(
+    resp: &Response<'_, '_>,
+    client_version: Version,
+    keep_alive: bool,
+    out: &mut BytesMut,
+) -> ClientFraming {
+    let framing = match (resp.framing, client_version) {
+        (Framing::UntilClose, Version::Http11) if keep_alive => ClientFraming::Rechunk,
+        (Framing::Chunked, Version::Http10) => ClientFraming::Dechunk,
+        _ => ClientFraming::Same,
+    };
+    let _ = std::fmt::Write::write_fmt(
+        &mut Fmt(out),
+        format_args!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason),
+    );
+    for h in resp.headers {
+        if tokens::is_hop_by_hop(h.name) {
+            continue;
+        }
+        let is_te = h.name.eq_ignore_ascii_case("transfer-encoding");
+        if is_te && framing != ClientFraming::Same {
+            continue;
+        }
+        if tokens::named_by_connection(resp.headers, h.name) {
+            continue;
+        }
+        out.put_slice(h.name.as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(h.value);
+        out.put_slice(b"\r\n");
+    }
+    if framing == ClientFraming::Rechunk {
+        out.put_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    if !resp.is_interim() {
+        let keep = client_may_keep(resp, framing, keep_alive);
+        out.put_slice(if keep {
+            b"Connection: keep-alive\r\n"
+        } else {
+            b"Connection: close\r\n"
+        });
+    }
+    out.put_slice(b"\r\n");
+    framing
+}
+
+/// Whether the client connection may stay open after relaying this response as `framing`.
+pub fn client_may_keep(resp: &Response<'_, '_>, framing: ClientFraming, keep_alive: bool) -> bool {
+    // A body that runs to close and is passed through as is can only end by closing.
+    let ends_by_close = resp.framing == Framing::UntilClose && framing == ClientFraming::Same;
+    keep_alive && framing != ClientFraming::Dechunk && !ends_by_close
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framing_of(raw: &[u8], method: &str) -> Framing {
+        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        parse(raw, &mut h, method == "HEAD")
+            .unwrap()
+            .unwrap()
+            .framing
+    }
+
+    #[test]
+    fn body_framing_rules() {
+        let cases: &[(&[u8], &str, Framing)] = &[
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                "GET",
+                Framing::Length(5),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                "HEAD",
+                Framing::Empty,
+            ),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", "GET", Framing::Empty),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                "GET",
+                Framing::Empty,
+            ),
+            (b"HTTP/1.1 100 Continue\r\n\r\n", "POST", Framing::Empty),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                "GET",
+                Framing::Chunked,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "GET",
+                Framing::UntilClose,
+            ),
+            (b"HTTP/1.0 200 OK\r\n\r\n", "GET", Framing::UntilClose),
+        ];
+        for (raw, method, want) in cases {
+            assert_eq!(
+                framing_of(raw, method),
+                *want,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn client_head_for_until_close_body_is_rechunked() {
+        let raw = b"HTTP/1.0 200 OK\r\nServer: x\r\nConnection: close\r\n\r\n";
+        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let resp = parse(raw, &mut h, false).unwrap().unwrap();
+        let mut out = BytesMut::new();
+        let f = write_client_head(&resp, Version::Http11, true, &mut out);
+        assert_eq!(f, ClientFraming::Rechunk);
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 200 OK\r\nServer: x\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+        );
+        assert!(client_may_keep(&resp, f, true));
+    }
+
+    #[test]
+    fn chunked_to_http10_client_is_dechunked_and_closed() {
+        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let resp = parse(raw, &mut h, false).unwrap().unwrap();
+        let mut out = BytesMut::new();
+        let f = write_client_head(&resp, Version::Http10, true, &mut out);
+        assert_eq!(f, ClientFraming::Dechunk);
+        assert_eq!(&out[..], b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        assert!(!client_may_keep(&resp, f, true));
+    }
+}
