@@ -1,0 +1,373 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # globals set here (HTTP_RC, CMD_OUT, …) are read by the scripts sourcing it
+# Shared helpers for vipgate's network-namespace tests and the demo. Source it; don't run it.
+#
+# `lan_up N [NAME...]` builds a throwaway LAN out of namespaces this run creates; the root
+# namespace only runs the `ip` commands and never gets an address or a link of ours:
+#
+#   NS_CLIENT  eth0 192.0.2.10  ─┐
+#   NS_LB      eth0 192.0.2.2   ─┼─ br0 (in NS_BR)
+#   backend i  eth0 192.0.2.2i  ─┘   backend.py on :8080, named be1, be2… (or NAME…)
+#
+# The VIP 192.0.2.200 is on no interface: vipgate in NS_LB owns it. Every namespace and every
+# process started here is removed on exit, also on failure or interrupt (trap below).
+#
+# Check helpers count into one result; `summary` prints the final `N passed, N failed` line.
+
+set -Eeuo pipefail
+
+VG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VIPGATE_BIN=${VIPGATE_BIN:-target/debug/vipgate}
+if [[ $VIPGATE_BIN != /* ]]; then
+  if [[ -e $PWD/$VIPGATE_BIN ]]; then VIPGATE_BIN=$PWD/$VIPGATE_BIN; else VIPGATE_BIN=$VG_ROOT/$VIPGATE_BIN; fi
+fi
+VG_PYTHON=${VG_PYTHON:-python3}
+
+VIP=192.0.2.200
+CLIENT_IP=192.0.2.10
+LB_IP=192.0.2.2
+BACKEND_PORT=8080
+
+# Unique per run, so parallel or leftover runs never collide; netns-tests/run sets it to know
+# what to sweep if a test dies without cleaning up.
+VG_PREFIX=${VG_NS_PREFIX:-vg$$-}
+NS_BR=${VG_PREFIX}br
+NS_CLIENT=${VG_PREFIX}client
+NS_LB=${VG_PREFIX}lb
+BE_NAME=() BE_IP=() BE_NS=()
+
+VG_PIDS=()       # every background process started here, killed by PID on exit
+VG_NAMESPACES=() # every namespace created here, deleted on exit
+VG_LOGS=()       # vipgate logs, shown when a check failed
+VG_PASSED=0
+VG_FAILED=0
+VG_SUMMARY_DONE=
+VG_AUTO_SUMMARY=${VG_AUTO_SUMMARY:-1} # 0 for scripts that are not tests (the demo)
+VG_SEQ=0
+VG_TMP=$(mktemp -d "${TMPDIR:-/tmp}/vipgate-netns.XXXXXX")
+
+# --- results ----------------------------------------------------------------------------------
+
+section() { printf '\n== %s ==\n' "$*"; }
+note() { printf '   %s\n' "$*"; }
+pass() {
+  VG_PASSED=$((VG_PASSED + 1))
+  printf 'ok   %s\n' "$*"
+}
+fail() {
+  VG_FAILED=$((VG_FAILED + 1))
+  printf 'FAIL %s\n' "$*"
+}
+# Values in failure messages: one line, bounded.
+vg_show() { printf '%s' "$1" | head -c 300 | tr '\n' '|'; }
+
+assert_eq() { # DESC EXPECTED ACTUAL
+  if [[ $3 == "$2" ]]; then pass "$1"; else fail "$1: expected '$(vg_show "$2")', got '$(vg_show "$3")'"; fi
+}
+assert_contains() { # DESC HAYSTACK NEEDLE
+  if [[ $2 == *"$3"* ]]; then pass "$1"; else fail "$1: expected to contain '$(vg_show "$3")', got '$(vg_show "$2")'"; fi
+}
+assert_not_contains() { # DESC HAYSTACK NEEDLE
+  if [[ $2 != *"$3"* ]]; then pass "$1"; else fail "$1: expected not to contain '$(vg_show "$3")', got '$(vg_show "$2")'"; fi
+}
+assert_match() { # DESC STRING ERE (whole string)
+  if [[ $2 =~ ^($3)$ ]]; then pass "$1"; else fail "$1: expected /$3/, got '$(vg_show "$2")'"; fi
+}
+
+# Prints the final line; returns non-zero if any check failed.
+summary() {
+  VG_SUMMARY_DONE=1
+  if ((VG_FAILED > 0)); then vg_show_logs; fi
+  printf '%d passed, %d failed\n' "$VG_PASSED" "$VG_FAILED"
+  ((VG_FAILED == 0))
+}
+# A check the rest of the test depends on failed: count it, summarise, exit (cleanup runs).
+abort() {
+  fail "$*"
+  summary || true
+  exit 1
+}
+
+vg_show_logs() {
+  local log
+  for log in "${VG_LOGS[@]}"; do
+    [[ -s $log ]] || continue
+    printf -- '--- last lines of %s\n' "${log##*/}"
+    tail -n 25 "$log" | sed 's/^/   | /'
+  done
+}
+
+# --- processes and cleanup --------------------------------------------------------------------
+
+vg_alive() { # PID: running (a zombie is not)
+  local state
+  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [[ -n $state && $state != Z ]]
+}
+vg_track() { VG_PIDS+=("$1"); }
+vg_forget() { # PID
+  local kept=() p
+  for p in "${VG_PIDS[@]}"; do [[ $p == "$1" ]] || kept+=("$p"); done
+  VG_PIDS=("${kept[@]}")
+}
+vg_wait_gone() { # TENTHS PID...: waits until all are gone, at most TENTHS/10 s
+  local tenths=$1 i p alive
+  shift
+  for ((i = 0; i < tenths; i++)); do
+    alive=0
+    for p in "$@"; do if vg_alive "$p"; then alive=1; fi; done
+    ((alive)) || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+vg_cleanup() {
+  set +e
+  local p ns i
+  if ((${#VG_PIDS[@]})); then
+    kill -TERM "${VG_PIDS[@]}" 2>/dev/null
+    vg_wait_gone 30 "${VG_PIDS[@]}"
+    kill -KILL "${VG_PIDS[@]}" 2>/dev/null
+    for p in "${VG_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+    VG_PIDS=()
+  fi
+  for ((i = ${#VG_NAMESPACES[@]} - 1; i >= 0; i--)); do
+    ns=${VG_NAMESPACES[i]}
+    # Anything still running in a namespace this run created was started by this run.
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
+  done
+  VG_NAMESPACES=()
+  [[ -n ${VG_TMP:-} ]] && rm -rf "$VG_TMP"
+}
+
+vg_on_exit() {
+  local rc=$?
+  set +e
+  trap - ERR
+  if [[ -z $VG_SUMMARY_DONE && $VG_AUTO_SUMMARY == 1 ]]; then
+    fail "test stopped early (exit $rc)${VG_ERR_AT:+ after: $VG_ERR_AT}"
+    summary
+  fi
+  vg_cleanup
+  if ((rc == 0 && VG_FAILED > 0 && VG_AUTO_SUMMARY == 1)); then rc=1; fi
+  exit "$rc"
+}
+vg_on_err() { # LINE COMMAND
+  [[ -n $VG_SUMMARY_DONE ]] && return 0
+  VG_ERR_AT="line $1: $2"
+  printf 'error: command failed at %s\n' "$VG_ERR_AT" >&2
+}
+trap vg_on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'vg_on_err "$LINENO" "$BASH_COMMAND"' ERR
+
+# --- the LAN ----------------------------------------------------------------------------------
+
+in_ns() { # NS CMD...
+  local ns=$1
+  shift
+  ip netns exec "$ns" "$@"
+}
+in_client() { ip netns exec "$NS_CLIENT" "$@"; }
+in_lb() { ip netns exec "$NS_LB" "$@"; }
+
+vg_sysctl() { # NS KEY VALUE   (KEY like net/ipv4/conf/eth0/arp_accept)
+  ip netns exec "$1" sh -c "echo $3 > /proc/sys/$2"
+}
+
+vg_ns_add() { # NAME
+  ip netns add "$1"
+  VG_NAMESPACES+=("$1")
+  ip -n "$1" link set lo up
+}
+
+# NS PORT IP MAC: a namespace whose eth0 (IP/24, MAC) is plugged into br0 as port v-PORT.
+vg_attach() {
+  local ns=$1 port=$2 ip=$3 mac=$4
+  vg_ns_add "$ns"
+  ip -n "$NS_BR" link add "v-$port" type veth peer name eth0 netns "$ns"
+  ip -n "$NS_BR" link set "v-$port" master br0 up
+  ip -n "$ns" link set eth0 address "$mac"
+  ip -n "$ns" addr add "$ip/24" dev eth0
+  ip -n "$ns" link set eth0 up
+}
+
+# N [NAME...]: bridge, client, lb and N backends (backend i: 192.0.2.(20+i), named NAME i or bei).
+lan_up() {
+  local n=${1:-0} i name ip
+  shift || true
+  vg_ns_add "$NS_BR"
+  ip -n "$NS_BR" link add br0 type bridge forward_delay 0
+  ip -n "$NS_BR" link set br0 up
+  vg_attach "$NS_CLIENT" client "$CLIENT_IP" 02:00:c0:00:02:0a
+  # Let the client's kernel learn the VIP from a gratuitous ARP alone (arp_accept=1), so its
+  # neighbour table shows what vipgate announced before any traffic.
+  vg_sysctl "$NS_CLIENT" net/ipv4/conf/eth0/arp_accept 1
+  vg_attach "$NS_LB" lb "$LB_IP" 02:00:c0:00:02:02
+  for ((i = 1; i <= n; i++)); do
+    name=${1:-be$i}
+    shift || true
+    ip=192.0.2.$((20 + i))
+    BE_NAME+=("$name")
+    BE_IP+=("$ip")
+    BE_NS+=("${VG_PREFIX}be$i")
+    vg_attach "${VG_PREFIX}be$i" "be$i" "$ip" "$(printf '02:00:c0:00:02:%02x' $((20 + i)))"
+    ip netns exec "${VG_PREFIX}be$i" "$VG_PYTHON" "$VG_ROOT/netns-tests/backend.py" \
+      --name "$name" --bind "$ip" --port "$BACKEND_PORT" >"$VG_TMP/backend-$name.log" 2>&1 &
+    vg_track "$!"
+  done
+  for ((i = 0; i < n; i++)); do
+    vg_wait_http "${BE_IP[i]}:$BACKEND_PORT" ||
+      { cat "$VG_TMP/backend-${BE_NAME[i]}.log"; abort "backend ${BE_NAME[i]} answers on ${BE_IP[i]}:$BACKEND_PORT"; }
+  done
+}
+
+vg_wait_http() { # IP:PORT: until it answers from the client, at most 10 s
+  local i
+  for ((i = 0; i < 50; i++)); do
+    if in_client curl -s -o /dev/null --max-time 1 "http://$1/"; then return 0; fi
+    sleep 0.2
+  done
+  return 1
+}
+
+ns_mac() { ip -n "$1" -o link show eth0 | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p'; } # NS: its eth0 MAC
+lb_mac() { ns_mac "$NS_LB"; }
+
+# IP: the MAC(s) answering ARP for IP on the client's LAN (lower case), nothing if none.
+arp_mac() {
+  local out
+  out=$(in_client arping -c 2 -w 3 -I eth0 "$1" 2>&1) || true
+  printf '%s\n' "$out" | sed -n 's/.*reply from [0-9.]* \[\([0-9A-Fa-f:]*\)\].*/\1/p' |
+    tr 'A-F' 'a-f' | sort -u | paste -sd' ' -
+}
+
+# The lb's `local VIP dev lo` route line(s), nothing if none.
+local_route() { ip -n "$NS_LB" route show table local | grep -E "^local ${VIP//./\\.} dev lo( |$)" || true; }
+
+# The client's neighbour entry for the VIP, nothing if none.
+client_neigh() { ip -n "$NS_CLIENT" neigh show "$VIP" dev eth0; }
+
+# --- vipgate ----------------------------------------------------------------------------------
+
+# CONFIG: `vipgate run` in NS_LB in the background; waits (≤ 10 s) for `ready` in its log.
+# Sets VG_PID and VG_LOG. Returns non-zero, showing the log, if it exits or never gets ready.
+start_vipgate() {
+  local cfg=$1 i rc
+  VG_SEQ=$((VG_SEQ + 1))
+  VG_LOG=$VG_TMP/vipgate.$VG_SEQ.log
+  VG_LOGS+=("$VG_LOG")
+  NO_COLOR=1 ip netns exec "$NS_LB" "$VIPGATE_BIN" run --config "$cfg" >"$VG_LOG" 2>&1 &
+  VG_PID=$!
+  vg_track "$VG_PID"
+  for ((i = 0; i < 100; i++)); do
+    if sed 's/\x1b\[[0-9;]*m//g' "$VG_LOG" | grep -qiw ready; then return 0; fi
+    if ! vg_alive "$VG_PID"; then
+      rc=0
+      wait "$VG_PID" || rc=$?
+      vg_forget "$VG_PID"
+      printf 'vipgate exited with %s before it was ready; its log:\n' "$rc"
+      sed 's/^/   | /' "$VG_LOG"
+      return 1
+    fi
+    sleep 0.1
+  done
+  printf 'vipgate not ready after 10 s; its log:\n'
+  sed 's/^/   | /' "$VG_LOG"
+  return 1
+}
+
+# SIGTERM, wait ≤ 10 s, check the exit code is 0. Sets VG_RC.
+stop_vipgate() {
+  kill -TERM "$VG_PID" 2>/dev/null || true
+  if ! vg_wait_gone 100 "$VG_PID"; then
+    fail "vipgate exits within 10 s of SIGTERM"
+    kill -KILL "$VG_PID" 2>/dev/null || true
+  fi
+  VG_RC=0
+  wait "$VG_PID" || VG_RC=$?
+  vg_forget "$VG_PID"
+  assert_eq "vipgate exits 0 on SIGTERM" 0 "$VG_RC"
+}
+
+# SIGKILL: a crash; nothing of vipgate's cleanup runs.
+kill_vipgate() {
+  kill -KILL "$VG_PID" 2>/dev/null || true
+  wait "$VG_PID" 2>/dev/null || true
+  vg_forget "$VG_PID"
+}
+
+# `vipgate ARGS...` in NS_LB, in the foreground, at most VG_CMD_TIMEOUT (20) s.
+# Sets CMD_RC, CMD_OUT, CMD_ERR.
+vipgate_cmd() {
+  CMD_RC=0
+  NO_COLOR=1 timeout "${VG_CMD_TIMEOUT:-20}" ip netns exec "$NS_LB" "$VIPGATE_BIN" "$@" \
+    >"$VG_TMP/cmd.out" 2>"$VG_TMP/cmd.err" </dev/null || CMD_RC=$?
+  CMD_OUT=$(cat "$VG_TMP/cmd.out")
+  CMD_ERR=$(cat "$VG_TMP/cmd.err")
+}
+
+# --- HTTP from the client ---------------------------------------------------------------------
+
+# HOST PATH [curl args...]: one request to the VIP with that Host header.
+# Sets HTTP_CODE (000 when no response), HTTP_BODY, HTTP_RC (curl's exit code) and HTTP_FILE.
+http() {
+  local host=$1 path=$2
+  shift 2
+  HTTP_FILE=$VG_TMP/http.body
+  rm -f "$HTTP_FILE"
+  HTTP_RC=0
+  HTTP_CODE=$(in_client curl -sS --max-time 15 -H 'Expect:' -H "Host: $host" -o "$HTTP_FILE" \
+    -w '%{http_code}' "$@" "http://$VIP$path" 2>"$VG_TMP/http.err") || HTTP_RC=$?
+  HTTP_BODY=$(tr -d '\0' <"$HTTP_FILE" 2>/dev/null || true)
+}
+# The backend named in the last response body (`backend=NAME ...`), nothing if none.
+backend_of() { sed -n '1s/^backend=\([^ ]*\).*/\1/p' <<<"$HTTP_BODY"; }
+
+# DESC HOST PATH CODE BACKEND_ERE [curl args...]: the request gets CODE from a backend matching
+# BACKEND_ERE (use '' for a response vipgate made itself).
+expect_route() {
+  local desc=$1 host=$2 path=$3 code=$4 be=$5
+  shift 5
+  http "$host" "$path" "$@"
+  assert_match "$desc" "$HTTP_CODE $(backend_of)" "$code ($be)"
+}
+
+# NS FILTER...: tcpdump on eth0 in NS into a text file (-e -n -t), waiting ≤ 5 s until it
+# listens. Sets CAP_PID, CAP_FILE.
+capture_start() {
+  local ns=$1 i
+  shift
+  VG_SEQ=$((VG_SEQ + 1))
+  CAP_FILE=$VG_TMP/capture.$VG_SEQ.txt
+  ip netns exec "$ns" tcpdump -i eth0 -l -n -e -t "$@" >"$CAP_FILE" 2>"$CAP_FILE.err" &
+  CAP_PID=$!
+  vg_track "$CAP_PID"
+  for ((i = 0; i < 50; i++)); do
+    if grep -q 'listening on' "$CAP_FILE.err"; then return 0; fi
+    sleep 0.1
+  done
+  cat "$CAP_FILE.err"
+  return 1
+}
+capture_stop() {
+  kill -TERM "$CAP_PID" 2>/dev/null || true
+  vg_wait_gone 30 "$CAP_PID" || kill -KILL "$CAP_PID" 2>/dev/null || true
+  wait "$CAP_PID" 2>/dev/null || true
+  vg_forget "$CAP_PID"
+}
+
+# Gratuitous ARPs for the VIP in a capture (requests or replies with sender IP = target IP =
+# VIP, to broadcast), from MAC.
+garps_from() { # FILE MAC
+  local v=${VIP//./\\.}
+  grep -cE "^$2 > ff:ff:ff:ff:ff:ff, .*(Request who-has $v( \([0-9a-f:]+\))? tell $v,|Reply $v is-at )" "$1" || true
+}
+# Any ARP with the VIP as sender address in a capture.
+arp_from_vip() { # FILE
+  local v=${VIP//./\\.}
+  grep -E "(tell $v,|Reply $v is-at )" "$1" || true
+}
