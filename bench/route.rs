@@ -51,10 +51,11 @@ const REQUEST: &[u8] = b"GET /api/posts?page=2 HTTP/1.1\r\nHost: blog.example.te
 fn head_and_route(c: &mut Criterion) {
     let config = vipgate::config::parse(Path::new("seed.toml"), SEED).expect("valid bench config");
     let table = RouteTable::build(&config);
+    let limits = request::Limits::default();
     c.bench_function("seed: parse head + route", |b| {
         b.iter(|| {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let req = request::parse(black_box(REQUEST), &mut headers)
+            let req = request::parse(black_box(REQUEST), &mut headers, &limits)
                 .expect("valid")
                 .expect("complete");
             let authority = req.authority.expect("host");

@@ -5,7 +5,7 @@
 //! tree) and every address has been parsed. Parsing TOML and reporting errors live in `load`
 //! and `validate`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub hosts: Vec<Host>,
     pub pools: Vec<Pool>,
+    pub proxy: ProxySettings,
 }
 
 /// One virtual IP this node owns and announces.
@@ -65,6 +66,8 @@ pub struct Listener {
 #[derive(Debug, Clone)]
 pub struct Host {
     pub names: Vec<HostName>,
+    /// Applies to every route of the host, before the route's own list.
+    pub access: AccessList,
     /// In file order; the route table ranks them by prefix length.
     pub routes: Vec<Route>,
 }
@@ -93,7 +96,120 @@ pub struct Route {
     /// Starts with `/`. Matches whole path segments: `/api` matches `/api`, `/api/x` and
     /// `/api?q`, not `/apiary`; a prefix ending in `/` matches everything below it.
     pub prefix: String,
+    /// Never empty, every weight at least 1: one entry for `pool = ...`, several for `split`.
+    pub split: Vec<WeightedPool>,
+    pub retry: RetryPolicy,
+    /// Whole exchange, from the request head to the end of the response; `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// Largest request body accepted (413 beyond); `None`: no limit.
+    pub max_body_bytes: Option<u64>,
+    pub access: AccessList,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightedPool {
     pub pool: PoolId,
+    pub weight: u32,
+}
+
+/// When a failed try may be repeated on another backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra tries after the first; 0 disables retries.
+    pub retries: u32,
+    pub on: RetryOn,
+    /// Limit for one try's wait for the response head; `None`: the backend timeout.
+    pub per_try_timeout: Option<Duration>,
+}
+
+/// Conditions that allow a retry. A connect failure is always safe to retry (nothing was sent);
+/// the others only for idempotent methods without a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    pub connect_failure: bool,
+    /// Connection reset or closed before a response head arrived.
+    pub reset: bool,
+    /// The try's timeout passed before a response head arrived.
+    pub timeout: bool,
+    /// A 502, 503 or 504 from the backend.
+    pub gateway_error: bool,
+    /// Any 5xx from the backend.
+    pub server_error: bool,
+}
+
+/// Allow and deny lists on the real client address. Deny wins; a non-empty allow list admits
+/// only what it names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessList {
+    pub allow: Vec<Cidr>,
+    pub deny: Vec<Cidr>,
+}
+
+impl AccessList {
+    pub fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        if self.deny.iter().any(|c| c.contains(ip)) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// An address block such as `192.0.2.0/24` or `2001:db8::/32`; host bits are zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    /// `None` if `len` is too long for the family or host bits are set.
+    pub fn new(addr: IpAddr, len: u8) -> Option<Cidr> {
+        let c = Cidr { addr, len };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        (len <= max && c.contains(addr) && c.network() == addr).then_some(c)
+    }
+
+    fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask32(self.len))),
+            IpAddr::V6(a) => {
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & mask128(self.len)))
+            }
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4-mapped client (::ffff:a.b.c.d from a dual-stack socket) is its IPv4 self.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => u32::from(a) & mask32(self.len) == u32::from(net),
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                u128::from(a) & mask128(self.len) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask32(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}
+
+fn mask128(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
 }
 
 /// Index of a pool in `Config::pools`; only validation creates one, so it is always in range.
@@ -109,13 +225,162 @@ impl PoolId {
 #[derive(Debug, Clone)]
 pub struct Pool {
     pub name: String,
-    /// Never empty.
-    pub backends: Vec<SocketAddr>,
+    /// Never empty; addresses unique.
+    pub backends: Vec<Backend>,
+    pub balance: Balance,
+    pub health: Option<HealthCheck>,
+    pub outlier: Outlier,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backend {
+    pub address: SocketAddr,
+    /// 1 to 1000.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// In turn, in proportion to the weights.
+    RoundRobin,
+    /// Power of two choices: the less busy of two backends drawn at random (weights ignored).
+    LeastRequest,
+    /// Maglev consistent hashing on a key, so one key keeps its backend while the pool changes
+    /// little (weights scale each backend's share of the table).
+    Maglev(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    /// A request header, by lower-case name.
+    Header(String),
+    /// A cookie, by name.
+    Cookie(String),
+}
+
+/// Active health checking of every backend of a pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: HealthKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successes that bring a backend back.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take it out.
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connect that completes within the timeout.
+    Tcp,
+    /// `GET path` answered with a 2xx or 3xx within the timeout.
+    Http { path: String, host: Option<String> },
+}
+
+/// Passive outlier ejection from the results of real requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// Consecutive failures (connect errors, resets, 5xx) that eject a backend; 0 disables.
+    pub consecutive_failures: u32,
+    /// First ejection lasts this long; each further one of the same backend lasts one base more.
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// Never eject more than this share of a pool (percent, rounded down but at least one
+    /// backend may be ejected unless the pool has one backend).
+    pub max_ejection_percent: u8,
+}
+
+/// Front-wide settings (`[proxy]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub head_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub backend_timeout: Duration,
+    pub backend_idle_timeout: Duration,
+    pub backend_max_idle: u32,
+    pub max_request_line: usize,
+    pub max_head_size: usize,
+    pub max_headers: usize,
+    /// Clients whose forwarded-for claims are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    pub client_ip_header: ClientIpHeader,
+    /// Add `X-Request-Id` when the request has none.
+    pub request_id: bool,
+    /// Retries in flight may be at most this percent of active requests (at least 3).
+    pub retry_budget_percent: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    /// The last address of `X-Forwarded-For` not in `trusted_proxies`.
+    XForwardedFor,
+    /// `CF-Connecting-IP`, as a Cloudflare front sets it.
+    CfConnectingIp,
 }
 
 impl Config {
     pub fn pool(&self, id: PoolId) -> &Pool {
         // PoolId is only minted by validation for this config's pool list.
         &self.pools[id.0]
+    }
+}
+
+/// Defaults of `[proxy]`, one place for the numbers docs/configuration.md lists.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Time to receive a complete request head once it started; slower gets 408.
+    pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Idle keep-alive client connections are closed after this (nginx 75 s, HAProxy 60 s
+    /// typical).
+    pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    /// Wait for a response head, and the longest pause inside a body in either direction.
+    pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Idle pooled backend connections are dropped after this: below the 60 s and 75 s that
+    /// common backends keep idle connections, so we rarely reuse one the backend is closing.
+    pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+    pub const BACKEND_MAX_IDLE: u32 = 64;
+    pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+    pub const MAX_HEAD_SIZE: usize = 64 * 1024;
+    pub const MAX_HEADERS: usize = 100;
+    pub const RETRY_BUDGET_PERCENT: u32 = 20;
+
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const HEALTHY_THRESHOLD: u32 = 2;
+    pub const UNHEALTHY_THRESHOLD: u32 = 3;
+
+    pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+    pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(10);
+    pub const OUTLIER_MAX_EJECTION: Duration = Duration::from_secs(300);
+    pub const OUTLIER_MAX_EJECTION_PERCENT: u8 = 50;
+
+    /// One extra try, on connect failure only: always safe, since nothing reached a backend.
+    pub const RETRIES: u32 = 1;
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        use defaults::*;
+        ProxySettings {
+            head_timeout: HEAD_TIMEOUT,
+            client_idle_timeout: CLIENT_IDLE_TIMEOUT,
+            connect_timeout: CONNECT_TIMEOUT,
+            backend_timeout: BACKEND_TIMEOUT,
+            backend_idle_timeout: BACKEND_IDLE_TIMEOUT,
+            backend_max_idle: BACKEND_MAX_IDLE,
+            max_request_line: MAX_REQUEST_LINE,
+            max_head_size: MAX_HEAD_SIZE,
+            max_headers: MAX_HEADERS,
+            trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::XForwardedFor,
+            request_id: false,
+            retry_budget_percent: RETRY_BUDGET_PERCENT,
+        }
     }
 }

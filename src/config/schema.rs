@@ -19,6 +19,25 @@ pub(super) struct RawConfig {
     pub host: Vec<Spanned<RawHost>>,
     #[serde(default)]
     pub pool: BTreeMap<Spanned<String>, Spanned<RawPool>>,
+    pub proxy: Option<Spanned<RawProxy>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxy {
+    pub head_timeout_ms: Option<Spanned<i64>>,
+    pub client_idle_timeout_ms: Option<Spanned<i64>>,
+    pub connect_timeout_ms: Option<Spanned<i64>>,
+    pub backend_timeout_ms: Option<Spanned<i64>>,
+    pub backend_idle_timeout_ms: Option<Spanned<i64>>,
+    pub backend_max_idle: Option<Spanned<i64>>,
+    pub max_request_line: Option<Spanned<i64>>,
+    pub max_head_size: Option<Spanned<i64>>,
+    pub max_headers: Option<Spanned<i64>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    pub client_ip_header: Option<Spanned<String>>,
+    pub request_id: Option<bool>,
+    pub retry_budget_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +60,8 @@ pub(super) struct RawListener {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHost {
     pub names: Spanned<Vec<Spanned<String>>>,
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
 }
@@ -49,11 +70,68 @@ pub(super) struct RawHost {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
     pub prefix: Spanned<String>,
+    /// Exactly one of `pool` and `split`.
+    pub pool: Option<Spanned<String>>,
+    pub split: Option<Spanned<Vec<Spanned<RawSplit>>>>,
+    pub retries: Option<Spanned<i64>>,
+    pub retry_on: Option<Vec<Spanned<String>>>,
+    pub per_try_timeout_ms: Option<Spanned<i64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub allow: Option<Vec<Spanned<String>>>,
+    pub deny: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSplit {
     pub pool: Spanned<String>,
+    pub weight: Spanned<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
-    pub backends: Spanned<Vec<Spanned<String>>>,
+    pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    pub balance: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub outlier: Option<Spanned<RawOutlier>>,
+}
+
+/// `"IP:PORT"` or `{ address = "IP:PORT", weight = N }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawBackend {
+    Address(String),
+    Weighted(RawWeightedBackend),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeightedBackend {
+    pub address: String,
+    pub weight: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub interval_ms: Option<Spanned<i64>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutlier {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub base_ejection_ms: Option<Spanned<i64>>,
+    pub max_ejection_ms: Option<Spanned<i64>>,
+    pub max_ejection_percent: Option<Spanned<i64>>,
 }

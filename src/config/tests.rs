@@ -39,7 +39,7 @@ fn the_contract_example_is_accepted() {
     let routes: Vec<(&str, &str)> = c.hosts[0]
         .routes
         .iter()
-        .map(|r| (r.prefix.as_str(), c.pool(r.pool).name.as_str()))
+        .map(|r| (r.prefix.as_str(), c.pool(r.split[0].pool).name.as_str()))
         .collect();
     assert_eq!(routes, vec![("/api", "was"), ("/", "web")]);
 }

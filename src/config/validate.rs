@@ -12,7 +12,10 @@ use toml::Spanned;
 
 use super::load::{Located, Position};
 use super::model::*;
-use super::schema::{RawConfig, RawHost, RawListener, RawPool, RawVip};
+use super::schema::{
+    RawBackend, RawConfig, RawHealth, RawHost, RawListener, RawOutlier, RawPool, RawProxy,
+    RawRoute, RawVip,
+};
 
 /// Upper bounds that keep a typo from turning into a flood or a stall.
 const MAX_GARP_COUNT: i64 = 100;
@@ -35,6 +38,10 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
     let listeners = validate_listeners(&raw.listener)?;
     let (pools, pool_ids) = validate_pools(&raw.pool)?;
     let hosts = validate_hosts(&raw.host, &pool_ids, text)?;
+    let proxy = match &raw.proxy {
+        Some(p) => validate_proxy(p.get_ref())?,
+        None => ProxySettings::default(),
+    };
     if !listeners.is_empty() && hosts.is_empty() {
         return Err(Located::new(
             raw.listener[0].span(),
@@ -47,6 +54,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         listeners,
         hosts,
         pools,
+        proxy,
     })
 }
 
@@ -184,48 +192,395 @@ fn validate_pools(
     let mut ids = HashMap::with_capacity(raw.len());
     for (name, pool) in raw {
         let pool: &RawPool = pool.get_ref();
-        if !is_pool_name(name.get_ref()) {
+        let pool_name = name.get_ref();
+        if !is_pool_name(pool_name) {
             return Err(Located::new(
                 name.span(),
-                format!(
-                    "pool name {:?} may use only letters, digits, '-' and '_'",
-                    name.get_ref()
-                ),
+                format!("pool name {pool_name:?} may use only letters, digits, '-' and '_'"),
             ));
         }
         if pool.backends.get_ref().is_empty() {
             return Err(Located::new(
                 pool.backends.span(),
-                format!("pool {:?} has no backends", name.get_ref()),
+                format!("pool {pool_name:?} has no backends"),
             ));
         }
-        let mut backends: Vec<SocketAddr> = Vec::with_capacity(pool.backends.get_ref().len());
+        let mut backends: Vec<Backend> = Vec::with_capacity(pool.backends.get_ref().len());
         for b in pool.backends.get_ref() {
-            let addr = parse_socket_addr(b, "backend")?;
-            if addr.port() == 0 || addr.ip().is_unspecified() {
-                return Err(Located::new(
-                    b.span(),
-                    format!("backend {addr} needs a concrete address and a port"),
-                ));
-            }
-            if backends.contains(&addr) {
+            let backend = parse_backend(b, pool_name)?;
+            if backends.iter().any(|seen| seen.address == backend.address) {
                 return Err(Located::new(
                     b.span(),
                     format!(
-                        "backend {addr} is listed twice in pool {:?}",
-                        name.get_ref()
+                        "backend {} is listed twice in pool {pool_name:?}",
+                        backend.address
                     ),
                 ));
             }
-            backends.push(addr);
+            backends.push(backend);
         }
-        ids.insert(name.get_ref().clone(), PoolId(pools.len()));
+        let balance = parse_balance(pool)?;
+        let health = pool.health.as_ref().map(parse_health).transpose()?;
+        let outlier = parse_outlier(pool.outlier.as_ref().map(Spanned::get_ref))?;
+        ids.insert(pool_name.clone(), PoolId(pools.len()));
         pools.push(Pool {
-            name: name.get_ref().clone(),
+            name: pool_name.clone(),
             backends,
+            balance,
+            health,
+            outlier,
         });
     }
     Ok((pools, ids))
+}
+
+const MAX_WEIGHT: i64 = 1000;
+
+fn parse_backend(b: &Spanned<RawBackend>, pool: &str) -> Result<Backend> {
+    let (text, weight) = match b.get_ref() {
+        RawBackend::Address(a) => (a.as_str(), 1),
+        RawBackend::Weighted(w) => (w.address.as_str(), w.weight.unwrap_or(1)),
+    };
+    let address: SocketAddr = text.trim().parse().map_err(|_| {
+        Located::new(
+            b.span(),
+            format!("backend {text:?} is not an address with a port (like 192.0.2.21:8080 or [2001:db8::1]:80)"),
+        )
+    })?;
+    if address.port() == 0 || address.ip().is_unspecified() {
+        return Err(Located::new(
+            b.span(),
+            format!("backend {address} needs a concrete address and a port"),
+        ));
+    }
+    if !(1..=MAX_WEIGHT).contains(&weight) {
+        return Err(Located::new(
+            b.span(),
+            format!("backend {address} in pool {pool:?}: weight {weight} is out of range (1 to {MAX_WEIGHT})"),
+        ));
+    }
+    Ok(Backend {
+        address,
+        weight: weight as u32,
+    })
+}
+
+fn parse_balance(pool: &RawPool) -> Result<Balance> {
+    let algo = pool.balance.as_ref();
+    let balance = match algo.map(|a| a.get_ref().as_str()) {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("least_request") => Balance::LeastRequest,
+        Some("maglev") => {
+            let key = pool.hash_key.as_ref().ok_or_else(|| {
+                Located::new(
+                    algo.map_or(0..0, Spanned::span),
+                    "balance = \"maglev\" needs a hash_key (\"client_ip\", \"header:NAME\" or \"cookie:NAME\")",
+                )
+            })?;
+            Balance::Maglev(parse_hash_key(key)?)
+        }
+        Some(other) => {
+            return Err(Located::new(
+                algo.map_or(0..0, Spanned::span),
+                format!("unknown balance {other:?} (supported: \"round_robin\", \"least_request\", \"maglev\")"),
+            ))
+        }
+    };
+    if let (Some(key), false) = (&pool.hash_key, matches!(balance, Balance::Maglev(_))) {
+        return Err(Located::new(
+            key.span(),
+            "hash_key applies only to balance = \"maglev\"",
+        ));
+    }
+    Ok(balance)
+}
+
+fn parse_hash_key(key: &Spanned<String>) -> Result<HashKey> {
+    let text = key.get_ref().trim();
+    let token_ok = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_graphic() && b != b':' && b != b';' && b != b'=')
+    };
+    if text == "client_ip" {
+        return Ok(HashKey::ClientIp);
+    }
+    if let Some(h) = text.strip_prefix("header:").filter(|h| token_ok(h)) {
+        return Ok(HashKey::Header(h.to_ascii_lowercase()));
+    }
+    if let Some(c) = text.strip_prefix("cookie:").filter(|c| token_ok(c)) {
+        return Ok(HashKey::Cookie(c.to_string()));
+    }
+    Err(Located::new(
+        key.span(),
+        format!("hash_key {text:?} is not \"client_ip\", \"header:NAME\" or \"cookie:NAME\""),
+    ))
+}
+
+const MAX_TIMEOUT_MS: i64 = 24 * 3600 * 1000;
+
+fn ms(v: Option<&Spanned<i64>>, min: i64, key: &str, default: Duration) -> Result<Duration> {
+    Ok(bounded(v, min, MAX_TIMEOUT_MS, key)?.map_or(default, |n| Duration::from_millis(n as u64)))
+}
+
+fn count(v: Option<&Spanned<i64>>, min: i64, max: i64, key: &str, default: u32) -> Result<u32> {
+    Ok(bounded(v, min, max, key)?.map_or(default, |n| n as u32))
+}
+
+fn parse_health(h: &Spanned<RawHealth>) -> Result<HealthCheck> {
+    use super::model::defaults::*;
+    let raw = h.get_ref();
+    let kind = match raw.kind.get_ref().as_str() {
+        "tcp" => {
+            if let Some(p) = raw.path.as_ref().or(raw.host.as_ref()) {
+                return Err(Located::new(
+                    p.span(),
+                    "path and host apply only to type = \"http\"",
+                ));
+            }
+            HealthKind::Tcp
+        }
+        "http" => {
+            let path = raw.path.as_ref().map_or("/", |p| p.get_ref().as_str());
+            if !path.starts_with('/')
+                || path
+                    .bytes()
+                    .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+            {
+                return Err(Located::new(
+                    raw.path.as_ref().map_or(h.span(), Spanned::span),
+                    format!("health check path {path:?} must start with '/' and hold no spaces"),
+                ));
+            }
+            let host = match &raw.host {
+                Some(host) => Some(match parse_host_name(host)? {
+                    HostName::Exact(n) => n,
+                    HostName::Wildcard(_) => {
+                        return Err(Located::new(
+                            host.span(),
+                            "health check host must be an exact name",
+                        ))
+                    }
+                }),
+                None => None,
+            };
+            HealthKind::Http {
+                path: path.to_string(),
+                host,
+            }
+        }
+        other => {
+            return Err(Located::new(
+                raw.kind.span(),
+                format!("unknown health check type {other:?} (supported: \"http\", \"tcp\")"),
+            ))
+        }
+    };
+    let interval = ms(
+        raw.interval_ms.as_ref(),
+        100,
+        "interval_ms",
+        HEALTH_INTERVAL,
+    )?;
+    let timeout = ms(raw.timeout_ms.as_ref(), 10, "timeout_ms", HEALTH_TIMEOUT)?;
+    if timeout > interval {
+        return Err(Located::new(
+            raw.timeout_ms.as_ref().map_or(h.span(), Spanned::span),
+            format!(
+                "health check timeout ({} ms) exceeds its interval ({} ms)",
+                timeout.as_millis(),
+                interval.as_millis()
+            ),
+        ));
+    }
+    Ok(HealthCheck {
+        kind,
+        interval,
+        timeout,
+        healthy_threshold: count(
+            raw.healthy_threshold.as_ref(),
+            1,
+            100,
+            "healthy_threshold",
+            HEALTHY_THRESHOLD,
+        )?,
+        unhealthy_threshold: count(
+            raw.unhealthy_threshold.as_ref(),
+            1,
+            100,
+            "unhealthy_threshold",
+            UNHEALTHY_THRESHOLD,
+        )?,
+    })
+}
+
+fn parse_outlier(raw: Option<&RawOutlier>) -> Result<Outlier> {
+    use super::model::defaults::*;
+    let get = |f: fn(&RawOutlier) -> Option<&Spanned<i64>>| raw.and_then(f);
+    let base_ejection = ms(
+        get(|o| o.base_ejection_ms.as_ref()),
+        100,
+        "base_ejection_ms",
+        OUTLIER_BASE_EJECTION,
+    )?;
+    let max_ejection = ms(
+        get(|o| o.max_ejection_ms.as_ref()),
+        100,
+        "max_ejection_ms",
+        OUTLIER_MAX_EJECTION,
+    )?;
+    if max_ejection < base_ejection {
+        return Err(Located::new(
+            get(|o| o.max_ejection_ms.as_ref()).map_or(0..0, Spanned::span),
+            "max_ejection_ms is shorter than base_ejection_ms",
+        ));
+    }
+    Ok(Outlier {
+        consecutive_failures: count(
+            get(|o| o.consecutive_failures.as_ref()),
+            0,
+            1000,
+            "consecutive_failures",
+            OUTLIER_CONSECUTIVE_FAILURES,
+        )?,
+        base_ejection,
+        max_ejection,
+        max_ejection_percent: count(
+            get(|o| o.max_ejection_percent.as_ref()),
+            0,
+            100,
+            "max_ejection_percent",
+            u32::from(OUTLIER_MAX_EJECTION_PERCENT),
+        )? as u8,
+    })
+}
+
+fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
+    use super::model::defaults::*;
+    let trusted_proxies = parse_cidrs(raw.trusted_proxies.as_deref())?;
+    let client_ip_header = match raw.client_ip_header.as_ref() {
+        None => ClientIpHeader::XForwardedFor,
+        Some(h) => match h.get_ref().to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => ClientIpHeader::XForwardedFor,
+            "cf-connecting-ip" => ClientIpHeader::CfConnectingIp,
+            other => return Err(Located::new(
+                h.span(),
+                format!(
+                    "client_ip_header {other:?} is not \"x-forwarded-for\" or \"cf-connecting-ip\""
+                ),
+            )),
+        },
+    };
+    Ok(ProxySettings {
+        head_timeout: ms(
+            raw.head_timeout_ms.as_ref(),
+            100,
+            "head_timeout_ms",
+            HEAD_TIMEOUT,
+        )?,
+        client_idle_timeout: ms(
+            raw.client_idle_timeout_ms.as_ref(),
+            100,
+            "client_idle_timeout_ms",
+            CLIENT_IDLE_TIMEOUT,
+        )?,
+        connect_timeout: ms(
+            raw.connect_timeout_ms.as_ref(),
+            10,
+            "connect_timeout_ms",
+            CONNECT_TIMEOUT,
+        )?,
+        backend_timeout: ms(
+            raw.backend_timeout_ms.as_ref(),
+            10,
+            "backend_timeout_ms",
+            BACKEND_TIMEOUT,
+        )?,
+        backend_idle_timeout: ms(
+            raw.backend_idle_timeout_ms.as_ref(),
+            0,
+            "backend_idle_timeout_ms",
+            BACKEND_IDLE_TIMEOUT,
+        )?,
+        backend_max_idle: count(
+            raw.backend_max_idle.as_ref(),
+            0,
+            100_000,
+            "backend_max_idle",
+            BACKEND_MAX_IDLE,
+        )?,
+        max_request_line: count(
+            raw.max_request_line.as_ref(),
+            64,
+            1 << 20,
+            "max_request_line",
+            MAX_REQUEST_LINE as u32,
+        )? as usize,
+        max_head_size: count(
+            raw.max_head_size.as_ref(),
+            256,
+            1 << 20,
+            "max_head_size",
+            MAX_HEAD_SIZE as u32,
+        )? as usize,
+        max_headers: count(
+            raw.max_headers.as_ref(),
+            1,
+            crate::proxy::http1::MAX_HEADERS as i64,
+            "max_headers",
+            MAX_HEADERS as u32,
+        )? as usize,
+        trusted_proxies,
+        client_ip_header,
+        request_id: raw.request_id.unwrap_or(false),
+        retry_budget_percent: count(
+            raw.retry_budget_percent.as_ref(),
+            0,
+            100,
+            "retry_budget_percent",
+            RETRY_BUDGET_PERCENT,
+        )?,
+    })
+}
+
+fn parse_cidrs(raw: Option<&[Spanned<String>]>) -> Result<Vec<Cidr>> {
+    raw.unwrap_or_default().iter().map(parse_cidr).collect()
+}
+
+/// `192.0.2.0/24`, `2001:db8::/32`, or a single address (a /32 or /128).
+fn parse_cidr(s: &Spanned<String>) -> Result<Cidr> {
+    let text = s.get_ref().trim();
+    let bad = |why: &str| {
+        Located::new(
+            s.span(),
+            format!("{text:?} is not a valid address block: {why}"),
+        )
+    };
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|&l| l <= max)
+            .ok_or_else(|| bad("bad prefix length"))?,
+        None => max,
+    };
+    Cidr::new(addr, len).ok_or_else(|| bad("host bits are set (write the network address)"))
+}
+
+fn parse_access(
+    allow: Option<&[Spanned<String>]>,
+    deny: Option<&[Spanned<String>]>,
+) -> Result<AccessList> {
+    Ok(AccessList {
+        allow: parse_cidrs(allow)?,
+        deny: parse_cidrs(deny)?,
+    })
 }
 
 fn is_pool_name(s: &str) -> bool {
@@ -269,51 +624,171 @@ fn validate_hosts(raw: &[Spanned<RawHost>], pool_ids: &PoolIds, text: &str) -> R
         }
         let mut routes: Vec<Route> = Vec::with_capacity(host.route.len());
         for r in &host.route {
-            let r = r.get_ref();
-            let prefix = r.prefix.get_ref();
-            if !prefix.starts_with('/')
-                || prefix
-                    .bytes()
-                    .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#')
-            {
+            let route = parse_route(r, pool_ids, &names[0])?;
+            if routes.iter().any(|seen| seen.prefix == route.prefix) {
                 return Err(Located::new(
-                    r.prefix.span(),
-                    format!("route prefix {prefix:?} must start with '/' and hold no spaces, '?' or '#'"),
-                ));
-            }
-            if routes.iter().any(|seen| seen.prefix == *prefix) {
-                return Err(Located::new(
-                    r.prefix.span(),
+                    r.get_ref().prefix.span(),
                     format!(
-                        "route prefix {prefix:?} is listed twice for host {}",
-                        names[0]
+                        "route prefix {:?} is listed twice for host {}",
+                        route.prefix, names[0]
                     ),
                 ));
             }
-            let pool = *pool_ids.get(r.pool.get_ref().as_str()).ok_or_else(|| {
-                let mut known: Vec<&str> = pool_ids.keys().map(String::as_str).collect();
-                known.sort_unstable();
-                Located::new(
-                    r.pool.span(),
-                    format!(
-                        "route names pool {:?}, which is not defined (pools: {})",
-                        r.pool.get_ref(),
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                )
-            })?;
-            routes.push(Route {
-                prefix: prefix.clone(),
-                pool,
-            });
+            routes.push(route);
         }
-        hosts.push(Host { names, routes });
+        let access = parse_access(host.allow.as_deref(), host.deny.as_deref())?;
+        hosts.push(Host {
+            names,
+            access,
+            routes,
+        });
     }
     Ok(hosts)
+}
+
+fn parse_route(r: &Spanned<RawRoute>, pool_ids: &PoolIds, host: &HostName) -> Result<Route> {
+    use super::model::defaults::RETRIES;
+    let raw = r.get_ref();
+    let prefix = raw.prefix.get_ref();
+    if !prefix.starts_with('/')
+        || prefix
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#')
+    {
+        return Err(Located::new(
+            raw.prefix.span(),
+            format!("route prefix {prefix:?} must start with '/' and hold no spaces, '?' or '#'"),
+        ));
+    }
+    let split = match (&raw.pool, &raw.split) {
+        (Some(pool), None) => vec![WeightedPool {
+            pool: lookup_pool(pool, pool_ids)?,
+            weight: 1,
+        }],
+        (None, Some(split)) => {
+            if split.get_ref().is_empty() {
+                return Err(Located::new(
+                    split.span(),
+                    "split needs at least one { pool, weight }",
+                ));
+            }
+            let mut out: Vec<WeightedPool> = Vec::with_capacity(split.get_ref().len());
+            for s in split.get_ref() {
+                let s = s.get_ref();
+                let pool = lookup_pool(&s.pool, pool_ids)?;
+                if out.iter().any(|w| w.pool == pool) {
+                    return Err(Located::new(
+                        s.pool.span(),
+                        format!("pool {:?} is in this split twice", s.pool.get_ref()),
+                    ));
+                }
+                let weight = *s.weight.get_ref();
+                if !(0..=MAX_SPLIT_WEIGHT).contains(&weight) {
+                    return Err(Located::new(
+                        s.weight.span(),
+                        format!("split weight {weight} is out of range (0 to {MAX_SPLIT_WEIGHT})"),
+                    ));
+                }
+                // Weight 0 keeps a pool in the file (as Argo Rollouts leaves canary at 0) but
+                // sends it nothing.
+                if weight > 0 {
+                    out.push(WeightedPool {
+                        pool,
+                        weight: weight as u32,
+                    });
+                }
+            }
+            if out.is_empty() {
+                return Err(Located::new(
+                    split.span(),
+                    "every weight in this split is 0",
+                ));
+            }
+            out
+        }
+        (Some(_), Some(split)) => {
+            return Err(Located::new(
+                split.span(),
+                "a route has either pool or split, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(Located::new(
+                r.span(),
+                format!("route {prefix:?} of host {host} needs pool = \"NAME\" or split = [...]"),
+            ));
+        }
+    };
+    let retries = count(raw.retries.as_ref(), 0, 10, "retries", RETRIES)?;
+    let mut on = RetryOn::default();
+    match &raw.retry_on {
+        None => on.connect_failure = true,
+        Some(list) => {
+            for c in list {
+                match c.get_ref().as_str() {
+                    "connect-failure" => on.connect_failure = true,
+                    "reset" => on.reset = true,
+                    "timeout" => on.timeout = true,
+                    "gateway-error" => on.gateway_error = true,
+                    "5xx" => on.server_error = true,
+                    other => {
+                        return Err(Located::new(
+                            c.span(),
+                            format!("unknown retry_on condition {other:?} (supported: \"connect-failure\", \"reset\", \"timeout\", \"gateway-error\", \"5xx\")"),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    let per_try_timeout = raw
+        .per_try_timeout_ms
+        .as_ref()
+        .map(|v| ms(Some(v), 10, "per_try_timeout_ms", Duration::ZERO))
+        .transpose()?;
+    let timeout = raw
+        .timeout_ms
+        .as_ref()
+        .map(|v| ms(Some(v), 10, "timeout_ms", Duration::ZERO))
+        .transpose()?;
+    let max_body_bytes =
+        bounded(raw.max_body_bytes.as_ref(), 0, i64::MAX, "max_body_bytes")?.map(|n| n as u64);
+    Ok(Route {
+        prefix: prefix.clone(),
+        split,
+        retry: RetryPolicy {
+            retries,
+            on,
+            per_try_timeout,
+        },
+        timeout,
+        max_body_bytes,
+        access: parse_access(raw.allow.as_deref(), raw.deny.as_deref())?,
+    })
+}
+
+const MAX_SPLIT_WEIGHT: i64 = 1_000_000;
+
+fn lookup_pool(name: &Spanned<String>, pool_ids: &PoolIds) -> Result<PoolId> {
+    pool_ids
+        .get(name.get_ref().as_str())
+        .copied()
+        .ok_or_else(|| {
+            let mut known: Vec<&str> = pool_ids.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            Located::new(
+                name.span(),
+                format!(
+                    "route names pool {:?}, which is not defined (pools: {})",
+                    name.get_ref(),
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })
 }
 
 fn parse_host_name(s: &Spanned<String>) -> Result<HostName> {

@@ -23,27 +23,43 @@ pub fn describe(config: &Config) -> String {
         let _ = writeln!(out, "listener {} {}", l.bind, l.protocol.as_str());
     }
     let table = RouteTable::build(config);
-    for (host, names) in table.describe().zip(config.hosts.iter()) {
-        let (label, routes) = host;
-        let aliases: Vec<String> = names
-            .names
-            .iter()
-            .skip(1)
-            .map(ToString::to_string)
-            .collect();
+    for ((label, routes), host) in table.describe().zip(config.hosts.iter()) {
+        let aliases: Vec<String> = host.names.iter().skip(1).map(ToString::to_string).collect();
         if aliases.is_empty() {
             let _ = writeln!(out, "host {label}");
         } else {
             let _ = writeln!(out, "host {label} (also {})", aliases.join(", "));
         }
-        for (prefix, pool_id) in routes {
-            let pool = config.pool(pool_id);
-            let backends: Vec<String> = pool.backends.iter().map(ToString::to_string).collect();
+        for route in routes {
+            let split = route.pools();
+            let targets: Vec<String> = split
+                .iter()
+                .map(|w| {
+                    let pool = config.pool(w.pool);
+                    let backends: Vec<String> = pool
+                        .backends
+                        .iter()
+                        .map(|b| match b.weight {
+                            1 => b.address.to_string(),
+                            w => format!("{} weight {w}", b.address),
+                        })
+                        .collect();
+                    let weight = if split.len() > 1 {
+                        format!(
+                            " {}%",
+                            w.weight * 100 / split.iter().map(|w| w.weight).sum::<u32>().max(1)
+                        )
+                    } else {
+                        String::new()
+                    };
+                    format!("{:<12} [{}]{weight}", pool.name, backends.join(", "))
+                })
+                .collect();
             let _ = writeln!(
                 out,
-                "  {prefix:<16} -> {:<12} [{}]",
-                pool.name,
-                backends.join(", ")
+                "  {:<16} -> {}",
+                route.prefix,
+                targets.join("\n                      + ")
             );
         }
     }

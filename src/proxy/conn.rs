@@ -1,40 +1,50 @@
 //! One client connection, from accept to close.
 //!
-//! Owns the request loop: read a head, route it, relay the request to a backend and the
-//! response back, and decide whether the connection stays open. Requests are handled one at a
-//! time, so pipelined requests are answered in order. Each backend exchange uses a fresh
-//! connection (no upstream reuse yet). Any failure of a backend ends in a status for the
-//! client, or in closing the client connection if the response had already started; it never
-//! reaches beyond this task.
+//! Owns the request loop: read a head, decide (route, access, limits), relay the request to a
+//! backend chosen by its pool and the response back, retry where that is safe, and decide
+//! whether the connection stays open. Requests are handled one at a time, so pipelined requests
+//! are answered in order. Backend connections come from the backend's keep-alive pool and go
+//! back only after an exchange that ended cleanly at a message boundary. Any failure of a
+//! backend ends in a status for the client, or in closing the client connection if the response
+//! had already started; it never reaches beyond this task.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
+use super::forwarded;
 use super::http1::chunked::ChunkedDecoder;
+use super::http1::request::{self, Forwarding};
 use super::http1::response::{self, ClientFraming};
-use super::http1::{local, request, Framing, Version, MAX_HEADERS};
-use super::route::Miss;
-use super::{
-    Shared, BACKEND_CONNECT_TIMEOUT, BACKEND_IO_TIMEOUT, CLIENT_IDLE_TIMEOUT, HEAD_READ_TIMEOUT,
-};
+use super::http1::{local, Framing, Version, MAX_HEADERS};
+use super::route::{Miss, Target};
+use super::upstream::backend::{Backend, Outcome};
+use super::upstream::HashInput;
+use super::{Shared, Snapshot};
+use crate::config::{PoolId, RetryOn};
 
 const READ_CHUNK: usize = 16 * 1024;
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Shared) {
     // Small heads and responses should leave at once rather than wait for Nagle.
     let _ = client.set_nodelay(true);
+    let snap = shared.load_full();
     let mut conn = Conn {
         client,
         peer,
         shared,
+        snap,
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         wbuf: BytesMut::with_capacity(4096),
+        uhead: BytesMut::with_capacity(4096),
+        ubuf: BytesMut::with_capacity(READ_CHUNK),
     };
     if let Err(e) = conn.run().await {
         debug!(%peer, error = %e, "connection ended");
@@ -45,10 +55,17 @@ struct Conn {
     client: TcpStream,
     peer: SocketAddr,
     shared: Shared,
+    /// The configuration this connection's current request runs on. Refreshed between
+    /// requests, so a request in flight finishes on the configuration it started with.
+    snap: Arc<Snapshot>,
     /// Bytes read from the client and not yet consumed (the next pipelined request, if any).
     rbuf: BytesMut,
-    /// Head being written to the backend or a local response to the client.
+    /// A head or local response on its way to the client.
     wbuf: BytesMut,
+    /// The head on its way to the backend; kept until the exchange ends, for a retry.
+    uhead: BytesMut,
+    /// Bytes read from the backend and not yet relayed.
+    ubuf: BytesMut,
 }
 
 /// What to do with one request, decided while the head is still borrowed from `rbuf`.
@@ -62,14 +79,18 @@ enum Decision {
     },
 }
 
-/// A request to relay; the upstream head is already in `wbuf`.
+/// A request to relay; the backend head is already in `uhead`.
 struct Exchange {
-    backend: SocketAddr,
+    target: Target,
+    pool: PoolId,
+    hash: u64,
     framing: Framing,
     version: Version,
     keep_alive: bool,
     expect_continue: bool,
     head_request: bool,
+    /// Idempotent and without a body: may be sent again after a failure past connecting.
+    replayable: bool,
 }
 
 enum Next {
@@ -77,9 +98,57 @@ enum Next {
     Close,
 }
 
+/// How one try against one backend ended.
+enum Attempt {
+    /// The response was relayed (or a local answer given); the status is for outlier detection.
+    Done { next: Next, status: u16 },
+    /// Failed before anything reached the client; may be retried.
+    Failed { failure: Failure, body_sent: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    /// A pooled connection the backend had closed: says nothing about the backend's health.
+    Stale,
+    Reset,
+    Timeout,
+    BadResponse,
+    Status(u16),
+}
+
+impl Failure {
+    fn retry_allowed(self, on: &RetryOn, replayable: bool) -> bool {
+        match self {
+            // Nothing reached the backend: any request may go elsewhere.
+            Failure::Connect => on.connect_failure,
+            Failure::Stale => replayable,
+            Failure::Reset => on.reset && replayable,
+            Failure::Timeout => on.timeout && replayable,
+            Failure::BadResponse => false,
+            Failure::Status(s) => {
+                replayable && (on.server_error || (on.gateway_error && (502..=504).contains(&s)))
+            }
+        }
+    }
+
+    fn answer(self) -> (u16, &'static str) {
+        match self {
+            Failure::Timeout => (504, "backend did not answer in time"),
+            Failure::BadResponse => (502, "bad response from backend"),
+            Failure::Status(503) => (503, "backend unavailable"),
+            _ => (502, "backend unavailable"),
+        }
+    }
+}
+
 impl Conn {
     async fn run(&mut self) -> io::Result<()> {
         loop {
+            let current = self.shared.load();
+            if !Arc::ptr_eq(&current, &self.snap) {
+                self.snap = arc_swap::Guard::into_inner(current);
+            }
             let Some(decision) = self.read_request().await? else {
                 return Ok(());
             };
@@ -88,16 +157,7 @@ impl Conn {
                     status,
                     body,
                     close,
-                } => {
-                    self.wbuf.clear();
-                    local::write_error(status, body, close, &mut self.wbuf);
-                    self.client.write_all(&self.wbuf).await?;
-                    if close {
-                        Next::Close
-                    } else {
-                        Next::KeepOpen
-                    }
-                }
+                } => self.local(status, body, close).await?,
                 Decision::Forward(ex) => self.exchange(ex).await?,
             };
             if let Next::Close = next {
@@ -110,15 +170,22 @@ impl Conn {
     /// Read and decide the next request; `None` when the client closed or idled out between
     /// requests.
     async fn read_request(&mut self) -> io::Result<Option<Decision>> {
+        let settings = &self.snap.settings;
+        let limits = request::Limits {
+            max_request_line: settings.max_request_line,
+            max_head_size: settings.max_head_size,
+            max_headers: settings.max_headers,
+        };
         let mut started = !self.rbuf.is_empty();
-        let deadline = tokio::time::Instant::now() + HEAD_READ_TIMEOUT;
+        let deadline = Instant::now() + settings.head_timeout;
+        let idle = settings.client_idle_timeout;
         loop {
             if started {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                match request::parse(&self.rbuf, &mut headers) {
+                match request::parse(&self.rbuf, &mut headers, &limits) {
                     Ok(Some(req)) => {
                         let head_len = req.head_len;
-                        let decision = decide(&self.shared, self.peer, &req, &mut self.wbuf);
+                        let decision = decide(&self.snap, self.peer, &req, &mut self.uhead);
                         self.rbuf.advance(head_len);
                         return Ok(Some(decision));
                     }
@@ -128,6 +195,7 @@ impl Conn {
                         return Ok(Some(Decision::Local {
                             status: e.status(),
                             body: match e.status() {
+                                414 => "request line too long",
                                 431 => "request head too large",
                                 501 => "transfer coding not implemented",
                                 _ => "bad request",
@@ -139,8 +207,7 @@ impl Conn {
             }
             self.rbuf.reserve(READ_CHUNK);
             let read = if started {
-                match tokio::time::timeout_at(deadline, self.client.read_buf(&mut self.rbuf)).await
-                {
+                match timeout_at(deadline, self.client.read_buf(&mut self.rbuf)).await {
                     Ok(r) => r?,
                     Err(_) => {
                         return Ok(Some(Decision::Local {
@@ -151,7 +218,7 @@ impl Conn {
                     }
                 }
             } else {
-                match timeout(CLIENT_IDLE_TIMEOUT, self.client.read_buf(&mut self.rbuf)).await {
+                match timeout(idle, self.client.read_buf(&mut self.rbuf)).await {
                     Ok(r) => r?,
                     Err(_) => return Ok(None),
                 }
@@ -164,44 +231,6 @@ impl Conn {
         }
     }
 
-    async fn exchange(&mut self, ex: Exchange) -> io::Result<Next> {
-        let has_body = ex.framing != Framing::Empty;
-        let mut upstream =
-            match timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(ex.backend)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(backend = %ex.backend, error = %e, "backend connect failed");
-                    return self
-                        .local(502, "backend unavailable", has_body || !ex.keep_alive)
-                        .await;
-                }
-                Err(_) => {
-                    debug!(backend = %ex.backend, "backend connect timed out");
-                    return self
-                        .local(502, "backend unavailable", has_body || !ex.keep_alive)
-                        .await;
-                }
-            };
-        let _ = upstream.set_nodelay(true);
-        if upstream.write_all(&self.wbuf).await.is_err() {
-            return self.local(502, "backend unavailable", true).await;
-        }
-        if ex.expect_continue {
-            // We ask for the body ourselves rather than wait for the backend's 100, so the
-            // backend never sees Expect and the client never stalls on us.
-            self.client.write_all(local::CONTINUE).await?;
-        }
-        match self.relay_request_body(&mut upstream, ex.framing).await {
-            Ok(()) => {}
-            Err(RelayError::Client(e)) => return Err(e),
-            Err(RelayError::Upstream(e)) => {
-                debug!(backend = %ex.backend, error = %e, "sending request body failed");
-                return self.local(502, "backend unavailable", true).await;
-            }
-        }
-        self.relay_response(&mut upstream, &ex).await
-    }
-
     async fn local(&mut self, status: u16, body: &'static str, close: bool) -> io::Result<Next> {
         self.wbuf.clear();
         local::write_error(status, body, close, &mut self.wbuf);
@@ -209,122 +238,353 @@ impl Conn {
         Ok(if close { Next::Close } else { Next::KeepOpen })
     }
 
-    async fn relay_request_body(
-        &mut self,
-        upstream: &mut TcpStream,
-        framing: Framing,
-    ) -> Result<(), RelayError> {
-        match framing {
-            Framing::Empty | Framing::UntilClose => Ok(()),
-            Framing::Length(n) => copy_exact(&mut self.rbuf, &mut self.client, upstream, n).await,
-            Framing::Chunked => {
-                copy_chunked(&mut self.rbuf, &mut self.client, upstream, false).await
+    async fn exchange(&mut self, ex: Exchange) -> io::Result<Next> {
+        let snap = self.snap.clone();
+        let route = snap.routes.route(ex.target);
+        let pool = snap.pools.get(ex.pool);
+        let _counted = pool.begin();
+        let has_body = ex.framing != Framing::Empty;
+        let deadline = route.timeout.map(|t| Instant::now() + t);
+        let mut retries_left = route.retry.retries;
+        let mut stale_retry_used = false;
+        let mut avoid = None;
+        let mut _retry_budget = None;
+        let mut continue_sent = false;
+        loop {
+            let Some(backend) = pool.pick(ex.hash, avoid) else {
+                return self
+                    .local(503, "no healthy backend", has_body || !ex.keep_alive)
+                    .await;
+            };
+            let backend = backend.clone();
+            let _active = backend.begin();
+            let may_retry_status = retries_left > 0 && ex.replayable;
+            let attempt = self.try_backend(
+                &backend,
+                &ex,
+                route.max_body_bytes,
+                route.retry.per_try_timeout,
+                may_retry_status,
+                &mut continue_sent,
+            );
+            let attempt = match deadline {
+                Some(d) => match timeout_at(d, attempt).await {
+                    Ok(a) => a?,
+                    // The whole-route limit passed: 504 if the client has seen nothing yet.
+                    Err(_) if !self.response_started() => Attempt::Failed {
+                        failure: Failure::Timeout,
+                        body_sent: true,
+                    },
+                    Err(_) => return Ok(Next::Close),
+                },
+                None => attempt.await?,
+            };
+            match attempt {
+                Attempt::Done { next, status } => {
+                    pool.report(
+                        &backend,
+                        if status >= 500 {
+                            Outcome::Failure
+                        } else {
+                            Outcome::Success
+                        },
+                    );
+                    return Ok(next);
+                }
+                Attempt::Failed { failure, body_sent } => {
+                    debug!(backend = %backend.address, ?failure, "try failed");
+                    if failure != Failure::Stale {
+                        pool.report(&backend, Outcome::Failure);
+                    }
+                    let in_time = deadline.is_none_or(|d| Instant::now() < d);
+                    let allowed = !body_sent
+                        && in_time
+                        && failure.retry_allowed(&route.retry.on, ex.replayable);
+                    if allowed && failure == Failure::Stale && !stale_retry_used {
+                        // Reusing a connection the backend had just closed is our race, not the
+                        // backend's fault: one free try on a fresh connection.
+                        stale_retry_used = true;
+                        continue;
+                    }
+                    if allowed && retries_left > 0 {
+                        if let Some(g) = snap.pools.try_begin_retry(pool) {
+                            _retry_budget = Some(g);
+                            retries_left -= 1;
+                            avoid = Some(backend.address);
+                            continue;
+                        }
+                    }
+                    let (status, body) = failure.answer();
+                    return self
+                        .local(status, body, body_sent || has_body || !ex.keep_alive)
+                        .await;
+                }
             }
         }
     }
 
-    async fn relay_response(
+    fn response_started(&self) -> bool {
+        // `wbuf` holds the client head from the moment it is written until the next request.
+        !self.wbuf.is_empty()
+    }
+
+    async fn try_backend(
         &mut self,
-        upstream: &mut TcpStream,
+        backend: &Backend,
         ex: &Exchange,
-    ) -> io::Result<Next> {
-        let mut ubuf = BytesMut::with_capacity(READ_CHUNK);
+        max_body: Option<u64>,
+        per_try_timeout: Option<std::time::Duration>,
+        may_retry_status: bool,
+        continue_sent: &mut bool,
+    ) -> io::Result<Attempt> {
+        let settings = &self.snap.settings;
+        let connect_timeout = settings.connect_timeout;
+        let head_timeout = per_try_timeout.unwrap_or(settings.backend_timeout);
+        let io_timeout = settings.backend_timeout;
+        self.wbuf.clear();
+        let (mut upstream, reused) = match backend.checkout() {
+            Some(s) => (s, true),
+            None => match timeout(connect_timeout, TcpStream::connect(backend.address)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    (s, false)
+                }
+                Ok(Err(e)) => {
+                    debug!(backend = %backend.address, error = %e, "connect failed");
+                    return Ok(Attempt::Failed {
+                        failure: Failure::Connect,
+                        body_sent: false,
+                    });
+                }
+                Err(_) => {
+                    debug!(backend = %backend.address, "connect timed out");
+                    return Ok(Attempt::Failed {
+                        failure: Failure::Connect,
+                        body_sent: false,
+                    });
+                }
+            },
+        };
+        let lost = if reused {
+            Failure::Stale
+        } else {
+            Failure::Reset
+        };
+        if upstream.write_all(&self.uhead).await.is_err() {
+            return Ok(Attempt::Failed {
+                failure: lost,
+                body_sent: false,
+            });
+        }
+        if ex.expect_continue && !*continue_sent {
+            // We ask for the body ourselves rather than wait for the backend's 100, so the
+            // backend never sees Expect and the client never stalls on us.
+            self.client.write_all(local::CONTINUE).await?;
+            *continue_sent = true;
+        }
+        let body_sent = ex.framing != Framing::Empty;
+        match self
+            .relay_request_body(&mut upstream, ex.framing, max_body)
+            .await
+        {
+            Ok(()) => {}
+            Err(RelayError::Client(e)) if e.kind() == io::ErrorKind::FileTooLarge => {
+                return Ok(Attempt::Done {
+                    next: self.local(413, "request body too large", true).await?,
+                    status: 413,
+                });
+            }
+            Err(RelayError::Client(e)) => return Err(e),
+            Err(RelayError::Upstream(e)) => {
+                debug!(backend = %backend.address, error = %e, "sending request body failed");
+                return Ok(Attempt::Failed {
+                    failure: Failure::Reset,
+                    body_sent,
+                });
+            }
+        }
+        self.ubuf.clear();
         loop {
             // Read until one complete head is buffered.
+            let mut got_any = false;
             let parsed = loop {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                match response::parse(&ubuf, &mut headers, ex.head_request) {
+                match response::parse(&self.ubuf, &mut headers, ex.head_request) {
                     Ok(Some(resp)) => {
-                        self.wbuf.clear();
-                        let framing = response::write_client_head(
-                            &resp,
-                            ex.version,
-                            ex.keep_alive,
-                            &mut self.wbuf,
-                        );
+                        let interim = resp.is_interim();
+                        let retry = !interim && may_retry_status && resp.status >= 500;
+                        if !retry {
+                            self.wbuf.clear();
+                            let framing = response::write_client_head(
+                                &resp,
+                                ex.version,
+                                ex.keep_alive,
+                                &mut self.wbuf,
+                            );
+                            let keep = response::client_may_keep(&resp, framing, ex.keep_alive);
+                            let reusable = !resp.close;
+                            break Ok((
+                                resp.status,
+                                resp.head_len,
+                                interim,
+                                retry,
+                                resp.framing,
+                                framing,
+                                keep,
+                                reusable,
+                            ));
+                        }
                         break Ok((
+                            resp.status,
                             resp.head_len,
-                            resp.is_interim(),
+                            interim,
+                            retry,
                             resp.framing,
-                            framing,
-                            response::client_may_keep(&resp, framing, ex.keep_alive),
+                            ClientFraming::Same,
+                            false,
+                            false,
                         ));
                     }
                     Ok(None) => {}
-                    Err(e) => break Err(e.to_string()),
+                    Err(e) => break Err((Failure::BadResponse, e.to_string())),
                 }
-                ubuf.reserve(READ_CHUNK);
-                match timeout(BACKEND_IO_TIMEOUT, upstream.read_buf(&mut ubuf)).await {
-                    Ok(Ok(0)) => break Err("backend closed before a complete response head".into()),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => break Err(e.to_string()),
-                    Err(_) => {
-                        return self
-                            .local(504, "backend did not answer in time", true)
-                            .await
+                self.ubuf.reserve(READ_CHUNK);
+                match timeout(head_timeout, upstream.read_buf(&mut self.ubuf)).await {
+                    Ok(Ok(0)) if !got_any => break Err((lost, "closed before responding".into())),
+                    Ok(Ok(0)) => {
+                        break Err((
+                            Failure::BadResponse,
+                            "closed inside the response head".into(),
+                        ))
                     }
+                    Ok(Ok(_)) => got_any = true,
+                    Ok(Err(e)) if !got_any => break Err((lost, e.to_string())),
+                    Ok(Err(e)) => break Err((Failure::BadResponse, e.to_string())),
+                    Err(_) => break Err((Failure::Timeout, "no response head in time".into())),
                 }
             };
-            let (head_len, interim, backend_framing, client_framing, keep) = match parsed {
-                Ok(p) => p,
-                Err(why) => {
-                    debug!(backend = %ex.backend, error = %why, "bad response");
-                    return self.local(502, "bad response from backend", true).await;
-                }
-            };
-            ubuf.advance(head_len);
+            let (status, head_len, interim, retry, backend_framing, client_framing, keep, reusable) =
+                match parsed {
+                    Ok(p) => p,
+                    Err((failure, why)) => {
+                        debug!(backend = %backend.address, error = %why, "no usable response");
+                        return Ok(Attempt::Failed { failure, body_sent });
+                    }
+                };
+            if retry {
+                return Ok(Attempt::Failed {
+                    failure: Failure::Status(status),
+                    body_sent,
+                });
+            }
+            self.ubuf.advance(head_len);
             if interim {
                 // 1xx interim responses mean nothing to an HTTP/1.0 client (RFC 9110 §15.2).
                 if ex.version == Version::Http11 {
                     self.client.write_all(&self.wbuf).await?;
                 }
+                self.wbuf.clear();
                 continue;
             }
             self.client.write_all(&self.wbuf).await?;
             let relayed = match (backend_framing, client_framing) {
                 (Framing::Empty, _) => Ok(()),
-                (Framing::Length(n), _) => copy_exact(&mut ubuf, upstream, &mut self.client, n)
+                (Framing::Length(n), _) => {
+                    copy_exact(
+                        &mut self.ubuf,
+                        &mut upstream,
+                        &mut self.client,
+                        n,
+                        io_timeout,
+                    )
                     .await
-                    .map_err(RelayError::flip),
+                }
                 (Framing::Chunked, ClientFraming::Dechunk) => {
-                    copy_chunked(&mut ubuf, upstream, &mut self.client, true)
-                        .await
-                        .map_err(RelayError::flip)
-                }
-                (Framing::Chunked, _) => copy_chunked(&mut ubuf, upstream, &mut self.client, false)
+                    copy_chunked(
+                        &mut self.ubuf,
+                        &mut upstream,
+                        &mut self.client,
+                        true,
+                        None,
+                        io_timeout,
+                    )
                     .await
-                    .map_err(RelayError::flip),
+                }
+                (Framing::Chunked, _) => {
+                    copy_chunked(
+                        &mut self.ubuf,
+                        &mut upstream,
+                        &mut self.client,
+                        false,
+                        None,
+                        io_timeout,
+                    )
+                    .await
+                }
                 (Framing::UntilClose, ClientFraming::Rechunk) => {
-                    rechunk_until_close(&mut ubuf, upstream, &mut self.client)
+                    rechunk_until_close(&mut self.ubuf, &mut upstream, &mut self.client, io_timeout)
                         .await
-                        .map_err(RelayError::flip)
                 }
-                (Framing::UntilClose, _) => copy_until_close(&mut ubuf, upstream, &mut self.client)
-                    .await
-                    .map_err(RelayError::flip),
-            };
-            return match relayed {
-                Ok(()) if keep => Ok(Next::KeepOpen),
-                Ok(()) => Ok(Next::Close),
+                (Framing::UntilClose, _) => {
+                    copy_until_close(&mut self.ubuf, &mut upstream, &mut self.client, io_timeout)
+                        .await
+                }
+            }
+            .map_err(RelayError::flip);
+            let next = match relayed {
+                Ok(()) => {
+                    // Only a connection that ended exactly at the message boundary can carry
+                    // the next request: leftover bytes would be read as its response.
+                    if reusable && backend_framing != Framing::UntilClose && self.ubuf.is_empty() {
+                        backend.checkin(upstream);
+                    }
+                    if keep {
+                        Next::KeepOpen
+                    } else {
+                        Next::Close
+                    }
+                }
                 // The client's response is half sent: closing is the only honest signal left.
                 Err(RelayError::Upstream(e)) => {
-                    debug!(backend = %ex.backend, error = %e, "response body cut short");
-                    Ok(Next::Close)
+                    debug!(backend = %backend.address, error = %e, "response body cut short");
+                    return Ok(Attempt::Done {
+                        next: Next::Close,
+                        status: 502,
+                    });
                 }
-                Err(RelayError::Client(e)) => Err(e),
+                Err(RelayError::Client(e)) => return Err(e),
             };
+            return Ok(Attempt::Done { next, status });
+        }
+    }
+
+    async fn relay_request_body(
+        &mut self,
+        upstream: &mut TcpStream,
+        framing: Framing,
+        max: Option<u64>,
+    ) -> Result<(), RelayError> {
+        let idle = self.snap.settings.backend_timeout;
+        match framing {
+            Framing::Empty | Framing::UntilClose => Ok(()),
+            Framing::Length(n) => {
+                copy_exact(&mut self.rbuf, &mut self.client, upstream, n, idle).await
+            }
+            Framing::Chunked => {
+                copy_chunked(&mut self.rbuf, &mut self.client, upstream, false, max, idle).await
+            }
         }
     }
 }
 
 fn decide(
-    shared: &Shared,
+    snap: &Snapshot,
     peer: SocketAddr,
     req: &request::Request<'_, '_>,
-    wbuf: &mut BytesMut,
+    uhead: &mut BytesMut,
 ) -> Decision {
-    let snapshot = shared.load();
     let has_body = req.framing != Framing::Empty;
+    let keep = !has_body && req.keep_alive;
     let Some(authority) = req.authority else {
         return Decision::Local {
             status: 400,
@@ -332,7 +592,7 @@ fn decide(
             close: true,
         };
     };
-    let target = match snapshot.routes.lookup(authority, req.path) {
+    let target = match snap.routes.lookup(authority, req.path) {
         Ok(t) => t,
         Err(Miss::BadHost) => {
             return Decision::Local {
@@ -345,38 +605,89 @@ fn decide(
             return Decision::Local {
                 status: 404,
                 body: "unknown host",
-                close: has_body || !req.keep_alive,
+                close: !keep,
             }
         }
         Err(Miss::NoRoute) => {
             return Decision::Local {
                 status: 404,
                 body: "no route for this path",
-                close: has_body || !req.keep_alive,
+                close: !keep,
             }
         }
     };
-    let backend = snapshot.pools.get(target.pool).pick();
+    let settings = &snap.settings;
+    let client_ip = forwarded::client_ip(settings, peer.ip(), req.headers);
+    let route = snap.routes.route(target);
+    if !snap.routes.host_access(target).admits(client_ip) || !route.access.admits(client_ip) {
+        debug!(%peer, %client_ip, "denied by access list");
+        return Decision::Local {
+            status: 403,
+            body: "forbidden",
+            close: !keep,
+        };
+    }
+    if let (Some(max), Framing::Length(n)) = (route.max_body_bytes, req.framing) {
+        if n > max {
+            return Decision::Local {
+                status: 413,
+                body: "request body too large",
+                close: true,
+            };
+        }
+    }
+    let pool_id = route.pool();
+    let pool = snap.pools.get(pool_id);
+    let hash = pool.hash(&HashInput {
+        client_ip,
+        headers: req.headers,
+    });
     debug!(
-        peer = %peer,
-        host = snapshot.routes.host_label(target.host),
-        prefix = snapshot.routes.route_prefix(target),
-        pool = %snapshot.pools.get(target.pool).name,
-        %backend,
+        %peer,
+        host = snap.routes.host_label(target.host),
+        prefix = &*route.prefix,
+        pool = %pool.name,
         method = req.method,
         path = req.path,
         "route"
     );
-    wbuf.clear();
-    request::write_upstream_head(req, peer.ip(), wbuf);
+    let mut id_buf = [0u8; 32];
+    let request_id = settings.request_id.then(|| new_request_id(&mut id_buf));
+    uhead.clear();
+    request::write_upstream_head(
+        req,
+        &Forwarding {
+            peer: peer.ip(),
+            client: client_ip,
+            peer_trusted: forwarded::peer_is_trusted(settings, peer.ip()),
+            proto: "http",
+            request_id,
+        },
+        uhead,
+    );
     Decision::Forward(Exchange {
-        backend,
+        target,
+        pool: pool_id,
+        hash,
         framing: req.framing,
         version: req.version,
         keep_alive: req.keep_alive,
         expect_continue: req.expect_continue && req.version == Version::Http11,
         head_request: req.method == "HEAD",
+        replayable: !has_body && request::is_idempotent(req.method),
     })
+}
+
+/// 128 random bits as 32 hex digits, from the per-thread generator the balancer uses.
+fn new_request_id(buf: &mut [u8; 32]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (a, b) = (super::upstream::random_u64(), super::upstream::random_u64());
+    for (i, byte) in buf.iter_mut().enumerate() {
+        let word = if i < 16 { a } else { b };
+        *byte = HEX[((word >> ((i % 16) * 4)) & 0xf) as usize];
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(buf).unwrap_or("0")
 }
 
 /// Which side of a relay failed: a client error ends the connection quietly, an upstream
@@ -403,9 +714,10 @@ impl RelayError {
 async fn read_more<R: AsyncRead + Unpin>(
     src: &mut R,
     buf: &mut BytesMut,
+    idle: Duration,
 ) -> Result<(), RelayError> {
     buf.reserve(READ_CHUNK);
-    match timeout(BACKEND_IO_TIMEOUT, src.read_buf(buf)).await {
+    match timeout(idle, src.read_buf(buf)).await {
         Ok(Ok(0)) => Err(RelayError::Client(io::ErrorKind::UnexpectedEof.into())),
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(RelayError::Client(e)),
@@ -424,6 +736,7 @@ async fn copy_exact<R, W>(
     src: &mut R,
     dst: &mut W,
     mut n: u64,
+    idle: Duration,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -439,16 +752,19 @@ where
         if n == 0 {
             return Ok(());
         }
-        read_more(src, buf).await?;
+        read_more(src, buf, idle).await?;
     }
 }
 
-/// Relay a chunked body, validated by the decoder: as is, or (`dechunk`) payload only.
+/// Relay a chunked body, validated by the decoder: as is, or (`dechunk`) payload only. With
+/// `max`, a payload larger than that fails with `FileTooLarge` on the reading side.
 async fn copy_chunked<R, W>(
     buf: &mut BytesMut,
     src: &mut R,
     dst: &mut W,
     dechunk: bool,
+    max: Option<u64>,
+    idle: Duration,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -456,15 +772,20 @@ where
 {
     let mut decoder = ChunkedDecoder::new();
     let mut payload = BytesMut::new();
+    let mut total = 0u64;
     loop {
         if !buf.is_empty() {
             let progress = decoder
                 .feed(buf, |data| {
+                    total += data.len() as u64;
                     if dechunk {
                         payload.extend_from_slice(data)
                     }
                 })
                 .map_err(|e| RelayError::Client(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+            if max.is_some_and(|m| total > m) {
+                return Err(RelayError::Client(io::ErrorKind::FileTooLarge.into()));
+            }
             if dechunk {
                 write(dst, &payload).await?;
                 payload.clear();
@@ -476,7 +797,7 @@ where
                 return Ok(());
             }
         }
-        read_more(src, buf).await?;
+        read_more(src, buf, idle).await?;
     }
 }
 
@@ -485,6 +806,7 @@ async fn copy_until_close<R, W>(
     buf: &mut BytesMut,
     src: &mut R,
     dst: &mut W,
+    idle: Duration,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -493,7 +815,7 @@ where
     loop {
         write(dst, buf).await?;
         buf.clear();
-        match read_more(src, buf).await {
+        match read_more(src, buf, idle).await {
             Err(RelayError::Client(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             r => r?,
         }
@@ -506,6 +828,7 @@ async fn rechunk_until_close<R, W>(
     buf: &mut BytesMut,
     src: &mut R,
     dst: &mut W,
+    idle: Duration,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -524,7 +847,7 @@ where
             write(dst, b"\r\n").await?;
             buf.clear();
         }
-        match read_more(src, buf).await {
+        match read_more(src, buf, idle).await {
             Err(RelayError::Client(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return write(dst, b"0\r\n\r\n").await;
             }

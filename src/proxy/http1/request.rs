@@ -18,9 +18,11 @@ use super::{Framing, Version, MAX_HEADERS, MAX_HEAD_SIZE};
 pub enum RequestError {
     #[error("malformed request head: {0}")]
     Malformed(&'static str),
-    #[error("request head larger than {MAX_HEAD_SIZE} bytes")]
+    #[error("request line too long")]
+    RequestLineTooLong,
+    #[error("request head too large")]
     HeadTooLarge,
-    #[error("more than {MAX_HEADERS} header fields")]
+    #[error("too many header fields")]
     TooManyHeaders,
     #[error("transfer coding not implemented")]
     UnsupportedTransferCoding,
@@ -30,6 +32,7 @@ impl RequestError {
     pub fn status(self) -> u16 {
         match self {
             RequestError::Malformed(_) => 400,
+            RequestError::RequestLineTooLong => 414,
             RequestError::HeadTooLarge | RequestError::TooManyHeaders => 431,
             RequestError::UnsupportedTransferCoding => 501,
         }
@@ -58,11 +61,40 @@ pub struct Request<'b, 'h> {
     pub expect_continue: bool,
 }
 
+/// Size limits on a request head (`[proxy]` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_request_line: usize,
+    pub max_head_size: usize,
+    /// At most `MAX_HEADERS`, the size of the parse array.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_line: 8 * 1024,
+            max_head_size: MAX_HEAD_SIZE,
+            max_headers: MAX_HEADERS,
+        }
+    }
+}
+
 /// Parse the head at the start of `buf`. `Ok(None)` means more bytes are needed.
 pub fn parse<'b, 'h>(
     buf: &'b [u8],
     headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    limits: &Limits,
 ) -> Result<Option<Request<'b, 'h>>, RequestError> {
+    // The request line is judged first, so an over-long URI gets 414 rather than 431.
+    let scan = &buf[..buf.len().min(limits.max_request_line + 1)];
+    match scan.iter().position(|&b| b == b'\n') {
+        None if scan.len() > limits.max_request_line => {
+            return Err(RequestError::RequestLineTooLong)
+        }
+        Some(i) if i > limits.max_request_line => return Err(RequestError::RequestLineTooLong),
+        _ => {}
+    }
     let mut req = httparse::Request::new(headers);
     let status = match req.parse(buf) {
         Ok(s) => s,
@@ -71,12 +103,12 @@ pub fn parse<'b, 'h>(
     };
     let head_len = match status {
         httparse::Status::Complete(n) => n,
-        httparse::Status::Partial if buf.len() >= MAX_HEAD_SIZE => {
+        httparse::Status::Partial if buf.len() >= limits.max_head_size => {
             return Err(RequestError::HeadTooLarge)
         }
         httparse::Status::Partial => return Ok(None),
     };
-    if head_len > MAX_HEAD_SIZE {
+    if head_len > limits.max_head_size {
         return Err(RequestError::HeadTooLarge);
     }
     // httparse only returns Complete with all three set.
@@ -85,6 +117,9 @@ pub fn parse<'b, 'h>(
     };
     let version = Version::from_minor(minor);
     let headers: &'h [httparse::Header<'b>] = req.headers;
+    if headers.len() > limits.max_headers {
+        return Err(RequestError::TooManyHeaders);
+    }
 
     let (path, target_authority) = split_target(method, target)?;
 
@@ -165,6 +200,15 @@ pub fn parse<'b, 'h>(
     }
     if version == Version::Http11 && host.is_none() {
         return Err(RequestError::Malformed("missing Host field"));
+    }
+    if let (Some(t), Some(h)) = (target_authority, host) {
+        // RFC 9112 §3.2.2 lets the target win, but a backend that reads Host would then route
+        // differently from us: refuse the disagreement instead of choosing.
+        if !same_authority(t, h, target) {
+            return Err(RequestError::Malformed(
+                "absolute-form target disagrees with Host",
+            ));
+        }
     }
     let framing = if chunked {
         Framing::Chunked
@@ -247,6 +291,25 @@ fn split_target<'b>(
     Ok((path, Some(authority.as_bytes())))
 }
 
+/// Authorities equal but for case and an explicit default port.
+fn same_authority(a: &[u8], b: &[u8], target: &str) -> bool {
+    let default = if target.len() >= 8 && target[..8].eq_ignore_ascii_case("https://") {
+        &b":443"[..]
+    } else {
+        &b":80"[..]
+    };
+    let strip = |x: &[u8]| -> Vec<u8> {
+        let x = tokens::trim(x);
+        let x = if x.len() >= default.len() && x[x.len() - default.len()..] == *default {
+            &x[..x.len() - default.len()]
+        } else {
+            x
+        };
+        x.to_ascii_lowercase()
+    };
+    strip(a) == strip(b)
+}
+
 fn strip_scheme(target: &str) -> Option<&str> {
     for scheme in ["http://", "https://"] {
         if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
@@ -256,49 +319,97 @@ fn strip_scheme(target: &str) -> Option<&str> {
     None
 }
 
+/// What the backend is told about how the request reached us.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The TCP peer: appended to X-Forwarded-For.
+    pub peer: IpAddr,
+    /// The real client (after trusted-proxy rules): sent as X-Real-IP.
+    pub client: IpAddr,
+    /// Whether the peer's own X-Forwarded-Proto/-Host are believed.
+    pub peer_trusted: bool,
+    /// `http` or `https`, as the client spoke to us.
+    pub proto: &'a str,
+    /// A generated X-Request-Id to add when the request has none.
+    pub request_id: Option<&'a str>,
+}
+
 /// Write the head to send to the backend into `out`: origin-form request line as HTTP/1.1,
 /// end-to-end fields as received, hop-by-hop fields (and those named in Connection) dropped,
-/// one normalised framing field, `Connection: close` (each backend exchange uses its own
-/// connection), and the client appended to X-Forwarded-For.
-pub fn write_upstream_head(req: &Request<'_, '_>, client: IpAddr, out: &mut BytesMut) {
-    out.reserve(req.head_len + 64);
+/// one normalised framing field, and the forwarding fields (X-Forwarded-For appended;
+/// X-Forwarded-Proto, X-Forwarded-Host and X-Real-IP set unless a trusted peer set them).
+/// The backend connection is kept alive (the HTTP/1.1 default), so no Connection field.
+pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mut BytesMut) {
+    out.reserve(req.head_len + 128);
     put3(out, req.method.as_bytes(), b" ", req.path.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
     let mut forwarded_for_written = false;
+    let mut has_request_id = false;
+    let mut has_host = false;
     for h in req.headers {
         let name = h.name;
         if tokens::is_hop_by_hop(name)
             || name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("content-length")
             || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("x-real-ip")
+            || (!fwd.peer_trusted
+                && (name.eq_ignore_ascii_case("x-forwarded-proto")
+                    || name.eq_ignore_ascii_case("x-forwarded-host")))
         {
             continue;
         }
         if tokens::named_by_connection(req.headers, name) {
             continue;
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for") && !forwarded_for_written {
-            // Append to the first one; later duplicates pass through unchanged.
-            put3(out, name.as_bytes(), b": ", h.value);
-            let _ = write!(Fmt(out), ", {client}\r\n");
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            if forwarded_for_written {
+                continue;
+            }
+            // One field: every X-Forwarded-For value in order, then the peer.
+            out.put_slice(b"X-Forwarded-For: ");
+            let mut first = true;
+            for v in req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+            {
+                if !first {
+                    out.put_slice(b", ");
+                }
+                out.put_slice(v.value);
+                first = false;
+            }
+            let _ = write!(Fmt(out), ", {}\r\n", fwd.peer);
             forwarded_for_written = true;
             continue;
         }
+        has_request_id |= name.eq_ignore_ascii_case("x-request-id");
+        has_host |= name.eq_ignore_ascii_case("host");
         put3(out, name.as_bytes(), b": ", h.value);
         out.put_slice(b"\r\n");
     }
-    if req.version == Version::Http10
-        && !req
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("host"))
-    {
+    if !has_host {
         if let Some(a) = req.authority {
             put3(out, b"Host: ", a, b"\r\n");
         }
     }
     if !forwarded_for_written {
-        let _ = write!(Fmt(out), "X-Forwarded-For: {client}\r\n");
+        let _ = write!(Fmt(out), "X-Forwarded-For: {}\r\n", fwd.peer);
+    }
+    let keep =
+        |n: &str| fwd.peer_trusted && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n));
+    if !keep("x-forwarded-proto") {
+        put3(out, b"X-Forwarded-Proto: ", fwd.proto.as_bytes(), b"\r\n");
+    }
+    if !keep("x-forwarded-host") {
+        if let Some(a) = req.authority {
+            put3(out, b"X-Forwarded-Host: ", a, b"\r\n");
+        }
+    }
+    let _ = write!(Fmt(out), "X-Real-IP: {}\r\n", fwd.client);
+    if let (Some(id), false) = (fwd.request_id, has_request_id) {
+        put3(out, b"X-Request-Id: ", id.as_bytes(), b"\r\n");
     }
     match req.framing {
         Framing::Empty => {
@@ -311,7 +422,16 @@ pub fn write_upstream_head(req: &Request<'_, '_>, client: IpAddr, out: &mut Byte
         }
         Framing::Chunked | Framing::UntilClose => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
     }
-    out.put_slice(b"Connection: close\r\n\r\n");
+    out.put_slice(b"\r\n");
+}
+
+/// Methods that RFC 9110 §9.2.2 calls idempotent: a retry cannot do twice what the first try
+/// did once.
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
 }
 
 /// Methods whose empty body should still be framed explicitly so that the backend does not
@@ -342,7 +462,9 @@ mod tests {
 
     fn parse_ok(raw: &[u8]) -> (Framing, bool, Option<Vec<u8>>, String) {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let r = parse(raw, &mut headers).expect("valid").expect("complete");
+        let r = parse(raw, &mut headers, &Limits::default())
+            .expect("valid")
+            .expect("complete");
         (
             r.framing,
             r.keep_alive,
@@ -353,13 +475,13 @@ mod tests {
 
     fn parse_err(raw: &[u8]) -> RequestError {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        parse(raw, &mut headers).expect_err("must be refused")
+        parse(raw, &mut headers, &Limits::default()).expect_err("must be refused")
     }
 
     #[test]
     fn partial_heads_ask_for_more() {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        assert!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut headers)
+        assert!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut headers, &Limits::default())
             .unwrap()
             .is_none());
     }
@@ -423,6 +545,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n", 400),
             (b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET http://a/ HTTP/1.1\r\nHost: b\r\n\r\n", 400),
         ];
         for (raw, status) in cases {
             assert_eq!(
@@ -432,6 +555,33 @@ mod tests {
                 String::from_utf8_lossy(raw)
             );
         }
+    }
+
+    #[test]
+    fn request_line_limit_gives_414_before_the_head_is_complete() {
+        let limits = Limits {
+            max_request_line: 64,
+            ..Limits::default()
+        };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));
+        assert_eq!(
+            parse(long.as_bytes(), &mut headers, &limits)
+                .unwrap_err()
+                .status(),
+            414
+        );
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert!(parse(b"GET /short HTTP/1.1\r\n", &mut headers, &limits)
+            .unwrap()
+            .is_none());
+        let few = Limits {
+            max_headers: 2,
+            ..Limits::default()
+        };
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let three = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+        assert_eq!(parse(three, &mut headers, &few).unwrap_err().status(), 431);
     }
 
     #[test]
@@ -449,8 +599,9 @@ mod tests {
 
     #[test]
     fn absolute_form_authority_wins_over_host() {
-        let (_, _, authority, path) =
-            parse_ok(b"GET http://Blog.Example.test:80/api?x=1 HTTP/1.1\r\nHost: other\r\n\r\n");
+        let (_, _, authority, path) = parse_ok(
+            b"GET http://Blog.Example.test:80/api?x=1 HTTP/1.1\r\nHost: blog.example.TEST\r\n\r\n",
+        );
         assert_eq!(authority.as_deref(), Some(&b"Blog.Example.test:80"[..]));
         assert_eq!(path, "/api?x=1");
         let (_, _, _, path) = parse_ok(b"GET http://a HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -461,12 +612,21 @@ mod tests {
     fn upstream_head_drops_hop_by_hop_and_normalises_framing() {
         let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.9\r\nAccept: */*\r\n\r\n";
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let req = parse(raw, &mut headers).unwrap().unwrap();
+        let req = parse(raw, &mut headers, &Limits::default())
+            .unwrap()
+            .unwrap();
         let mut out = BytesMut::new();
-        write_upstream_head(&req, "192.0.2.10".parse().unwrap(), &mut out);
+        let fwd = Forwarding {
+            peer: "192.0.2.10".parse().unwrap(),
+            client: "192.0.2.10".parse().unwrap(),
+            peer_trusted: false,
+            proto: "http",
+            request_id: Some("abc"),
+        };
+        write_upstream_head(&req, &fwd, &mut out);
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "POST /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9, 192.0.2.10\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            "POST /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9, 192.0.2.10\r\nAccept: */*\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\nX-Real-IP: 192.0.2.10\r\nX-Request-Id: abc\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
     }
 }

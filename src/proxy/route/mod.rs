@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Config, HostName, PoolId};
+use crate::config::{AccessList, Config, HostName, PoolId, RetryPolicy, Route, WeightedPool};
+use crate::proxy::upstream::balance::WeightedCycle;
 
 /// Longest host name we normalise (RFC 1035 text form is at most 253).
 const MAX_HOST: usize = 255;
@@ -23,20 +24,66 @@ pub enum Miss {
     BadHost,
 }
 
-/// Where a request goes.
+/// Where a request goes: indices into the table, valid for the table that returned them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     pub host: usize,
     pub route: usize,
-    pub pool: PoolId,
 }
 
 #[derive(Debug)]
 struct HostRoutes {
     /// What the host was configured as (its first name), for logs and `check`.
     label: String,
+    access: AccessList,
     /// Longest prefix first, so the first match is the best.
-    routes: Vec<(Box<str>, PoolId)>,
+    routes: Vec<RouteEntry>,
+}
+
+/// One route as the request path uses it.
+#[derive(Debug)]
+pub struct RouteEntry {
+    pub prefix: Box<str>,
+    /// One pool, or a weighted split across several.
+    pools: Vec<WeightedPool>,
+    /// Present for a split: hands out pools in proportion to their weights.
+    cycle: Option<WeightedCycle>,
+    pub retry: RetryPolicy,
+    pub timeout: Option<std::time::Duration>,
+    pub max_body_bytes: Option<u64>,
+    pub access: AccessList,
+}
+
+impl RouteEntry {
+    fn new(r: &Route) -> RouteEntry {
+        let cycle = (r.split.len() > 1).then(|| {
+            let weights: Vec<u32> = r.split.iter().map(|w| w.weight).collect();
+            WeightedCycle::new(&weights)
+        });
+        RouteEntry {
+            prefix: r.prefix.as_str().into(),
+            pools: r.split.clone(),
+            cycle,
+            retry: r.retry,
+            timeout: r.timeout,
+            max_body_bytes: r.max_body_bytes,
+            access: r.access.clone(),
+        }
+    }
+
+    /// The pool for this request: the only one, or the next by the split's weights.
+    pub fn pool(&self) -> PoolId {
+        // Validation guarantees at least one pool.
+        match &self.cycle {
+            None => self.pools[0].pool,
+            Some(c) => self.pools[c.next()].pool,
+        }
+    }
+
+    /// Every pool with its weight, for `check`.
+    pub fn pools(&self) -> &[WeightedPool] {
+        &self.pools
+    }
 }
 
 #[derive(Debug)]
@@ -70,15 +117,12 @@ impl RouteTable {
                     }
                 }
             }
-            let mut routes: Vec<(Box<str>, PoolId)> = host
-                .routes
-                .iter()
-                .map(|r| (r.prefix.as_str().into(), r.pool))
-                .collect();
+            let mut routes: Vec<RouteEntry> = host.routes.iter().map(RouteEntry::new).collect();
             // Stable sort keeps file order among equal lengths (which cannot both match).
-            routes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+            routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
             table.hosts.push(HostRoutes {
                 label: host.names[0].to_string(),
+                access: host.access.clone(),
                 routes,
             });
         }
@@ -93,12 +137,8 @@ impl RouteTable {
         let routes = &self.hosts[h].routes;
         routes
             .iter()
-            .position(|(prefix, _)| prefix_matches(prefix, path))
-            .map(|r| Target {
-                host: h,
-                route: r,
-                pool: routes[r].1,
-            })
+            .position(|r| prefix_matches(&r.prefix, path))
+            .map(|r| Target { host: h, route: r })
             .ok_or(Miss::NoRoute)
     }
 
@@ -122,15 +162,19 @@ impl RouteTable {
         &self.hosts[host].label
     }
 
-    pub fn route_prefix(&self, t: Target) -> &str {
-        &self.hosts[t.host].routes[t.route].0
+    pub fn route(&self, t: Target) -> &RouteEntry {
+        &self.hosts[t.host].routes[t.route]
+    }
+
+    pub fn host_access(&self, t: Target) -> &AccessList {
+        &self.hosts[t.host].access
     }
 
     /// Every host with its routes in the order they are tried, for `check`.
-    pub fn describe(&self) -> impl Iterator<Item = (&str, impl Iterator<Item = (&str, PoolId)>)> {
+    pub fn describe(&self) -> impl Iterator<Item = (&str, &[RouteEntry])> {
         self.hosts
             .iter()
-            .map(|h| (h.label.as_str(), h.routes.iter().map(|(p, id)| (&**p, *id))))
+            .map(|h| (h.label.as_str(), h.routes.as_slice()))
     }
 }
 
@@ -234,7 +278,7 @@ backends = ["192.0.2.27:8080"]
         let table = RouteTable::build(&config);
         table
             .lookup(authority.as_bytes(), path)
-            .map(|t| config.pool(t.pool).name.clone())
+            .map(|t| config.pool(table.route(t).pool()).name.clone())
     }
 
     #[test]

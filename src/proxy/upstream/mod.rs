@@ -1,37 +1,127 @@
-//! Backend pools and the choice of backend for a request.
+//! Backend pools: choosing a backend for a request, and learning from the result.
 //!
-//! Owns per-pool balancing state (today round robin). It does not connect: the connection
-//! driver dials the address it is given. Built per configuration alongside the route table.
+//! Owns balancing (round robin by weight, least request, Maglev hashing), skipping backends that
+//! are unhealthy or ejected, outlier ejection from request results, the retry budget, and the
+//! active health checkers' lifetime (they stop when the pools are dropped). It does not speak
+//! HTTP to serve requests: `conn` dials and relays; `health` probes.
 
+pub mod backend;
+pub mod balance;
+mod health;
+
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use crate::config::{Config, PoolId};
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use crate::config::{Balance, Config, HashKey, Outlier, PoolId, ProxySettings};
+use backend::{now_ms, Backend, Outcome};
+use balance::{maglev_table, WeightedCycle, MAGLEV_TABLE_SIZE};
 
 #[derive(Debug)]
 pub struct PoolState {
     pub name: String,
-    backends: Vec<SocketAddr>,
-    next: AtomicUsize,
+    backends: Vec<Arc<Backend>>,
+    picker: Picker,
+    outlier: Outlier,
+    /// Requests and retries in flight, for the retry budget.
+    active: AtomicUsize,
+    retrying: AtomicUsize,
+}
+
+#[derive(Debug)]
+enum Picker {
+    RoundRobin(WeightedCycle),
+    LeastRequest,
+    Maglev { key: HashKey, table: Vec<u32> },
+}
+
+/// What a request offers for hashing.
+pub struct HashInput<'a> {
+    pub client_ip: std::net::IpAddr,
+    pub headers: &'a [httparse::Header<'a>],
 }
 
 #[derive(Debug)]
 pub struct Pools {
     pools: Vec<PoolState>,
+    retry_budget_percent: u32,
+    health_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Pools {
+    fn drop(&mut self) {
+        for t in &self.health_tasks {
+            t.abort();
+        }
+    }
 }
 
 impl Pools {
+    /// Build the pools of `config`. With active health checks configured this spawns their
+    /// tasks, so it must run inside a Tokio runtime; they end when the `Pools` is dropped.
     pub fn build(config: &Config) -> Pools {
-        Pools {
-            pools: config
-                .pools
-                .iter()
-                .map(|p| PoolState {
+        let settings: &ProxySettings = &config.proxy;
+        let mut health_tasks = Vec::new();
+        let pools = config
+            .pools
+            .iter()
+            .map(|p| {
+                let backends: Vec<Arc<Backend>> = p
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        Arc::new(Backend::new(
+                            b.address,
+                            b.weight,
+                            settings.backend_max_idle,
+                            settings.backend_idle_timeout,
+                        ))
+                    })
+                    .collect();
+                let picker = match &p.balance {
+                    Balance::RoundRobin => {
+                        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+                        Picker::RoundRobin(WeightedCycle::new(&weights))
+                    }
+                    Balance::LeastRequest => Picker::LeastRequest,
+                    Balance::Maglev(key) => {
+                        let names: Vec<String> =
+                            backends.iter().map(|b| b.address.to_string()).collect();
+                        let keys: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+                        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+                        Picker::Maglev {
+                            key: key.clone(),
+                            table: maglev_table(&keys, &weights, MAGLEV_TABLE_SIZE),
+                        }
+                    }
+                };
+                if let Some(check) = &p.health {
+                    for b in &backends {
+                        health_tasks.push(tokio::spawn(health::run(
+                            p.name.clone(),
+                            b.clone(),
+                            check.clone(),
+                        )));
+                    }
+                }
+                PoolState {
                     name: p.name.clone(),
-                    backends: p.backends.clone(),
-                    next: AtomicUsize::new(0),
-                })
-                .collect(),
+                    backends,
+                    picker,
+                    outlier: p.outlier,
+                    active: AtomicUsize::new(0),
+                    retrying: AtomicUsize::new(0),
+                }
+            })
+            .collect();
+        Pools {
+            pools,
+            retry_budget_percent: settings.retry_budget_percent,
+            health_tasks,
         }
     }
 
@@ -39,19 +129,169 @@ impl Pools {
         // PoolIds come from the same Config these pools were built from.
         &self.pools[id.index()]
     }
+
+    /// Whether one more retry fits the budget of `pool`: retries in flight may be at most
+    /// `retry_budget_percent` of its requests in flight, and at least 3 (so a quiet pool can
+    /// still retry), which keeps retries from multiplying an outage's load.
+    pub fn try_begin_retry<'a>(&self, pool: &'a PoolState) -> Option<RetryGuard<'a>> {
+        let active = pool.active.load(Ordering::Relaxed);
+        let allowed = (active * self.retry_budget_percent as usize / 100).max(3);
+        if self.retry_budget_percent == 0 {
+            return None;
+        }
+        let prev = pool.retrying.fetch_add(1, Ordering::Relaxed);
+        if prev >= allowed {
+            pool.retrying.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(RetryGuard(pool))
+    }
+}
+
+pub struct RetryGuard<'a>(&'a PoolState);
+
+impl Drop for RetryGuard<'_> {
+    fn drop(&mut self) {
+        self.0.retrying.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub struct PoolActiveGuard<'a>(&'a PoolState);
+
+impl Drop for PoolActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PoolState {
-    /// Round robin. Relaxed is enough: the counter only spreads load, it orders nothing.
-    pub fn pick(&self) -> SocketAddr {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // Validation guarantees at least one backend.
-        self.backends[n % self.backends.len()]
-    }
-
-    pub fn backends(&self) -> &[SocketAddr] {
+    pub fn backends(&self) -> &[Arc<Backend>] {
         &self.backends
     }
+
+    /// Count a request against this pool until the guard drops.
+    pub fn begin(&self) -> PoolActiveGuard<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        PoolActiveGuard(self)
+    }
+
+    /// Choose an available backend, other than `avoid` if another is available. `None` when
+    /// every backend is unhealthy or ejected: the caller answers 503 at once.
+    /// The request's hash for Maglev pools (0 for the others, which ignore it).
+    pub fn hash(&self, input: &HashInput<'_>) -> u64 {
+        match &self.picker {
+            Picker::Maglev { key, .. } => hash_key(key, input),
+            _ => 0,
+        }
+    }
+
+    pub fn pick(&self, hash: u64, avoid: Option<SocketAddr>) -> Option<&Arc<Backend>> {
+        let now = now_ms();
+        let ok = |b: &Backend| b.is_available(now) && Some(b.address) != avoid;
+        let n = self.backends.len();
+        let chosen = match &self.picker {
+            Picker::RoundRobin(cycle) => {
+                // A full cycle visits every backend with weight > 0 at least once.
+                (0..n.max(cycle.len()) * 2)
+                    .map(|_| &self.backends[cycle.next()])
+                    .find(|b| ok(b))
+            }
+            Picker::LeastRequest => {
+                let a = &self.backends[random_below(n)];
+                let b = &self.backends[random_below(n)];
+                match (ok(a), ok(b)) {
+                    (true, true) => Some(if b.active() < a.active() { b } else { a }),
+                    (true, false) => Some(a),
+                    (false, true) => Some(b),
+                    (false, false) => {
+                        let start = random_below(n);
+                        (0..n)
+                            .map(|i| &self.backends[(start + i) % n])
+                            .find(|b| ok(b))
+                    }
+                }
+            }
+            Picker::Maglev { table, .. } => {
+                let h = hash as usize;
+                // Walking on from the key's slot keeps every other key where it was.
+                (0..table.len())
+                    .map(|i| &self.backends[table[(h + i) % table.len()] as usize])
+                    .find(|b| ok(b))
+            }
+        };
+        // With `avoid` the only available backend is still better than none.
+        chosen.or_else(|| avoid.and_then(|_| self.backends.iter().find(|b| b.is_available(now))))
+    }
+
+    /// Learn from a try: consecutive failures eject the backend for a while, but never more
+    /// than `max_ejection_percent` of the pool at once.
+    pub fn report(&self, backend: &Backend, outcome: Outcome) {
+        let failures = backend.record(outcome);
+        let limit = self.outlier.consecutive_failures;
+        if outcome == Outcome::Success || limit == 0 || failures < limit {
+            return;
+        }
+        let now = now_ms();
+        let ejected = self.backends.iter().filter(|b| b.is_ejected(now)).count();
+        let max = self.backends.len() * usize::from(self.outlier.max_ejection_percent) / 100;
+        if ejected >= max || backend.is_ejected(now) {
+            return;
+        }
+        let d = backend.eject(now, self.outlier.base_ejection, self.outlier.max_ejection);
+        warn!(pool = %self.name, backend = %backend.address, failures, ejected_for_ms = d.as_millis() as u64, "backend ejected");
+    }
+}
+
+fn hash_key(key: &HashKey, input: &HashInput<'_>) -> u64 {
+    use balance::fnv1a;
+    const BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    match key {
+        HashKey::ClientIp => match input.client_ip {
+            std::net::IpAddr::V4(a) => fnv1a(&a.octets(), BASIS),
+            std::net::IpAddr::V6(a) => fnv1a(&a.octets(), BASIS),
+        },
+        HashKey::Header(name) => input
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map_or(0, |h| fnv1a(h.value, BASIS)),
+        HashKey::Cookie(name) => input
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| h.value.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = crate::proxy::http1::tokens::trim(pair);
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
+            })
+            .map_or(0, |v| fnv1a(v, BASIS)),
+    }
+}
+
+fn random_below(n: usize) -> usize {
+    (random_u64() % n.max(1) as u64) as usize
+}
+
+/// A fast per-thread xorshift generator: least-request and request ids need cheap randomness,
+/// not cryptographic quality.
+pub fn random_u64() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            // Seed from the thread's stack address and the clock; distinct per thread.
+            let local = 0u8;
+            let addr = &local as *const u8 as u64;
+            addr ^ (now_ms() << 32) ^ 0x9e37_79b9_7f4a_7c15
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x
+    })
 }
 
 #[cfg(test)]
@@ -59,20 +299,118 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    #[test]
-    fn round_robin_visits_every_backend_in_turn() {
-        let config = crate::config::parse(
-            Path::new("t.toml"),
-            "[[listener]]\nbind = \"0.0.0.0:80\"\n[[host]]\nnames = [\"a.test\"]\n[[host.route]]\nprefix = \"/\"\npool = \"p\"\n[pool.p]\nbackends = [\"192.0.2.1:80\", \"192.0.2.2:80\", \"192.0.2.3:80\"]\n",
-        )
-        .unwrap();
+    fn pools(pool_toml: &str) -> (Config, Pools) {
+        let text = format!(
+            "[[listener]]\nbind = \"0.0.0.0:80\"\n[[host]]\nnames = [\"a.test\"]\n[[host.route]]\nprefix = \"/\"\npool = \"p\"\n[pool.p]\n{pool_toml}"
+        );
+        let config = crate::config::parse(Path::new("t.toml"), &text).unwrap();
         let pools = Pools::build(&config);
-        let p = pools.get(config.hosts[0].routes[0].pool);
-        let picks: Vec<SocketAddr> = (0..6).map(|_| p.pick()).collect();
-        assert_eq!(picks[..3], picks[3..]);
-        let mut distinct = picks[..3].to_vec();
-        distinct.sort();
-        distinct.dedup();
-        assert_eq!(distinct.len(), 3);
+        (config, pools)
+    }
+
+    #[test]
+    fn round_robin_follows_weights_and_skips_the_unavailable() {
+        let (c, p) =
+            pools("backends = [\"192.0.2.1:80\", { address = \"192.0.2.2:80\", weight = 3 }]\n");
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let picks: Vec<SocketAddr> = (0..400)
+            .map(|_| pool.pick(0, None).unwrap().address)
+            .collect();
+        let heavy = picks
+            .iter()
+            .filter(|a| a.to_string() == "192.0.2.2:80")
+            .count();
+        assert_eq!(heavy, 300);
+        pool.backends()[1].set_healthy(false);
+        assert!((0..10).all(|_| pool.pick(0, None).unwrap().address.to_string() == "192.0.2.1:80"));
+        pool.backends()[0].set_healthy(false);
+        assert!(pool.pick(0, None).is_none());
+    }
+
+    #[test]
+    fn avoid_prefers_another_backend() {
+        let (c, p) = pools("backends = [\"192.0.2.1:80\", \"192.0.2.2:80\"]\n");
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let first: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        assert!((0..10).all(|_| pool.pick(0, Some(first)).unwrap().address != first));
+        pool.backends()[1].set_healthy(false);
+        assert_eq!(pool.pick(0, Some(first)).unwrap().address, first);
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_backend() {
+        let (c, p) =
+            pools("backends = [\"192.0.2.1:80\", \"192.0.2.2:80\"]\nbalance = \"least_request\"\n");
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let busy = &pool.backends()[0];
+        let _g: Vec<_> = (0..5).map(|_| busy.begin()).collect();
+        let picks = (0..200)
+            .filter(|_| pool.pick(0, None).unwrap().address == busy.address)
+            .count();
+        // Only when both draws land on the busy one (about a quarter of the time).
+        assert!(picks < 90, "{picks}");
+    }
+
+    #[test]
+    fn maglev_keeps_a_key_on_its_backend() {
+        let (c, p) = pools("backends = [\"192.0.2.1:80\", \"192.0.2.2:80\", \"192.0.2.3:80\"]\nbalance = \"maglev\"\nhash_key = \"header:x-user\"\n");
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let headers = [httparse::Header {
+            name: "X-User",
+            value: b"alice",
+        }];
+        let inp = HashInput {
+            client_ip: "192.0.2.10".parse().unwrap(),
+            headers: &headers,
+        };
+        let first = pool.pick(pool.hash(&inp), None).unwrap().address;
+        assert!((0..20).all(|_| pool.pick(pool.hash(&inp), None).unwrap().address == first));
+        let spread: std::collections::HashSet<SocketAddr> = (0..50)
+            .map(|i| {
+                let v = format!("user{i}");
+                let headers = [httparse::Header {
+                    name: "x-user",
+                    value: v.as_bytes(),
+                }];
+                pool.pick(
+                    pool.hash(&HashInput {
+                        client_ip: "192.0.2.10".parse().unwrap(),
+                        headers: &headers,
+                    }),
+                    None,
+                )
+                .unwrap()
+                .address
+            })
+            .collect();
+        assert_eq!(spread.len(), 3);
+    }
+
+    #[test]
+    fn outlier_ejection_is_capped_by_percent() {
+        let (c, p) = pools(
+            "backends = [\"192.0.2.1:80\", \"192.0.2.2:80\"]\n[pool.p.outlier]\nconsecutive_failures = 2\nmax_ejection_percent = 50\n",
+        );
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let (a, b) = (&pool.backends()[0], &pool.backends()[1]);
+        pool.report(a, Outcome::Failure);
+        assert!(a.is_available(now_ms()));
+        pool.report(a, Outcome::Failure);
+        assert!(!a.is_available(now_ms()), "ejected after 2");
+        pool.report(b, Outcome::Failure);
+        pool.report(b, Outcome::Failure);
+        assert!(b.is_available(now_ms()), "50% of 2 = 1 may be ejected");
+    }
+
+    #[test]
+    fn retry_budget_allows_three_when_quiet() {
+        let (c, p) = pools("backends = [\"192.0.2.1:80\"]\n");
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let g: Vec<_> = (0..3)
+            .map(|_| p.try_begin_retry(pool).expect("within budget"))
+            .collect();
+        assert!(p.try_begin_retry(pool).is_none());
+        drop(g);
+        assert!(p.try_begin_retry(pool).is_some());
     }
 }

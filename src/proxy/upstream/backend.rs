@@ -1,0 +1,200 @@
+//! One backend's live state: availability (active health and passive ejection), requests in
+//! flight, and its idle keep-alive connections.
+//!
+//! Owns the rules for taking a backend out and bringing it back, and for which connections may
+//! be reused. Shared by the request path and the health checker through atomics and a lock-free
+//! queue: no lock on the request path.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use tokio::net::TcpStream;
+
+/// Milliseconds on a process-wide monotonic clock, to keep deadlines in an `AtomicU64`.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// Set by active health checks; true until a check says otherwise.
+    healthy: AtomicBool,
+    /// `now_ms()` until which passive outlier detection keeps the backend out.
+    ejected_until: AtomicU64,
+    consecutive_failures: AtomicU32,
+    /// How many times it was ejected; each ejection lasts longer.
+    ejections: AtomicU32,
+    /// Requests in flight, for least-request balancing.
+    active: AtomicUsize,
+    idle: Option<ArrayQueue<IdleConn>>,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct IdleConn {
+    stream: TcpStream,
+    since: Instant,
+}
+
+/// Why a try against a backend failed, for outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Backend {
+    pub fn new(address: SocketAddr, weight: u32, max_idle: u32, idle_timeout: Duration) -> Backend {
+        Backend {
+            address,
+            weight,
+            healthy: AtomicBool::new(true),
+            ejected_until: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            active: AtomicUsize::new(0),
+            idle: (max_idle > 0).then(|| ArrayQueue::new(max_idle as usize)),
+            idle_timeout,
+        }
+    }
+
+    pub fn is_available(&self, now: u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.is_ejected(now)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Returns whether the state changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if !healthy {
+            self.drop_idle();
+        }
+        was != healthy
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Count a request in flight until the guard drops.
+    pub fn begin(&self) -> ActiveGuard<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self)
+    }
+
+    /// Record a try's result; returns the number of consecutive failures so far.
+    pub fn record(&self, outcome: Outcome) -> u32 {
+        match outcome {
+            Outcome::Success => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                0
+            }
+            Outcome::Failure => self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    /// Eject for `base × (previous ejections + 1)`, capped at `max`. Returns the duration.
+    pub fn eject(&self, now: u64, base: Duration, max: Duration) -> Duration {
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let d = base.saturating_mul(n).min(max);
+        self.ejected_until
+            .store(now + d.as_millis() as u64, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.drop_idle();
+        d
+    }
+
+    /// A pooled connection that is still open, if any. Connections idle for longer than the
+    /// idle timeout, or that the backend closed or wrote to while idle, are dropped.
+    pub fn checkout(&self) -> Option<TcpStream> {
+        let idle = self.idle.as_ref()?;
+        while let Some(c) = idle.pop() {
+            if c.since.elapsed() < self.idle_timeout && still_open(&c.stream) {
+                return Some(c.stream);
+            }
+        }
+        None
+    }
+
+    /// Keep a connection whose last exchange ended cleanly at a message boundary.
+    pub fn checkin(&self, stream: TcpStream) {
+        if let Some(idle) = &self.idle {
+            if self.is_healthy() {
+                let _ = idle.push(IdleConn {
+                    stream,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    fn drop_idle(&self) {
+        if let Some(idle) = &self.idle {
+            while idle.pop().is_some() {}
+        }
+    }
+}
+
+/// An idle HTTP/1 connection must have nothing to read: EOF means the backend closed it, and
+/// bytes mean it sent something unsolicited (a 408, say) that would be mistaken for the next
+/// response.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+pub struct ActiveGuard<'a>(&'a Backend);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejection_grows_and_is_capped() {
+        let b = Backend::new(
+            "192.0.2.1:80".parse().unwrap(),
+            1,
+            0,
+            Duration::from_secs(1),
+        );
+        let base = Duration::from_secs(10);
+        let max = Duration::from_secs(25);
+        assert_eq!(b.eject(1000, base, max), Duration::from_secs(10));
+        assert!(b.is_ejected(1000 + 9_999) && !b.is_ejected(1000 + 10_000));
+        assert_eq!(b.eject(0, base, max), Duration::from_secs(20));
+        assert_eq!(b.eject(0, base, max), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn failures_count_until_a_success() {
+        let b = Backend::new(
+            "192.0.2.1:80".parse().unwrap(),
+            1,
+            0,
+            Duration::from_secs(1),
+        );
+        assert_eq!(b.record(Outcome::Failure), 1);
+        assert_eq!(b.record(Outcome::Failure), 2);
+        assert_eq!(b.record(Outcome::Success), 0);
+        assert_eq!(b.record(Outcome::Failure), 1);
+    }
+}
