@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,95 +14,136 @@ use tokio::sync::watch;
 use vipgate::proxy::http1::chunked::ChunkedDecoder;
 use vipgate::proxy::{listener, Snapshot};
 
-/// A backend that answers by path: `/until-close` without framing, `/chunked` chunked,
-/// anything else with Content-Length; every body names the backend and echoes what it got.
+/// A small real backend. It keeps connections alive and answers by path: `/until-close`
+/// without framing (then closes), `/chunked` chunked, `/status/NNN` with that status, anything
+/// else with Content-Length. Every body names the backend and its connection number and echoes
+/// what it got.
 async fn backend(name: &'static str) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = l.accept().await else {
                 return;
             };
+            let conn = conns.fetch_add(1, Ordering::Relaxed) + 1;
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let head_end = loop {
-                    let mut chunk = [0u8; 4096];
-                    let n = s.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
+                while let Some((head, body)) = read_request(&mut s, &mut buf).await {
+                    let lower = head.to_ascii_lowercase();
+                    let field = |n: &str| {
+                        lower
+                            .lines()
+                            .find_map(|l| l.strip_prefix(n))
+                            .unwrap_or("-")
+                            .trim()
+                            .to_string()
+                    };
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let text = format!(
+                        "backend={name} conn={conn} path={path} body={} xff={} realip={} proto={}\n",
+                        String::from_utf8_lossy(&body),
+                        field("x-forwarded-for: "),
+                        field("x-real-ip: "),
+                        field("x-forwarded-proto: "),
+                    );
+                    let resp = if path == "/until-close" {
+                        format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{text}")
+                    } else if path == "/chunked" {
+                        format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab\r\n\r\n{:x}\r\n{text}\r\n0\r\n\r\n", text.len())
+                    } else if path.strip_prefix("/fail-on/") == Some(name) {
+                        format!(
+                            "HTTP/1.1 500 X\r\nContent-Length: {}\r\n\r\n{text}",
+                            text.len()
+                        )
+                    } else if let Some(code) = path.strip_prefix("/status/") {
+                        format!(
+                            "HTTP/1.1 {code} X\r\nContent-Length: {}\r\n\r\n{text}",
+                            text.len()
+                        )
+                    } else {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                            text.len()
+                        )
+                    };
+                    if s.write_all(resp.as_bytes()).await.is_err() || path == "/until-close" {
                         return;
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let lower = head.to_ascii_lowercase();
-                let mut body = buf[head_end..].to_vec();
-                if let Some(cl) = lower
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                {
-                    let n: usize = cl.trim().parse().unwrap();
-                    while body.len() < n {
-                        let mut chunk = [0u8; 4096];
-                        let r = s.read(&mut chunk).await.unwrap();
-                        body.extend_from_slice(&chunk[..r]);
-                    }
-                } else if lower.contains("transfer-encoding: chunked") {
-                    let mut d = ChunkedDecoder::new();
-                    let mut payload = Vec::new();
-                    let mut pending = std::mem::take(&mut body);
-                    loop {
-                        let p = d.feed(&pending, |b| payload.extend_from_slice(b)).unwrap();
-                        if p.done {
-                            break;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        let r = s.read(&mut chunk).await.unwrap();
-                        pending = chunk[..r].to_vec();
-                    }
-                    body = payload;
                 }
-                let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                let xff = lower
-                    .lines()
-                    .find_map(|l| l.strip_prefix("x-forwarded-for: "))
-                    .unwrap_or("-")
-                    .trim()
-                    .to_string();
-                let text = format!(
-                    "backend={name} path={path} body={} xff={xff}\n",
-                    String::from_utf8_lossy(&body)
-                );
-                let resp = match path.as_str() {
-                    "/until-close" => format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{text}"),
-                    "/chunked" => format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab\r\n\r\n{:x}\r\n{text}\r\n0\r\n\r\n", text.len()),
-                    _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len()),
-                };
-                let _ = s.write_all(resp.as_bytes()).await;
-                let _ = s.shutdown().await;
             });
         }
     });
     addr
 }
 
+/// One request from a backend connection: (head, decoded body); `None` at EOF.
+async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    buf.drain(..head_end);
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if let Some(cl) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+    {
+        let n: usize = cl.trim().parse().unwrap();
+        while buf.len() < n {
+            let mut chunk = [0u8; 4096];
+            let r = s.read(&mut chunk).await.unwrap_or(0);
+            if r == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..r]);
+        }
+        body = buf.drain(..n).collect();
+    } else if lower.contains("transfer-encoding: chunked") {
+        let mut d = ChunkedDecoder::new();
+        loop {
+            let p = d.feed(buf, |b| body.extend_from_slice(b)).unwrap();
+            buf.drain(..p.consumed);
+            if p.done {
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            let r = s.read(&mut chunk).await.unwrap_or(0);
+            if r == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..r]);
+        }
+    }
+    Some((head, body))
+}
+
+/// A port that was just free: connecting to it is refused.
+async fn dead_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 async fn start_proxy() -> (SocketAddr, watch::Sender<bool>) {
     let web1 = backend("web1").await;
     let web2 = backend("web2").await;
     let was = backend("was").await;
-    // A port that was just free: connecting to it is refused.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let text = format!(
+    let dead = dead_port().await;
+    proxy_with(&format!(
         r#"
-[[listener]]
-bind = "127.0.0.1:1"
 [[host]]
 names = ["blog.example.test"]
 [[host.route]]
@@ -115,6 +157,7 @@ names = ["dead.example.test"]
 [[host.route]]
 prefix = "/"
 pool = "dead"
+retries = 0
 [pool.web]
 backends = ["{web1}", "{web2}"]
 [pool.was]
@@ -122,7 +165,12 @@ backends = ["{was}"]
 [pool.dead]
 backends = ["{dead}"]
 "#
-    );
+    ))
+}
+
+/// Start the front on a loopback port with `hosts_and_pools` (a config without listeners).
+fn proxy_with(hosts_and_pools: &str) -> (SocketAddr, watch::Sender<bool>) {
+    let text = format!("[[listener]]\nbind = \"127.0.0.1:1\"\n{hosts_and_pools}");
     let config = vipgate::config::parse(Path::new("test.toml"), &text).unwrap();
     let l = listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = l.local_addr().unwrap();
@@ -349,4 +397,249 @@ async fn local_statuses() {
         .unwrap()
         .unwrap();
     assert!(text(&all).starts_with("HTTP/1.1 400 "), "{}", text(&all));
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str, extra: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (status, _, body) = read_response(&mut s, &mut buf).await;
+    (status, text(&body))
+}
+
+#[tokio::test]
+async fn backend_connections_are_reused() {
+    let (addr, _stop) = start_proxy().await;
+    for _ in 0..6 {
+        let (status, body) = get(addr, "blog.example.test", "/api", "").await;
+        assert_eq!(status, 200);
+        // Six requests from six client connections share the first backend connection.
+        assert!(body.contains("conn=1 "), "{body}");
+    }
+    // A response that ends by close is never reused: the next request opens a new one.
+    assert!(get(addr, "blog.example.test", "/until-close", "")
+        .await
+        .1
+        .contains("backend=web"));
+}
+
+#[tokio::test]
+async fn connect_failures_are_retried_on_another_backend_and_ejected() {
+    let live = backend("live").await;
+    let dead = dead_port().await;
+    let (addr, _stop) = proxy_with(&format!(
+        r#"
+[[host]]
+names = ["a.test"]
+[[host.route]]
+prefix = "/"
+pool = "p"
+[pool.p]
+backends = ["{dead}", "{live}"]
+[pool.p.outlier]
+consecutive_failures = 1
+"#
+    ));
+    for i in 0..20 {
+        let (status, body) = get(addr, "a.test", &format!("/{i}"), "").await;
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert!(body.contains("backend=live"));
+    }
+}
+
+#[tokio::test]
+async fn no_healthy_backend_is_a_quick_503() {
+    let dead = dead_port().await;
+    let (addr, _stop) = proxy_with(&format!(
+        r#"
+[[host]]
+names = ["a.test"]
+[[host.route]]
+prefix = "/"
+pool = "p"
+[pool.p]
+backends = ["{dead}"]
+[pool.p.health]
+type = "tcp"
+interval_ms = 100
+timeout_ms = 50
+unhealthy_threshold = 1
+"#
+    ));
+    // Until the first check lands the backend counts as healthy and connecting fails (502).
+    let mut status = 0;
+    for _ in 0..50 {
+        status = get(addr, "a.test", "/", "").await.0;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_only_when_configured_and_safe() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let (addr, _stop) = proxy_with(&format!(
+        r#"
+[[host]]
+names = ["retry.test"]
+[[host.route]]
+prefix = "/"
+pool = "p"
+retries = 1
+retry_on = ["5xx"]
+[[host]]
+names = ["plain.test"]
+[[host.route]]
+prefix = "/"
+pool = "p"
+[pool.p]
+backends = ["{a}", "{b}"]
+[pool.p.outlier]
+consecutive_failures = 0
+"#
+    ));
+    // Backend "a" fails /fail-on/a, "b" serves it: with the retry every request succeeds.
+    for _ in 0..6 {
+        let (status, body) = get(addr, "retry.test", "/fail-on/a", "").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("backend=b"));
+    }
+    // Without retry_on = 5xx round robin sends every other request to "a", whose 500 is
+    // relayed as is.
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..4).map(|_| get(addr, "plain.test", "/fail-on/a", "")))
+            .await
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 500).count(),
+        2,
+        "{statuses:?}"
+    );
+    // Both answer 500 here: the retry is made and the second 500 relayed.
+    assert_eq!(get(addr, "retry.test", "/status/500", "").await.0, 500);
+    // A request with a body is never retried after it was sent.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /status/502 HTTP/1.1\r\nHost: retry.test\r\nContent-Length: 1\r\n\r\nx")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 502);
+}
+
+#[tokio::test]
+async fn weighted_split_follows_the_weights() {
+    let stable = backend("stable").await;
+    let canary = backend("canary").await;
+    let (addr, _stop) = proxy_with(&format!(
+        r#"
+[[host]]
+names = ["a.test"]
+[[host.route]]
+prefix = "/"
+split = [{{ pool = "stable", weight = 90 }}, {{ pool = "canary", weight = 10 }}]
+[pool.stable]
+backends = ["{stable}"]
+[pool.canary]
+backends = ["{canary}"]
+"#
+    ));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    let mut canaries = 0;
+    for _ in 0..1000 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (_, _, body) = read_response(&mut s, &mut buf).await;
+        canaries += usize::from(text(&body).contains("backend=canary"));
+    }
+    assert_eq!(canaries, 100, "exactly 10% over whole cycles");
+}
+
+#[tokio::test]
+async fn access_lists_limits_and_forwarding_headers() {
+    let be = backend("be").await;
+    let (addr, _stop) = proxy_with(&format!(
+        r#"
+[proxy]
+trusted_proxies = ["127.0.0.1"]
+max_request_line = 200
+[[host]]
+names = ["a.test"]
+deny = ["192.0.2.66"]
+[[host.route]]
+prefix = "/admin"
+pool = "p"
+allow = ["192.0.2.0/24"]
+[[host.route]]
+prefix = "/"
+pool = "p"
+max_body_bytes = 4
+[pool.p]
+backends = ["{be}"]
+"#
+    ));
+    // We are 127.0.0.1, a trusted proxy: the client is the last untrusted X-Forwarded-For entry.
+    let (status, body) = get(
+        addr,
+        "a.test",
+        "/",
+        "X-Forwarded-For: 203.0.113.9, 192.0.2.7\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("xff=203.0.113.9, 192.0.2.7, 127.0.0.1 realip=192.0.2.7 proto=http"),
+        "{body}"
+    );
+    assert_eq!(
+        get(addr, "a.test", "/", "X-Forwarded-For: 192.0.2.66\r\n")
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        get(
+            addr,
+            "a.test",
+            "/admin",
+            "X-Forwarded-For: 198.51.100.1\r\n"
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        get(addr, "a.test", "/admin", "X-Forwarded-For: 192.0.2.1\r\n")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(addr, "a.test", &format!("/{}", "x".repeat(300)), "")
+            .await
+            .0,
+        414
+    );
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 413);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 413);
 }

@@ -463,12 +463,14 @@ fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
         Some(h) => match h.get_ref().to_ascii_lowercase().as_str() {
             "x-forwarded-for" => ClientIpHeader::XForwardedFor,
             "cf-connecting-ip" => ClientIpHeader::CfConnectingIp,
-            other => return Err(Located::new(
-                h.span(),
-                format!(
+            other => {
+                return Err(Located::new(
+                    h.span(),
+                    format!(
                     "client_ip_header {other:?} is not \"x-forwarded-for\" or \"cf-connecting-ip\""
                 ),
-            )),
+                ))
+            }
         },
     };
     Ok(ProxySettings {

@@ -136,7 +136,9 @@ impl Failure {
         match self {
             Failure::Timeout => (504, "backend did not answer in time"),
             Failure::BadResponse => (502, "bad response from backend"),
-            Failure::Status(503) => (503, "backend unavailable"),
+            // The backend's own status, though its body is gone: it was dropped for a retry
+            // that then could not be made.
+            Failure::Status(s) => (s, "backend error"),
             _ => (502, "backend unavailable"),
         }
     }
@@ -258,7 +260,7 @@ impl Conn {
             };
             let backend = backend.clone();
             let _active = backend.begin();
-            let may_retry_status = retries_left > 0 && ex.replayable;
+            let may_retry_status = (retries_left > 0).then_some((&route.retry.on, ex.replayable));
             let attempt = self.try_backend(
                 &backend,
                 &ex,
@@ -334,7 +336,7 @@ impl Conn {
         ex: &Exchange,
         max_body: Option<u64>,
         per_try_timeout: Option<std::time::Duration>,
-        may_retry_status: bool,
+        may_retry_status: Option<(&RetryOn, bool)>,
         continue_sent: &mut bool,
     ) -> io::Result<Attempt> {
         let settings = &self.snap.settings;
@@ -412,7 +414,11 @@ impl Conn {
                 match response::parse(&self.ubuf, &mut headers, ex.head_request) {
                     Ok(Some(resp)) => {
                         let interim = resp.is_interim();
-                        let retry = !interim && may_retry_status && resp.status >= 500;
+                        let retry = !interim
+                            && resp.status >= 500
+                            && may_retry_status.is_some_and(|(on, replayable)| {
+                                Failure::Status(resp.status).retry_allowed(on, replayable)
+                            });
                         if !retry {
                             self.wbuf.clear();
                             let framing = response::write_client_head(

@@ -481,9 +481,13 @@ mod tests {
     #[test]
     fn partial_heads_ask_for_more() {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        assert!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut headers, &Limits::default())
-            .unwrap()
-            .is_none());
+        assert!(parse(
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            &mut headers,
+            &Limits::default()
+        )
+        .unwrap()
+        .is_none());
     }
 
     #[test]
