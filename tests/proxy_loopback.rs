@@ -41,6 +41,18 @@ async fn backend(name: &'static str) -> SocketAddr {
                             .to_string()
                     };
                     let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    if lower.contains("\r\nupgrade: echo") && lower.contains("connection: upgrade")
+                    {
+                        let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").await;
+                        let _ = s.write_all(&buf[..]).await;
+                        let mut chunk = [0u8; 4096];
+                        while let Ok(n) = s.read(&mut chunk).await {
+                            if n == 0 || s.write_all(&chunk[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        return;
+                    }
                     let text = format!(
                         "backend={name} conn={conn} path={path} body={} xff={} realip={} proto={}\n",
                         String::from_utf8_lossy(&body),
@@ -642,4 +654,38 @@ backends = ["{be}"]
     s.write_all(b"POST / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n").await.unwrap();
     let mut buf = Vec::new();
     assert_eq!(read_response(&mut s, &mut buf).await.0, 413);
+}
+
+#[tokio::test]
+async fn upgrade_becomes_a_tunnel_both_ways() {
+    let (addr, _stop) = start_proxy().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The first frame rides in the same write as the head, as clients are allowed to do.
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: blog.example.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nping1")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (status, head, _) = read_response(&mut s, &mut buf).await;
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        head.contains("Upgrade: echo") && head.contains("Connection: upgrade"),
+        "{head}"
+    );
+    while buf.len() < 5 {
+        let mut chunk = [0u8; 64];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&buf[..5], b"ping1");
+    s.write_all(b"ping2").await.unwrap();
+    let mut echo = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping2");
+    // Without Connection: upgrade the Upgrade field is not forwarded and no tunnel is made.
+    let (status, body) = get(addr, "blog.example.test", "/ws", "Upgrade: echo\r\n").await;
+    assert_eq!(status, 200, "{body}");
 }

@@ -91,6 +91,8 @@ struct Exchange {
     head_request: bool,
     /// Idempotent and without a body: may be sent again after a failure past connecting.
     replayable: bool,
+    /// The client asked to upgrade (WebSocket): a 101 turns the connection into a tunnel.
+    upgrade: bool,
 }
 
 enum Next {
@@ -413,6 +415,12 @@ impl Conn {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 match response::parse(&self.ubuf, &mut headers, ex.head_request) {
                     Ok(Some(resp)) => {
+                        if resp.is_switching() && !ex.upgrade {
+                            break Err((
+                                Failure::BadResponse,
+                                "101 without an upgrade request".into(),
+                            ));
+                        }
                         let interim = resp.is_interim();
                         let retry = !interim
                             && resp.status >= 500
@@ -493,6 +501,13 @@ impl Conn {
                 continue;
             }
             self.client.write_all(&self.wbuf).await?;
+            if status == 101 {
+                self.tunnel(upstream).await;
+                return Ok(Attempt::Done {
+                    next: Next::Close,
+                    status,
+                });
+            }
             let relayed = match (backend_framing, client_framing) {
                 (Framing::Empty, _) => Ok(()),
                 (Framing::Length(n), _) => {
@@ -561,6 +576,22 @@ impl Conn {
                 Err(RelayError::Client(e)) => return Err(e),
             };
             return Ok(Attempt::Done { next, status });
+        }
+    }
+
+    /// After a 101 the two connections carry another protocol (WebSocket): move bytes both
+    /// ways until either side closes, starting with what each side already sent us.
+    async fn tunnel(&mut self, mut upstream: TcpStream) {
+        let early_client = std::mem::take(&mut self.rbuf);
+        let early_backend = std::mem::take(&mut self.ubuf);
+        if (!early_client.is_empty() && upstream.write_all(&early_client).await.is_err())
+            || (!early_backend.is_empty() && self.client.write_all(&early_backend).await.is_err())
+        {
+            return;
+        }
+        match tokio::io::copy_bidirectional(&mut self.client, &mut upstream).await {
+            Ok((up, down)) => debug!(peer = %self.peer, up, down, "tunnel closed"),
+            Err(e) => debug!(peer = %self.peer, error = %e, "tunnel ended"),
         }
     }
 
@@ -681,6 +712,7 @@ fn decide(
         expect_continue: req.expect_continue && req.version == Version::Http11,
         head_request: req.method == "HEAD",
         replayable: !has_body && request::is_idempotent(req.method),
+        upgrade: req.upgrade.is_some(),
     })
 }
 

@@ -59,6 +59,9 @@ pub struct Request<'b, 'h> {
     pub keep_alive: bool,
     /// `Expect: 100-continue` on a request with a body.
     pub expect_continue: bool,
+    /// The `Upgrade` field of an HTTP/1.1 request whose `Connection` asks for an upgrade
+    /// (WebSocket): forwarded so the backend may answer 101 and the connection become a tunnel.
+    pub upgrade: Option<&'b [u8]>,
 }
 
 /// Size limits on a request head (`[proxy]` settings).
@@ -129,6 +132,8 @@ pub fn parse<'b, 'h>(
     let mut has_te = false;
     let mut close = version == Version::Http10;
     let mut expect_continue = false;
+    let mut connection_upgrade = false;
+    let mut upgrade: Option<&'b [u8]> = None;
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -166,11 +171,14 @@ pub fn parse<'b, 'h>(
                 }
             }
         } else if name.eq_ignore_ascii_case("connection") {
+            connection_upgrade |= tokens::has(h.value, "upgrade");
             if tokens::has(h.value, "close") {
                 close = true;
             } else if tokens::has(h.value, "keep-alive") && version == Version::Http10 {
                 close = false;
             }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade = Some(h.value);
         } else if name.eq_ignore_ascii_case("expect") {
             if h.value.eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -229,6 +237,8 @@ pub fn parse<'b, 'h>(
         framing,
         keep_alive: !close,
         expect_continue: expect_continue && framing != Framing::Empty,
+        // RFC 9110 §7.8: Upgrade counts only when Connection names it, and not in HTTP/1.0.
+        upgrade: upgrade.filter(|_| connection_upgrade && version == Version::Http11),
     }))
 }
 
@@ -408,6 +418,9 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
         }
     }
     let _ = write!(Fmt(out), "X-Real-IP: {}\r\n", fwd.client);
+    if let Some(protocols) = req.upgrade {
+        put3(out, b"Connection: upgrade\r\nUpgrade: ", protocols, b"\r\n");
+    }
     if let (Some(id), false) = (fwd.request_id, has_request_id) {
         put3(out, b"X-Request-Id: ", id.as_bytes(), b"\r\n");
     }
@@ -632,5 +645,30 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             "POST /x HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 203.0.113.9, 192.0.2.10\r\nAccept: */*\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\nX-Real-IP: 192.0.2.10\r\nX-Request-Id: abc\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_and_stay_in_bounds(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            if let Ok(Some(req)) = parse(&input, &mut headers, &Limits::default()) {
+                proptest::prop_assert!(req.head_len <= input.len());
+                let mut out = BytesMut::new();
+                let ip: IpAddr = "192.0.2.1".parse().unwrap();
+                let fwd = Forwarding { peer: ip, client: ip, peer_trusted: false, proto: "http", request_id: None };
+                write_upstream_head(&req, &fwd, &mut out);
+                proptest::prop_assert!(out.ends_with(b"\r\n\r\n"));
+            }
+        }
+
+        #[test]
+        fn mutated_valid_heads_never_panic(cut in 0usize..120, flip in 0usize..120, byte in proptest::prelude::any::<u8>()) {
+            let mut raw = b"POST http://a.test/x?y HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: upgrade\r\nUpgrade: ws\r\n\r\n".to_vec();
+            let flip = flip % raw.len();
+            raw[flip] = byte;
+            raw.truncate(cut.max(1).min(raw.len()));
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let _ = parse(&raw, &mut headers, &Limits::default());
+        }
     }
 }

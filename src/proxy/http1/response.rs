@@ -31,6 +31,11 @@ pub struct Response<'b, 'h> {
 }
 
 impl Response<'_, '_> {
+    /// 101: the connection becomes a tunnel after this head.
+    pub fn is_switching(&self) -> bool {
+        self.status == 101
+    }
+
     /// 1xx other than 101: more heads follow for the same request.
     pub fn is_interim(&self) -> bool {
         (100..200).contains(&self.status) && self.status != 101
@@ -150,14 +155,14 @@ pub fn write_client_head(
         format_args!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason),
     );
     for h in resp.headers {
-        if tokens::is_hop_by_hop(h.name) {
+        // A 101 keeps its Upgrade: it tells the client which protocol now runs.
+        let keep_upgrade = resp.is_switching() && h.name.eq_ignore_ascii_case("upgrade");
+        if !keep_upgrade
+            && (tokens::is_hop_by_hop(h.name) || tokens::named_by_connection(resp.headers, h.name))
+        {
             continue;
         }
-        let is_te = h.name.eq_ignore_ascii_case("transfer-encoding");
-        if is_te && framing != ClientFraming::Same {
-            continue;
-        }
-        if tokens::named_by_connection(resp.headers, h.name) {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") && framing != ClientFraming::Same {
             continue;
         }
         out.put_slice(h.name.as_bytes());
@@ -168,7 +173,9 @@ pub fn write_client_head(
     if framing == ClientFraming::Rechunk {
         out.put_slice(b"Transfer-Encoding: chunked\r\n");
     }
-    if !resp.is_interim() {
+    if resp.is_switching() {
+        out.put_slice(b"Connection: upgrade\r\n");
+    } else if !resp.is_interim() {
         let keep = client_may_keep(resp, framing, keep_alive);
         out.put_slice(if keep {
             b"Connection: keep-alive\r\n"
