@@ -188,7 +188,12 @@ fn proxy_with(hosts_and_pools: &str) -> (SocketAddr, watch::Sender<bool>) {
     let addr = l.local_addr().unwrap();
     let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(listener::serve(l, shared, rx));
+    tokio::spawn(listener::serve(
+        l,
+        "127.0.0.1:1".parse().unwrap(),
+        shared,
+        rx,
+    ));
     (addr, tx)
 }
 
@@ -688,4 +693,126 @@ async fn upgrade_becomes_a_tunnel_both_ways() {
     // Without Connection: upgrade the Upgrade field is not forwarded and no tunnel is made.
     let (status, body) = get(addr, "blog.example.test", "/ws", "Upgrade: echo\r\n").await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// A TCP backend that expects a PROXY v2 header, answers with the addresses it names, then
+/// echoes every byte until the client half-closes, then closes.
+async fn proxy_v2_echo_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut head = [0u8; 28];
+                if s.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                assert_eq!(&head[..12], b"\r\n\r\n\0\r\nQUIT\n", "v2 signature");
+                assert_eq!(
+                    &head[12..16],
+                    &[0x21, 0x11, 0, 12],
+                    "v2 PROXY, TCP over IPv4, 12 bytes"
+                );
+                let src = format!(
+                    "{}.{}.{}.{}:{}",
+                    head[16],
+                    head[17],
+                    head[18],
+                    head[19],
+                    u16::from_be_bytes([head[24], head[25]])
+                );
+                let dst = format!(
+                    "{}.{}.{}.{}:{}",
+                    head[20],
+                    head[21],
+                    head[22],
+                    head[23],
+                    u16::from_be_bytes([head[26], head[27]])
+                );
+                let hello = format!("src={src} dst={dst}\n");
+                s.write_all(hello.as_bytes()).await.unwrap();
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn tcp_listener_forwards_streams_with_proxy_protocol_both_ways() {
+    let be = proxy_v2_echo_backend().await;
+    let dead = dead_port().await;
+    let config_text = format!(
+        r#"
+[proxy]
+trusted_proxies = ["127.0.0.1"]
+[[listener]]
+bind = "127.0.0.1:2"
+protocol = "tcp"
+pool = "echo"
+send_proxy_protocol = "v2"
+accept_proxy_protocol = true
+[pool.echo]
+backends = ["{dead}", "{be}"]
+"#
+    );
+    let config = vipgate::config::parse(Path::new("tcp.toml"), &config_text).unwrap();
+    let l = listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(listener::serve(
+        l,
+        "127.0.0.1:2".parse().unwrap(),
+        shared,
+        rx,
+    ));
+
+    for _ in 0..2 {
+        // Twice: one of the two starts on the dead backend and is retried on the live one.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.200 5555 80\r\nfirst")
+            .await
+            .unwrap();
+        let mut hello = vec![0u8; "src=203.0.113.7:5555 dst=192.0.2.200:80\n".len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hello))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(text(&hello), "src=203.0.113.7:5555 dst=192.0.2.200:80\n");
+        // 8 MiB through splice both ways, then a half-close ends the echo.
+        let payload: Vec<u8> = (0..8 * 1024 * 1024u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let (mut r, mut w) = s.into_split();
+        let send = payload.clone();
+        let writer = tokio::spawn(async move {
+            w.write_all(&send).await.unwrap();
+            w.shutdown().await.unwrap();
+        });
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        writer.await.unwrap();
+        assert_eq!(got.len(), 5 + payload.len());
+        assert_eq!(&got[..5], b"first");
+        assert!(got[5..] == payload[..], "echo differs");
+    }
+
+    // Without the PROXY header the connection is refused (closed at once).
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
 }

@@ -45,13 +45,21 @@ pub struct GarpBurst {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// HTTP/1, routed by `[[host]]`.
     Http,
+    /// Whole TCP connections forwarded to one pool (layer 4).
+    Tcp {
+        pool: PoolId,
+        /// Open each backend connection with a PROXY protocol v2 header naming the client.
+        send_proxy_v2: bool,
+    },
 }
 
 impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Http => "http",
+            Protocol::Tcp { .. } => "tcp",
         }
     }
 }
@@ -60,6 +68,9 @@ impl Protocol {
 pub struct Listener {
     pub bind: SocketAddr,
     pub protocol: Protocol,
+    /// Expect a PROXY protocol (v1 or v2) header from peers in `[proxy] trusted_proxies`; a
+    /// connection from any other peer, or without the header, is refused.
+    pub accept_proxy_protocol: bool,
 }
 
 /// A set of host names sharing one list of routes.

@@ -54,6 +54,10 @@ pub(super) struct RawVip {
 pub(super) struct RawListener {
     pub bind: Spanned<String>,
     pub protocol: Option<Spanned<String>>,
+    /// `tcp` listeners only.
+    pub pool: Option<Spanned<String>>,
+    pub send_proxy_protocol: Option<Spanned<String>>,
+    pub accept_proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,18 +35,28 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         ));
     }
     let vips = validate_vips(&raw.vip)?;
-    let listeners = validate_listeners(&raw.listener)?;
     let (pools, pool_ids) = validate_pools(&raw.pool)?;
+    let listeners = validate_listeners(&raw.listener, &pool_ids)?;
     let hosts = validate_hosts(&raw.host, &pool_ids, text)?;
     let proxy = match &raw.proxy {
         Some(p) => validate_proxy(p.get_ref())?,
         None => ProxySettings::default(),
     };
-    if !listeners.is_empty() && hosts.is_empty() {
-        return Err(Located::new(
-            raw.listener[0].span(),
-            "an http listener needs at least one [[host]] to route to",
-        ));
+    if let Some(i) = listeners.iter().position(|l| l.protocol == Protocol::Http) {
+        if hosts.is_empty() {
+            return Err(Located::new(
+                raw.listener[i].span(),
+                "an http listener needs at least one [[host]] to route to",
+            ));
+        }
+    }
+    if proxy.trusted_proxies.is_empty() {
+        if let Some(i) = listeners.iter().position(|l| l.accept_proxy_protocol) {
+            return Err(Located::new(
+                raw.listener[i].span(),
+                "accept_proxy_protocol needs [proxy] trusted_proxies: a PROXY header is believed only from them",
+            ));
+        }
     }
     Ok(Config {
         source: path.to_path_buf(),
@@ -139,7 +149,7 @@ fn bounded(v: Option<&Spanned<i64>>, min: i64, max: i64, key: &str) -> Result<Op
     }
 }
 
-fn validate_listeners(raw: &[Spanned<RawListener>]) -> Result<Vec<Listener>> {
+fn validate_listeners(raw: &[Spanned<RawListener>], pool_ids: &PoolIds) -> Result<Vec<Listener>> {
     let mut listeners: Vec<Listener> = Vec::with_capacity(raw.len());
     for l in raw {
         let l = l.get_ref();
@@ -156,19 +166,50 @@ fn validate_listeners(raw: &[Spanned<RawListener>]) -> Result<Vec<Listener>> {
                 format!("listener {bind} is listed twice"),
             ));
         }
-        let protocol = match l.protocol.as_ref() {
-            None => Protocol::Http,
-            Some(p) => match p.get_ref().as_str() {
-                "http" => Protocol::Http,
-                other => {
+        let protocol = match l.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "http")) => {
+                if let Some(p) = l.pool.as_ref().or(l.send_proxy_protocol.as_ref()) {
                     return Err(Located::new(
                         p.span(),
-                        format!("unknown listener protocol {other:?} (supported: \"http\")"),
-                    ))
+                        "pool and send_proxy_protocol apply only to protocol = \"tcp\" (http listeners route by [[host]])",
+                    ));
                 }
-            },
+                Protocol::Http
+            }
+            Some((p, "tcp")) => {
+                let pool = l.pool.as_ref().ok_or_else(|| {
+                    Located::new(p.span(), "a tcp listener needs pool = \"NAME\"")
+                })?;
+                let send_proxy_v2 = match l.send_proxy_protocol.as_ref() {
+                    None => false,
+                    Some(v) if v.get_ref() == "v2" => true,
+                    Some(v) => {
+                        return Err(Located::new(
+                            v.span(),
+                            format!(
+                                "send_proxy_protocol {:?} is not supported (supported: \"v2\")",
+                                v.get_ref()
+                            ),
+                        ))
+                    }
+                };
+                Protocol::Tcp {
+                    pool: lookup_pool(pool, pool_ids, "listener")?,
+                    send_proxy_v2,
+                }
+            }
+            Some((p, other)) => {
+                return Err(Located::new(
+                    p.span(),
+                    format!("unknown listener protocol {other:?} (supported: \"http\", \"tcp\")"),
+                ))
+            }
         };
-        listeners.push(Listener { bind, protocol });
+        listeners.push(Listener {
+            bind,
+            protocol,
+            accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
+        });
     }
     Ok(listeners)
 }
@@ -664,7 +705,7 @@ fn parse_route(r: &Spanned<RawRoute>, pool_ids: &PoolIds, host: &HostName) -> Re
     }
     let split = match (&raw.pool, &raw.split) {
         (Some(pool), None) => vec![WeightedPool {
-            pool: lookup_pool(pool, pool_ids)?,
+            pool: lookup_pool(pool, pool_ids, "route")?,
             weight: 1,
         }],
         (None, Some(split)) => {
@@ -677,7 +718,7 @@ fn parse_route(r: &Spanned<RawRoute>, pool_ids: &PoolIds, host: &HostName) -> Re
             let mut out: Vec<WeightedPool> = Vec::with_capacity(split.get_ref().len());
             for s in split.get_ref() {
                 let s = s.get_ref();
-                let pool = lookup_pool(&s.pool, pool_ids)?;
+                let pool = lookup_pool(&s.pool, pool_ids, "split")?;
                 if out.iter().any(|w| w.pool == pool) {
                     return Err(Located::new(
                         s.pool.span(),
@@ -771,7 +812,7 @@ fn parse_route(r: &Spanned<RawRoute>, pool_ids: &PoolIds, host: &HostName) -> Re
 
 const MAX_SPLIT_WEIGHT: i64 = 1_000_000;
 
-fn lookup_pool(name: &Spanned<String>, pool_ids: &PoolIds) -> Result<PoolId> {
+fn lookup_pool(name: &Spanned<String>, pool_ids: &PoolIds, who: &str) -> Result<PoolId> {
     pool_ids
         .get(name.get_ref().as_str())
         .copied()
@@ -781,7 +822,7 @@ fn lookup_pool(name: &Spanned<String>, pool_ids: &PoolIds) -> Result<PoolId> {
             Located::new(
                 name.span(),
                 format!(
-                    "route names pool {:?}, which is not defined (pools: {})",
+                    "{who} names pool {:?}, which is not defined (pools: {})",
                     name.get_ref(),
                     if known.is_empty() {
                         "none".to_string()

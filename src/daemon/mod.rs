@@ -68,6 +68,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         info!(%addr, "listening");
         accept_tasks.push(tokio::spawn(listener::serve(
             l,
+            addr,
             shared.clone(),
             stop_rx.clone(),
         )));

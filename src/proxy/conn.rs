@@ -32,7 +32,9 @@ use crate::config::{PoolId, RetryOn};
 
 const READ_CHUNK: usize = 16 * 1024;
 
-pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Shared) {
+/// Serve one client connection. `early` holds bytes already read from it (what followed a
+/// PROXY protocol header); `peer` is the real client.
+pub async fn serve(client: TcpStream, peer: SocketAddr, early: BytesMut, shared: Shared) {
     // Small heads and responses should leave at once rather than wait for Nagle.
     let _ = client.set_nodelay(true);
     let snap = shared.load_full();
@@ -41,7 +43,11 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Shared) {
         peer,
         shared,
         snap,
-        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        rbuf: if early.is_empty() {
+            BytesMut::with_capacity(READ_CHUNK)
+        } else {
+            early
+        },
         wbuf: BytesMut::with_capacity(4096),
         uhead: BytesMut::with_capacity(4096),
         ubuf: BytesMut::with_capacity(READ_CHUNK),

@@ -5,13 +5,16 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::{conn, Shared, LISTEN_BACKLOG};
+use super::{conn, forwarded, l4, proxy_protocol, Shared, LISTEN_BACKLOG};
+use crate::config::Protocol as ListenerProtocol;
 
 /// Bind a listener for `addr`.
 ///
@@ -34,8 +37,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accept until `stop` turns true; each connection runs in its own task.
-pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Receiver<bool>) {
+/// Accept on the listener configured as `bind` until `stop` turns true; each connection runs
+/// in its own task, on the snapshot current when it was accepted. The listener's settings are
+/// read from that snapshot too, so a reload that changes them applies to new connections.
+pub async fn serve(
+    listener: TcpListener,
+    bind: SocketAddr,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             // The guard wait_for returns is not Send; drop it inside the branch future.
@@ -43,7 +53,7 @@ pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Recei
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(%peer, "accepted");
-                    tokio::spawn(conn::serve(stream, peer, shared.clone()));
+                    tokio::spawn(dispatch(stream, peer, bind, shared.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning on a full table.
@@ -53,4 +63,70 @@ pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Recei
             },
         }
     }
+}
+
+async fn dispatch(stream: TcpStream, peer: SocketAddr, bind: SocketAddr, shared: Shared) {
+    let snap = shared.load_full();
+    let Some(spec) = snap.listeners.iter().find(|l| l.bind == bind).cloned() else {
+        // The listener was removed by a reload after this connection was accepted.
+        return;
+    };
+    let local = stream.local_addr().unwrap_or(bind);
+    let (peer, local, early) = if spec.accept_proxy_protocol {
+        if !forwarded::peer_is_trusted(&snap.settings, peer.ip()) {
+            debug!(%peer, "PROXY protocol expected from trusted proxies only; closing");
+            return;
+        }
+        match read_proxy_header(&stream, snap.settings.head_timeout).await {
+            Ok((addrs, early)) => {
+                let (p, l) = addrs.unwrap_or((peer, local));
+                (p, l, early)
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "bad PROXY protocol header; closing");
+                return;
+            }
+        }
+    } else {
+        (peer, local, BytesMut::new())
+    };
+    match spec.protocol {
+        ListenerProtocol::Http => conn::serve(stream, peer, early, shared).await,
+        ListenerProtocol::Tcp {
+            pool,
+            send_proxy_v2,
+        } => l4::serve(stream, peer, local, early, snap, pool, send_proxy_v2).await,
+    }
+}
+
+/// Read a PROXY protocol header; returns its addresses and whatever followed it.
+async fn read_proxy_header(
+    stream: &TcpStream,
+    limit: Duration,
+) -> io::Result<(Option<(SocketAddr, SocketAddr)>, BytesMut)> {
+    let mut buf = BytesMut::with_capacity(256);
+    let read = async {
+        loop {
+            match proxy_protocol::parse(&buf) {
+                Ok(Some(h)) => {
+                    let _ = buf.split_to(h.len);
+                    return Ok(h.addrs);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+            stream.readable().await?;
+            let mut chunk = [0u8; 512];
+            match stream.try_read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let addrs = tokio::time::timeout(limit, read)
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    Ok((addrs, buf))
 }

@@ -8,7 +8,9 @@
 pub mod conn;
 pub mod forwarded;
 pub mod http1;
+pub mod l4;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod route;
 pub mod upstream;
 
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, ProxySettings};
+use crate::config::{Config, Listener, ProxySettings};
 
 /// Pending connections per listener (the kernel caps it at net.core.somaxconn).
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -27,6 +29,8 @@ pub struct Snapshot {
     pub routes: route::RouteTable,
     pub pools: upstream::Pools,
     pub settings: ProxySettings,
+    /// The listeners' settings, found by bind address when a connection is accepted.
+    pub listeners: Vec<Listener>,
 }
 
 impl Snapshot {
@@ -35,6 +39,7 @@ impl Snapshot {
             routes: route::RouteTable::build(config),
             pools: upstream::Pools::build(config),
             settings: config.proxy.clone(),
+            listeners: config.listeners.clone(),
         }
     }
 }

@@ -1,0 +1,85 @@
+//! Layer 4: whole TCP connections forwarded to a pool (`protocol = "tcp"` listeners).
+//!
+//! Owns choosing a backend for a connection (the pool's balancing, health and ejection, a retry
+//! on another backend when connecting fails), the optional PROXY v2 header towards the backend,
+//! and the zero-copy relay (`splice`). It does not look inside the stream.
+
+pub mod splice;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+use tracing::debug;
+
+use super::proxy_protocol;
+use super::upstream::backend::Outcome;
+use super::upstream::HashInput;
+use super::Snapshot;
+use crate::config::PoolId;
+
+/// Tries per connection: the first backend and, if connecting fails, one other.
+const CONNECT_TRIES: usize = 2;
+
+/// Forward `client` (whose real source is `peer` and which connected to `local`) to a backend of
+/// `pool`. `early` holds bytes already read from the client (after a PROXY header).
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    early: BytesMut,
+    snap: Arc<Snapshot>,
+    pool_id: PoolId,
+    send_proxy_v2: bool,
+) {
+    let pool = snap.pools.get(pool_id);
+    let _counted = pool.begin();
+    let hash = pool.hash(&HashInput {
+        client_ip: peer.ip(),
+        headers: &[],
+    });
+    let mut avoid = None;
+    for _ in 0..CONNECT_TRIES {
+        let Some(backend) = pool.pick(hash, avoid) else {
+            debug!(%peer, pool = %pool.name, "no healthy backend; closing");
+            return;
+        };
+        let backend = backend.clone();
+        let _active = backend.begin();
+        let upstream = match timeout(
+            snap.settings.connect_timeout,
+            TcpStream::connect(backend.address),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            _ => {
+                debug!(%peer, backend = %backend.address, "connect failed");
+                pool.report(&backend, Outcome::Failure);
+                avoid = Some(backend.address);
+                continue;
+            }
+        };
+        pool.report(&backend, Outcome::Success);
+        let _ = upstream.set_nodelay(true);
+        let mut first = BytesMut::new();
+        if send_proxy_v2 {
+            proxy_protocol::build_v2(peer, local, &mut first);
+        }
+        first.extend_from_slice(&early);
+        let mut upstream = upstream;
+        if !first.is_empty() && upstream.write_all(&first).await.is_err() {
+            return;
+        }
+        match splice::relay(&client, &upstream).await {
+            Ok((up, down)) => {
+                debug!(%peer, backend = %backend.address, up, down, "tcp stream closed")
+            }
+            Err(e) => debug!(%peer, backend = %backend.address, error = %e, "tcp stream ended"),
+        }
+        return;
+    }
+}
