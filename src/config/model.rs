@@ -323,6 +323,8 @@ pub struct ProxySettings {
     pub request_id: bool,
     /// Retries in flight may be at most this percent of active requests (at least 3).
     pub retry_budget_percent: u32,
+    /// Threads of the proxy runtime; 0: one per CPU. Read at start only.
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,6 +394,7 @@ impl Default for ProxySettings {
             client_ip_header: ClientIpHeader::XForwardedFor,
             request_id: false,
             retry_budget_percent: RETRY_BUDGET_PERCENT,
+            worker_threads: 0,
         }
     }
 }

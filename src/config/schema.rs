@@ -38,6 +38,7 @@ pub(super) struct RawProxy {
     pub client_ip_header: Option<Spanned<String>>,
     pub request_id: Option<bool>,
     pub retry_budget_percent: Option<Spanned<i64>>,
+    pub worker_threads: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

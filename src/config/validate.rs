@@ -583,6 +583,7 @@ fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
             "retry_budget_percent",
             RETRY_BUDGET_PERCENT,
         )?,
+        worker_threads: count(raw.worker_threads.as_ref(), 0, 1024, "worker_threads", 0)? as usize,
     })
 }
 

@@ -30,7 +30,17 @@ use super::upstream::HashInput;
 use super::{Shared, Snapshot};
 use crate::config::{PoolId, RetryOn};
 
-const READ_CHUNK: usize = 16 * 1024;
+/// Room made for reading a head: most heads fit, and ten thousand connections reading heads
+/// at once stay small.
+const HEAD_CHUNK: usize = 4 * 1024;
+/// Room made for streaming a body, where fewer, larger reads pay off.
+const BODY_CHUNK: usize = 64 * 1024;
+/// Buffers grown past this by a large body are dropped after the exchange.
+const KEEP_BUFFER: usize = 16 * 1024;
+/// A keep-alive connection idle this long releases its buffers.
+const BUFFER_RELEASE_AFTER: Duration = Duration::from_secs(1);
+/// Response bytes up to this size, already read with the head, are written with it.
+const MERGE_LIMIT: usize = 64 * 1024;
 
 /// Serve one client connection. `early` holds bytes already read from it (what followed a
 /// PROXY protocol header); `peer` is the real client.
@@ -44,13 +54,13 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, early: BytesMut, shared:
         shared,
         snap,
         rbuf: if early.is_empty() {
-            BytesMut::with_capacity(READ_CHUNK)
+            BytesMut::new()
         } else {
             early
         },
-        wbuf: BytesMut::with_capacity(4096),
-        uhead: BytesMut::with_capacity(4096),
-        ubuf: BytesMut::with_capacity(READ_CHUNK),
+        wbuf: BytesMut::new(),
+        uhead: BytesMut::new(),
+        ubuf: BytesMut::new(),
     };
     if let Err(e) = conn.run().await {
         debug!(%peer, error = %e, "connection ended");
@@ -174,6 +184,12 @@ impl Conn {
                 let _ = self.client.shutdown().await;
                 return Ok(());
             }
+            if self.ubuf.capacity() > KEEP_BUFFER {
+                self.ubuf = BytesMut::new();
+            }
+            if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_BUFFER {
+                self.rbuf = BytesMut::new();
+            }
         }
     }
 
@@ -215,7 +231,10 @@ impl Conn {
                     }
                 }
             }
-            self.rbuf.reserve(READ_CHUNK);
+            if !started && !self.wait_for_request(idle).await? {
+                return Ok(None);
+            }
+            self.rbuf.reserve(HEAD_CHUNK);
             let read = if started {
                 match timeout_at(deadline, self.client.read_buf(&mut self.rbuf)).await {
                     Ok(r) => r?,
@@ -228,6 +247,8 @@ impl Conn {
                     }
                 }
             } else {
+                // Readable now (wait_for_request said so); the timeout only guards a spurious
+                // wake-up.
                 match timeout(idle, self.client.read_buf(&mut self.rbuf)).await {
                     Ok(r) => r?,
                     Err(_) => return Ok(None),
@@ -238,6 +259,26 @@ impl Conn {
                 return Ok(None);
             }
             started = true;
+        }
+    }
+
+    /// Wait until the client sends the next request or `idle` passes (then `false`). A
+    /// connection that stays idle past `BUFFER_RELEASE_AFTER` gives its buffers back, so ten
+    /// thousand idle keep-alive clients cost little more than their sockets.
+    async fn wait_for_request(&mut self, idle: Duration) -> io::Result<bool> {
+        let first = idle.min(BUFFER_RELEASE_AFTER);
+        match timeout(first, self.client.readable()).await {
+            Ok(r) => return r.map(|()| true),
+            Err(_) if first >= idle => return Ok(false),
+            Err(_) => {}
+        }
+        self.rbuf = BytesMut::new();
+        self.wbuf = BytesMut::new();
+        self.uhead = BytesMut::new();
+        self.ubuf = BytesMut::new();
+        match timeout(idle - first, self.client.readable()).await {
+            Ok(r) => r.map(|()| true),
+            Err(_) => Ok(false),
         }
     }
 
@@ -468,7 +509,7 @@ impl Conn {
                     Ok(None) => {}
                     Err(e) => break Err((Failure::BadResponse, e.to_string())),
                 }
-                self.ubuf.reserve(READ_CHUNK);
+                self.ubuf.reserve(HEAD_CHUNK);
                 match timeout(head_timeout, upstream.read_buf(&mut self.ubuf)).await {
                     Ok(Ok(0)) if !got_any => break Err((lost, "closed before responding".into())),
                     Ok(Ok(0)) => {
@@ -506,6 +547,39 @@ impl Conn {
                 self.wbuf.clear();
                 continue;
             }
+            // Body bytes already read go out with the head in one write: for small responses
+            // that is the whole exchange in one syscall each way.
+            let mut rest = backend_framing;
+            let mut decoder = ChunkedDecoder::new();
+            if self.ubuf.len() <= MERGE_LIMIT && status != 101 {
+                match (backend_framing, client_framing) {
+                    (Framing::Length(n), _) => {
+                        let take = (self.ubuf.len() as u64).min(n) as usize;
+                        self.wbuf.extend_from_slice(&self.ubuf[..take]);
+                        self.ubuf.advance(take);
+                        rest = Framing::Length(n - take as u64);
+                    }
+                    (Framing::Chunked, ClientFraming::Same) => {
+                        match decoder.feed(&self.ubuf, |_| {}) {
+                            Ok(p) => {
+                                self.wbuf.extend_from_slice(&self.ubuf[..p.consumed]);
+                                self.ubuf.advance(p.consumed);
+                                if p.done {
+                                    rest = Framing::Empty;
+                                }
+                            }
+                            Err(e) => {
+                                debug!(backend = %backend.address, error = %e, "bad chunked response");
+                                return Ok(Attempt::Failed {
+                                    failure: Failure::BadResponse,
+                                    body_sent,
+                                });
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
             self.client.write_all(&self.wbuf).await?;
             if status == 101 {
                 self.tunnel(upstream).await;
@@ -514,8 +588,8 @@ impl Conn {
                     status,
                 });
             }
-            let relayed = match (backend_framing, client_framing) {
-                (Framing::Empty, _) => Ok(()),
+            let relayed = match (rest, client_framing) {
+                (Framing::Empty, _) | (Framing::Length(0), _) => Ok(()),
                 (Framing::Length(n), _) => {
                     copy_exact(
                         &mut self.ubuf,
@@ -531,6 +605,7 @@ impl Conn {
                         &mut self.ubuf,
                         &mut upstream,
                         &mut self.client,
+                        ChunkedDecoder::new(),
                         true,
                         None,
                         io_timeout,
@@ -542,6 +617,7 @@ impl Conn {
                         &mut self.ubuf,
                         &mut upstream,
                         &mut self.client,
+                        decoder,
                         false,
                         None,
                         io_timeout,
@@ -614,7 +690,16 @@ impl Conn {
                 copy_exact(&mut self.rbuf, &mut self.client, upstream, n, idle).await
             }
             Framing::Chunked => {
-                copy_chunked(&mut self.rbuf, &mut self.client, upstream, false, max, idle).await
+                copy_chunked(
+                    &mut self.rbuf,
+                    &mut self.client,
+                    upstream,
+                    ChunkedDecoder::new(),
+                    false,
+                    max,
+                    idle,
+                )
+                .await
             }
         }
     }
@@ -760,7 +845,7 @@ async fn read_more<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     idle: Duration,
 ) -> Result<(), RelayError> {
-    buf.reserve(READ_CHUNK);
+    buf.reserve(BODY_CHUNK);
     match timeout(idle, src.read_buf(buf)).await {
         Ok(Ok(0)) => Err(RelayError::Client(io::ErrorKind::UnexpectedEof.into())),
         Ok(Ok(_)) => Ok(()),
@@ -806,6 +891,7 @@ async fn copy_chunked<R, W>(
     buf: &mut BytesMut,
     src: &mut R,
     dst: &mut W,
+    mut decoder: ChunkedDecoder,
     dechunk: bool,
     max: Option<u64>,
     idle: Duration,
@@ -814,7 +900,6 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut decoder = ChunkedDecoder::new();
     let mut payload = BytesMut::new();
     let mut total = 0u64;
     loop {
