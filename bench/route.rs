@@ -72,5 +72,40 @@ fn head_and_route(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, head_and_route);
+/// 1,000 hosts: 900 exact names and 100 wildcards, each with three prefixes.
+fn thousand_hosts(c: &mut Criterion) {
+    let mut text = String::from("[[listener]]\nbind = \"0.0.0.0:80\"\n");
+    for i in 0..1000 {
+        let name = if i % 10 == 0 {
+            format!("*.zone{i}.example.test")
+        } else {
+            format!("svc{i}.example.test")
+        };
+        text.push_str(&format!(
+            "[[host]]\nnames = [\"{name}\"]\n[[host.route]]\nprefix = \"/api\"\npool = \"p\"\n[[host.route]]\nprefix = \"/static/\"\npool = \"p\"\n[[host.route]]\nprefix = \"/\"\npool = \"p\"\n"
+        ));
+    }
+    text.push_str("[pool.p]\nbackends = [\"192.0.2.21:8080\"]\n");
+    let config = vipgate::config::parse(Path::new("1000.toml"), &text).expect("valid bench config");
+    let table = RouteTable::build(&config);
+    assert!(table.lookup(b"a.b.zone500.example.test", "/api/x").is_ok());
+    c.bench_function("1000 hosts: exact host + route", |b| {
+        b.iter(|| {
+            black_box(table.lookup(
+                black_box(b"svc777.example.test"),
+                black_box("/api/v1/items"),
+            ))
+        })
+    });
+    c.bench_function("1000 hosts: wildcard host + route", |b| {
+        b.iter(|| {
+            black_box(table.lookup(
+                black_box(b"a.b.zone500.example.test"),
+                black_box("/static/app.js"),
+            ))
+        })
+    });
+}
+
+criterion_group!(benches, head_and_route, thousand_hosts);
 criterion_main!(benches);
