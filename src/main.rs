@@ -36,6 +36,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Remove what a crashed `run` left for the configuration's VIPs (their local routes).
+    Release {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,30 +66,64 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(true) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(vipgate::daemon::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.into()),
+            }
+        }
+        Command::Release { config } => {
+            let cfg = match vipgate::config::load(&config) {
+                Ok(cfg) => cfg,
                 Err(e) => {
-                    eprintln!(
-                        "error: {}",
-                        anyhow::Error::from(e)
-                            .chain()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(": ")
-                    );
-                    ExitCode::FAILURE
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
                 }
+            };
+            let runtime = match runtime(false) {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match runtime.block_on(vipgate::daemon::release(&cfg)) {
+                Ok(released) => {
+                    for (vip, removed) in released {
+                        if removed {
+                            println!("{vip}: removed the local route a previous run left");
+                        } else {
+                            println!("{vip}: nothing to release");
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e.into()),
             }
         }
     }
+}
+
+fn runtime(multi_thread: bool) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Print an error with its causes on one line.
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!(
+        "error: {}",
+        e.chain()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ")
+    );
+    ExitCode::FAILURE
 }

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use vipgate::proxy::drain::Drain;
 use vipgate::proxy::http1::chunked::ChunkedDecoder;
 use vipgate::proxy::{listener, Snapshot};
 
@@ -128,7 +129,7 @@ backends = ["{dead}"]
     let addr = l.local_addr().unwrap();
     let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(listener::serve(l, shared, rx));
+    tokio::spawn(listener::serve(l, shared, rx, Drain::new()));
     (addr, tx)
 }
 

@@ -19,6 +19,13 @@ pub(super) struct RawConfig {
     pub host: Vec<Spanned<RawHost>>,
     #[serde(default)]
     pub pool: BTreeMap<Spanned<String>, Spanned<RawPool>>,
+    pub daemon: Option<Spanned<RawDaemon>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub drain_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

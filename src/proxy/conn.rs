@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::debug;
 
+use super::drain::ConnGuard;
 use super::http1::chunked::ChunkedDecoder;
 use super::http1::response::{self, ClientFraming};
 use super::http1::{local, request, Framing, Version, MAX_HEADERS};
@@ -26,13 +27,14 @@ use super::{
 
 const READ_CHUNK: usize = 16 * 1024;
 
-pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Shared) {
+pub async fn serve(client: TcpStream, peer: SocketAddr, shared: Shared, guard: ConnGuard) {
     // Small heads and responses should leave at once rather than wait for Nagle.
     let _ = client.set_nodelay(true);
     let mut conn = Conn {
         client,
         peer,
         shared,
+        guard,
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         wbuf: BytesMut::with_capacity(4096),
     };
@@ -45,6 +47,8 @@ struct Conn {
     client: TcpStream,
     peer: SocketAddr,
     shared: Shared,
+    /// Counts this connection for a graceful stop, and says when to finish.
+    guard: ConnGuard,
     /// Bytes read from the client and not yet consumed (the next pipelined request, if any).
     rbuf: BytesMut,
     /// Head being written to the backend or a local response to the client.
@@ -100,7 +104,9 @@ impl Conn {
                 }
                 Decision::Forward(ex) => self.exchange(ex).await?,
             };
-            if let Next::Close = next {
+            // Draining: the response just sent was the last one (its head said so if it was
+            // written after the drain began).
+            if matches!(next, Next::Close) || self.guard.is_draining() {
                 let _ = self.client.shutdown().await;
                 return Ok(());
             }
@@ -151,9 +157,15 @@ impl Conn {
                     }
                 }
             } else {
-                match timeout(CLIENT_IDLE_TIMEOUT, self.client.read_buf(&mut self.rbuf)).await {
-                    Ok(r) => r?,
-                    Err(_) => return Ok(None),
+                tokio::select! {
+                    // A request that has arrived is answered even when draining has begun.
+                    biased;
+                    r = timeout(CLIENT_IDLE_TIMEOUT, self.client.read_buf(&mut self.rbuf)) => match r {
+                        Ok(r) => r?,
+                        Err(_) => return Ok(None),
+                    },
+                    // Idle keep-alive connection during a graceful stop: close it now.
+                    () = self.guard.draining() => return Ok(None),
                 }
             };
             if read == 0 {
@@ -236,10 +248,12 @@ impl Conn {
                 match response::parse(&ubuf, &mut headers, ex.head_request) {
                     Ok(Some(resp)) => {
                         self.wbuf.clear();
+                        // Once draining, tell the client this is the connection's last response.
+                        let keep_alive = ex.keep_alive && !self.guard.is_draining();
                         let framing = response::write_client_head(
                             &resp,
                             ex.version,
-                            ex.keep_alive,
+                            keep_alive,
                             &mut self.wbuf,
                         );
                         break Ok((
@@ -247,7 +261,7 @@ impl Conn {
                             resp.is_interim(),
                             resp.framing,
                             framing,
-                            response::client_may_keep(&resp, framing, ex.keep_alive),
+                            response::client_may_keep(&resp, framing, keep_alive),
                         ));
                     }
                     Ok(None) => {}

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::drain::Drain;
 use super::{conn, Shared, LISTEN_BACKLOG};
 
 /// Bind a listener for `addr`.
@@ -34,8 +35,14 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accept until `stop` turns true; each connection runs in its own task.
-pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Receiver<bool>) {
+/// Accept until `stop` turns true; each connection runs in its own task, counted by `drain`.
+/// Returning drops the socket, so the kernel refuses new connections from then on.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+    drain: Drain,
+) {
     loop {
         tokio::select! {
             // The guard wait_for returns is not Send; drop it inside the branch future.
@@ -43,7 +50,7 @@ pub async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Recei
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(%peer, "accepted");
-                    tokio::spawn(conn::serve(stream, peer, shared.clone()));
+                    tokio::spawn(conn::serve(stream, peer, shared.clone(), drain.guard()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning on a full table.
