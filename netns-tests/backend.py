@@ -163,7 +163,10 @@ def main():
     args = p.parse_args()
 
     handler = type("NamedHandler", (Handler,), {"name": args.name})
-    server = ThreadingHTTPServer((args.bind, args.port), handler)
+    # socketserver's default backlog of 5 drops SYNs under load tests (then a 1 s or 3 s
+    # retransmit looks like a proxy stall, or a connect timeout becomes a 502).
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024})
+    server = server_class((args.bind, args.port), handler)
     server.daemon_threads = True
     print(f"backend {args.name} listening on {args.bind}:{args.port}", file=sys.stderr, flush=True)
     try:
