@@ -12,6 +12,7 @@
 //! - [`proxy`]: the HTTP/1 front: listeners, the connection driver, the wire format
 //!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
 //! - [`telemetry`]: logging set-up.
+//! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
 //! - [`daemon`]: the `run` and `check` commands: start everything in order, stop it in reverse
 //!   on SIGTERM/SIGINT.
 //!
@@ -21,6 +22,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod istio;
 pub mod l2;
 pub mod proxy;
 pub mod telemetry;

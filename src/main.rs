@@ -36,6 +36,24 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Convert Istio Gateway, VirtualService and DestinationRule YAML (and the MetalLB
+    /// LoadBalancer Service) into vipgate TOML on stdout; warnings on stderr name every field
+    /// that is not carried over.
+    ImportIstio {
+        /// YAML files; each may hold several documents separated by `---`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The VIP to own (default: the LoadBalancer Service's IP).
+        #[arg(long)]
+        vip: Option<std::net::Ipv4Addr>,
+        /// The LAN interface that answers ARP for the VIP.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Backend addresses of a Kubernetes service: NAME[.NAMESPACE][/SUBSET]=IP[:PORT],…
+        /// (a port-less address takes the route's destination port). Repeatable.
+        #[arg(long = "backend", value_name = "NAME=IP:PORT,...")]
+        backends: Vec<vipgate::istio::BackendMap>,
+    },
     /// Remove what a crashed `run` left for the configuration's VIPs (their local routes).
     Release {
         /// The TOML configuration file.
@@ -73,6 +91,44 @@ fn main() -> ExitCode {
             match runtime.block_on(vipgate::daemon::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e.into()),
+            }
+        }
+        Command::ImportIstio {
+            files,
+            vip,
+            interface,
+            backends,
+        } => {
+            let mut sources = Vec::with_capacity(files.len());
+            for f in &files {
+                match std::fs::read_to_string(f) {
+                    Ok(text) => sources.push(vipgate::istio::Source {
+                        name: f.display().to_string(),
+                        text,
+                    }),
+                    Err(e) => {
+                        eprintln!("{}: error: cannot read the file: {e}", f.display());
+                        return ExitCode::from(EXIT_BAD_CONFIG);
+                    }
+                }
+            }
+            let opts = vipgate::istio::Options {
+                vip,
+                interface,
+                backends,
+            };
+            match vipgate::istio::import(&sources, &opts) {
+                Ok(out) => {
+                    for w in &out.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    print!("{}", out.toml);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_BAD_CONFIG)
+                }
             }
         }
         Command::Release { config } => {
