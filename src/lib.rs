@@ -13,8 +13,8 @@
 //!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
 //! - [`telemetry`]: logging set-up.
 //! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
-//! - [`daemon`]: the `run` and `check` commands: start everything in order, stop it in reverse
-//!   on SIGTERM/SIGINT.
+//! - [`daemon`]: the `run`, `check` and `release` commands: start everything in order, reload on
+//!   SIGHUP, drain and stop in reverse on SIGTERM/SIGINT, and tell systemd (sd_notify).
 //!
 //! Packet and protocol code (`l2::arp`, `proxy::http1`, `proxy::route`) is pure functions over
 //! byte slices and data; sockets live at the edges (`l2::announcer`, `proxy::listener`,
