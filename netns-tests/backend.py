@@ -13,6 +13,8 @@ request:
 - A path whose last segment is `chunked` answers with a chunked response of CHUNKS chunks
   (`chunk K/CHUNKS backend=NAME xxxx…` lines, then `done backend=NAME`), flushed one by one.
 - A path `…/status/NNN` answers with status NNN (and the usual line as body).
+- A path whose last segment is `slow` answers after a pause of `ms` milliseconds (query
+  `?ms=N`, default 1000, at most 60000): an in-flight request for drain and reload tests.
 - Connections are kept alive (HTTP/1.1) unless the client asks otherwise.
 Nothing is printed per request.
 """
@@ -20,6 +22,7 @@ Nothing is printed per request.
 import argparse
 import sys
 import time
+from urllib.parse import parse_qs
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNKS = 5
@@ -136,6 +139,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_body(200, body, "application/octet-stream")
         elif last == "chunked":
             self.send_chunked(line)
+        elif last == "slow":
+            query = parse_qs(path.split("?", 1)[1]) if "?" in path else {}
+            try:
+                ms = min(int(query.get("ms", ["1000"])[0]), 60000)
+            except ValueError:
+                ms = 1000
+            time.sleep(ms / 1000)
+            self.send_body(200, line)
         elif len(segments) >= 2 and segments[-2] == "status" and last.isdigit():
             self.send_body(int(last), line)
         else:
@@ -152,7 +163,10 @@ def main():
     args = p.parse_args()
 
     handler = type("NamedHandler", (Handler,), {"name": args.name})
-    server = ThreadingHTTPServer((args.bind, args.port), handler)
+    # socketserver's default backlog of 5 drops SYNs under load tests (then a 1 s or 3 s
+    # retransmit looks like a proxy stall, or a connect timeout becomes a 502).
+    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024})
+    server = server_class((args.bind, args.port), handler)
     server.daemon_threads = True
     print(f"backend {args.name} listening on {args.bind}:{args.port}", file=sys.stderr, flush=True)
     try:

@@ -253,6 +253,8 @@ client_neigh() { ip -n "$NS_CLIENT" neigh show "$VIP" dev eth0; }
 
 # --- vipgate ----------------------------------------------------------------------------------
 
+VG_RUN_ENV=() # extra NAME=VALUE for the next start_vipgate (NOTIFY_SOCKET=…, WATCHDOG_USEC=…)
+
 # CONFIG: `vipgate run` in NS_LB in the background; waits (≤ 10 s) for `ready` in its log.
 # Sets VG_PID and VG_LOG. Returns non-zero, showing the log, if it exits or never gets ready.
 start_vipgate() {
@@ -260,7 +262,8 @@ start_vipgate() {
   VG_SEQ=$((VG_SEQ + 1))
   VG_LOG=$VG_TMP/vipgate.$VG_SEQ.log
   VG_LOGS+=("$VG_LOG")
-  NO_COLOR=1 ip netns exec "$NS_LB" "$VIPGATE_BIN" run --config "$cfg" >"$VG_LOG" 2>&1 &
+  : >"$VG_LOG"
+  env NO_COLOR=1 "${VG_RUN_ENV[@]}" ip netns exec "$NS_LB" "$VIPGATE_BIN" run --config "$cfg" >"$VG_LOG" 2>&1 &
   VG_PID=$!
   vg_track "$VG_PID"
   for ((i = 0; i < 100; i++)); do
@@ -279,6 +282,63 @@ start_vipgate() {
   sed 's/^/   | /' "$VG_LOG"
   return 1
 }
+
+# The current vipgate log without colour codes.
+vg_log_text() { sed 's/\x1b\[[0-9;]*m//g' "$VG_LOG"; }
+# ERE: how many lines of the current log match.
+vg_log_count() { vg_log_text | grep -cE -- "$1" || true; }
+
+# SIGHUP, then wait (≤ 10 s) until the log reports this reload's outcome. Returns 0 when it
+# reloaded, 1 when it refused (or never answered). Sets RELOAD_LINE to the outcome's log line.
+# Waiting for each outcome matters: signals sent before the last one was handled coalesce.
+reload_vipgate() {
+  local re='configuration reloaded|reload refused' before i
+  before=$(vg_log_count "$re")
+  kill -HUP "$VG_PID"
+  RELOAD_LINE=
+  for ((i = 0; i < 100; i++)); do
+    if (($(vg_log_count "$re") > before)); then
+      RELOAD_LINE=$(vg_log_text | grep -E -- "$re" | tail -n 1)
+      [[ $RELOAD_LINE == *"configuration reloaded"* ]]
+      return
+    fi
+    sleep 0.1
+  done
+  RELOAD_LINE="(no reload outcome logged within 10 s)"
+  return 1
+}
+
+# A real unix datagram socket for NOTIFY_SOCKET (netns-tests/notify_sink.py), waiting ≤ 5 s
+# until it is bound. Sets NOTIFY_SOCK (the path) and NOTIFY_FILE (one line per datagram:
+# `EPOCH_MS KEY=VALUE|KEY=VALUE…`).
+notify_start() {
+  local i pid
+  VG_SEQ=$((VG_SEQ + 1))
+  NOTIFY_SOCK=$VG_TMP/notify.$VG_SEQ.sock
+  NOTIFY_FILE=$VG_TMP/notify.$VG_SEQ.txt
+  "$VG_PYTHON" "$VG_ROOT/netns-tests/notify_sink.py" "$NOTIFY_SOCK" >"$NOTIFY_FILE" 2>"$NOTIFY_FILE.err" &
+  pid=$!
+  vg_track "$pid"
+  for ((i = 0; i < 50; i++)); do
+    if grep -q listening "$NOTIFY_FILE.err"; then return 0; fi
+    sleep 0.1
+  done
+  cat "$NOTIFY_FILE.err"
+  return 1
+}
+# ERE: how many notifications so far match.
+notify_count() { grep -cE -- "$1" "$NOTIFY_FILE" || true; }
+# COUNT ERE TENTHS: wait until at least COUNT notifications match (default 50 tenths).
+notify_wait() {
+  local i
+  for ((i = 0; i < ${3:-50}; i++)); do
+    (($(notify_count "$2") >= $1)) && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # SIGTERM, wait ≤ 10 s, check the exit code is 0. Sets VG_RC.
 stop_vipgate() {

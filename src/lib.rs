@@ -12,8 +12,9 @@
 //! - [`proxy`]: the HTTP/1 front: listeners, the connection driver, the wire format
 //!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
 //! - [`telemetry`]: logging set-up.
-//! - [`daemon`]: the `run` and `check` commands: start everything in order, stop it in reverse
-//!   on SIGTERM/SIGINT.
+//! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
+//! - [`daemon`]: the `run`, `check` and `release` commands: start everything in order, reload on
+//!   SIGHUP, drain and stop in reverse on SIGTERM/SIGINT, and tell systemd (sd_notify).
 //!
 //! Packet and protocol code (`l2::arp`, `proxy::http1`, `proxy::route`) is pure functions over
 //! byte slices and data; sockets live at the edges (`l2::announcer`, `proxy::listener`,
@@ -21,6 +22,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod istio;
 pub mod l2;
 pub mod proxy;
 pub mod telemetry;

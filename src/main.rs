@@ -36,6 +36,30 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Convert Istio Gateway, VirtualService and DestinationRule YAML (and the MetalLB
+    /// LoadBalancer Service) into vipgate TOML on stdout; warnings on stderr name every field
+    /// that is not carried over.
+    ImportIstio {
+        /// YAML files; each may hold several documents separated by `---`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The VIP to own (default: the LoadBalancer Service's IP).
+        #[arg(long)]
+        vip: Option<std::net::Ipv4Addr>,
+        /// The LAN interface that answers ARP for the VIP.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Backend addresses of a Kubernetes service: NAME[.NAMESPACE][/SUBSET]=IP[:PORT],…
+        /// (a port-less address takes the route's destination port). Repeatable.
+        #[arg(long = "backend", value_name = "NAME=IP:PORT,...")]
+        backends: Vec<vipgate::istio::BackendMap>,
+    },
+    /// Remove what a crashed `run` left for the configuration's VIPs (their local routes).
+    Release {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,31 +84,109 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if cfg.proxy.worker_threads > 0 {
-                builder.worker_threads(cfg.proxy.worker_threads);
-            }
-            let runtime = match builder.enable_all().build() {
+            let runtime = match runtime(Some(cfg.proxy.worker_threads)) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(vipgate::daemon::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e.into()),
+            }
+        }
+        Command::ImportIstio {
+            files,
+            vip,
+            interface,
+            backends,
+        } => {
+            let mut sources = Vec::with_capacity(files.len());
+            for f in &files {
+                match std::fs::read_to_string(f) {
+                    Ok(text) => sources.push(vipgate::istio::Source {
+                        name: f.display().to_string(),
+                        text,
+                    }),
+                    Err(e) => {
+                        eprintln!("{}: error: cannot read the file: {e}", f.display());
+                        return ExitCode::from(EXIT_BAD_CONFIG);
+                    }
+                }
+            }
+            let opts = vipgate::istio::Options {
+                vip,
+                interface,
+                backends,
+            };
+            match vipgate::istio::import(&sources, &opts) {
+                Ok(out) => {
+                    for w in &out.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    print!("{}", out.toml);
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
-                    eprintln!(
-                        "error: {}",
-                        anyhow::Error::from(e)
-                            .chain()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(": ")
-                    );
-                    ExitCode::FAILURE
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_BAD_CONFIG)
                 }
             }
         }
+        Command::Release { config } => {
+            let cfg = match vipgate::config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
+                }
+            };
+            let runtime = match runtime(None) {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            match runtime.block_on(vipgate::daemon::release(&cfg)) {
+                Ok(released) => {
+                    for (vip, removed) in released {
+                        if removed {
+                            println!("{vip}: removed the local route a previous run left");
+                        } else {
+                            println!("{vip}: nothing to release");
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e.into()),
+            }
+        }
     }
+}
+
+/// A multi-thread runtime with `workers` threads (`Some(0)`: one per CPU), or a
+/// current-thread one for one-shot commands (`None`).
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut b = match workers {
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                b.worker_threads(n);
+            }
+            b
+        }
+        None => tokio::runtime::Builder::new_current_thread(),
+    };
+    b.enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Print an error with its causes on one line.
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!(
+        "error: {}",
+        e.chain()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ")
+    );
+    ExitCode::FAILURE
 }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use vipgate::proxy::drain::Drain;
 use vipgate::proxy::http1::chunked::ChunkedDecoder;
 use vipgate::proxy::{listener, Snapshot};
 
@@ -193,6 +194,7 @@ fn proxy_with(hosts_and_pools: &str) -> (SocketAddr, watch::Sender<bool>) {
         "127.0.0.1:1".parse().unwrap(),
         shared,
         rx,
+        Drain::new(),
     ));
     (addr, tx)
 }
@@ -771,6 +773,7 @@ backends = ["{dead}", "{be}"]
         "127.0.0.1:2".parse().unwrap(),
         shared,
         rx,
+        Drain::new(),
     ));
 
     for _ in 0..2 {

@@ -15,6 +15,10 @@ pub const DEFAULT_GARP_COUNT: u32 = 5;
 /// burst while still refreshing every cache within half a second.
 pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a stopping daemon lets in-flight requests finish (HAProxy's `hard-stop-after`,
+/// nginx's `worker_shutdown_timeout`); below systemd's default stop timeout of 90 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A whole, valid configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -25,6 +29,22 @@ pub struct Config {
     pub hosts: Vec<Host>,
     pub pools: Vec<Pool>,
     pub proxy: ProxySettings,
+    pub daemon: Daemon,
+}
+
+/// Process-wide settings (`[daemon]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Daemon {
+    /// On SIGTERM, how long in-flight requests may take to finish before the process exits.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Daemon {
+    fn default() -> Daemon {
+        Daemon {
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
 }
 
 /// One virtual IP this node owns and announces.

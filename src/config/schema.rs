@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub pool: BTreeMap<Spanned<String>, Spanned<RawPool>>,
     pub proxy: Option<Spanned<RawProxy>>,
+    pub daemon: Option<Spanned<RawDaemon>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,12 @@ pub(super) struct RawProxy {
     pub request_id: Option<bool>,
     pub retry_budget_percent: Option<Spanned<i64>>,
     pub worker_threads: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub drain_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

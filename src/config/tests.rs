@@ -173,6 +173,18 @@ const BAD: &[(&str, &str, usize, &str)] = &[
     ),
     ("[pool.web]", "[pool.web\n", 18, ""),
     ("bind = \"192.0.2.200:80\"", "bind = 80", 6, "invalid type"),
+    (
+        "[pool.web]",
+        "[daemon]\ndrain_timeout_ms = -1\n[pool.web]",
+        19,
+        "drain_timeout_ms = -1 is out of range",
+    ),
+    (
+        "[pool.web]",
+        "[daemon]\ndrain_timeot_ms = 5\n[pool.web]",
+        19,
+        "unknown field `drain_timeot_ms`",
+    ),
 ];
 
 #[test]
@@ -212,4 +224,16 @@ fn a_vip_alone_is_a_valid_announcer_only_config() {
     )
     .unwrap();
     assert!(c.listeners.is_empty());
+}
+
+#[test]
+fn drain_timeout_defaults_and_is_read() {
+    let c = parse(Path::new("d.toml"), GOOD).unwrap();
+    assert_eq!(c.daemon.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
+    let text = GOOD.replace(
+        "[pool.web]",
+        "[daemon]\ndrain_timeout_ms = 1500\n[pool.web]",
+    );
+    let c = parse(Path::new("d.toml"), &text).unwrap();
+    assert_eq!(c.daemon.drain_timeout, Duration::from_millis(1500));
 }

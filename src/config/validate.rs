@@ -13,13 +13,15 @@ use toml::Spanned;
 use super::load::{Located, Position};
 use super::model::*;
 use super::schema::{
-    RawBackend, RawConfig, RawHealth, RawHost, RawListener, RawOutlier, RawPool, RawProxy,
-    RawRoute, RawVip,
+    RawBackend, RawConfig, RawDaemon, RawHealth, RawHost, RawListener, RawOutlier, RawPool,
+    RawProxy, RawRoute, RawVip,
 };
 
 /// Upper bounds that keep a typo from turning into a flood or a stall.
 const MAX_GARP_COUNT: i64 = 100;
 const MAX_GARP_INTERVAL_MS: i64 = 10_000;
+/// An hour: longer is a stuck stop, not a drain.
+const MAX_DRAIN_TIMEOUT_MS: i64 = 3_600_000;
 /// Linux IFNAMSIZ minus the NUL.
 const MAX_IFNAME_LEN: usize = 15;
 /// RFC 1035 limit on a name's text form.
@@ -58,6 +60,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
             ));
         }
     }
+    let daemon = validate_daemon(raw.daemon.as_ref().map(Spanned::get_ref))?;
     Ok(Config {
         source: path.to_path_buf(),
         vips,
@@ -65,7 +68,22 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         hosts,
         pools,
         proxy,
+        daemon,
     })
+}
+
+fn validate_daemon(raw: Option<&RawDaemon>) -> Result<Daemon> {
+    let Some(raw) = raw else {
+        return Ok(Daemon::default());
+    };
+    let drain_timeout = bounded(
+        raw.drain_timeout_ms.as_ref(),
+        0,
+        MAX_DRAIN_TIMEOUT_MS,
+        "drain_timeout_ms",
+    )?
+    .map_or(DEFAULT_DRAIN_TIMEOUT, |ms| Duration::from_millis(ms as u64));
+    Ok(Daemon { drain_timeout })
 }
 
 fn validate_vips(raw: &[Spanned<RawVip>]) -> Result<Vec<Vip>> {

@@ -1,25 +1,32 @@
 //! The daemon: ties config, announcer and proxy together for the `run` and `check` commands.
 //!
-//! Owns start-up order (bind every listener before announcing anything, so a port conflict
-//! never leaves a VIP announced with nobody serving it), the signal handling, and stopping in
-//! reverse order (stop answering ARP and remove the route first, then stop accepting).
+//! Owns the event loop of `run`: signals (SIGHUP reloads, SIGTERM/SIGINT stop), the systemd
+//! watchdog keep-alive, and which state is reported to systemd when. What runs and in what order
+//! it starts and stops is `running`'s; moving to a new configuration is `reload`'s; the
+//! sd_notify wire protocol is `notify`'s; `check`'s printed table is `check`'s; `release`
+//! cleans up after a crash.
 
 mod check;
+pub mod notify;
+mod release;
+pub mod reload;
+mod running;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tokio::time::{interval, Interval, MissedTickBehavior};
+use tracing::info;
 
 use crate::config::Config;
-use crate::l2::{Announcer, L2Error};
-use crate::proxy::{listener, Snapshot};
+use crate::l2::L2Error;
+use notify::{Notifier, State};
+use running::Running;
 
 pub use check::describe;
+pub use release::release;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -35,74 +42,86 @@ pub enum DaemonError {
     Signals(#[source] io::Error),
 }
 
-/// Run until SIGTERM or SIGINT, then release the VIPs and return.
+/// Run until SIGTERM or SIGINT, reloading on SIGHUP; then release the VIPs, drain and return.
+/// Notifies systemd when `NOTIFY_SOCKET` is set.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
+    run_with(config, Notifier::from_env()).await
+}
+
+pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    for l in &config.listeners {
-        let bound = listener::bind(l.bind).map_err(|source| DaemonError::Bind {
-            addr: l.bind,
-            source,
-        })?;
-        listeners.push((l.bind, bound));
-    }
-
-    let mut announcers: Vec<Announcer> = Vec::with_capacity(config.vips.len());
-    for vip in &config.vips {
-        match Announcer::start(vip).await {
-            Ok(a) => announcers.push(a),
-            Err(e) => {
-                release_all(announcers).await;
-                return Err(e.into());
-            }
-        }
-    }
-
-    let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut accept_tasks = Vec::with_capacity(listeners.len());
-    for (addr, l) in listeners {
-        info!(%addr, "listening");
-        accept_tasks.push(tokio::spawn(listener::serve(
-            l,
-            addr,
-            shared.clone(),
-            stop_rx.clone(),
-        )));
-    }
+    let path = config.source.clone();
+    let mut running = Running::start(config).await?;
     info!(
-        vips = config.vips.len(),
-        listeners = config.listeners.len(),
-        hosts = config.hosts.len(),
-        config = %config.source.display(),
+        vips = running.config.vips.len(),
+        listeners = running.config.listeners.len(),
+        hosts = running.config.hosts.len(),
+        config = %path.display(),
+        watchdog = ?notifier.watchdog_interval(),
         "ready"
     );
+    notifier.notify(State::Ready {
+        status: &running.status(),
+    });
 
+    let mut watchdog = notifier.watchdog_interval().map(watchdog_timer);
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => warn!("SIGHUP: configuration reload is not implemented yet; keeping the running configuration"),
+            _ = sighup.recv() => {
+                info!(config = %path.display(), "SIGHUP: reloading");
+                notifier.notify(State::Reloading);
+                // Refusals are logged and counted by `reload`; the daemon carries on either way.
+                let _ = running.reload(&path).await;
+                notifier.notify(State::Ready { status: &running.status() });
+            }
+            // From this loop and not a timer task of its own, so a stuck loop stops the
+            // keep-alives and systemd restarts us.
+            _ = tick(&mut watchdog) => notifier.notify(State::Watchdog),
         }
     }
 
-    // Stop claiming the VIP first so clients move on while we close the door.
-    release_all(announcers).await;
-    let _ = stop_tx.send(true);
-    for t in accept_tasks {
-        let _ = t.await;
-    }
-    info!("stopped");
+    notifier.notify(State::Stopping {
+        status: &format!(
+            "stopping: draining {} connection(s)",
+            running.drain.active()
+        ),
+    });
+    let left = with_watchdog(&notifier, watchdog, running.shutdown()).await;
+    info!(connections_cut = left, "stopped");
     Ok(())
 }
 
-async fn release_all(announcers: Vec<Announcer>) {
-    for a in announcers.into_iter().rev() {
-        if let Err(e) = a.stop().await {
-            error!(error = %e, "releasing VIP failed");
+fn watchdog_timer(period: std::time::Duration) -> Interval {
+    let mut t = interval(period);
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+async fn tick(t: &mut Option<Interval>) {
+    match t {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Keep the watchdog fed while a drain runs (it may take up to `drain_timeout_ms`).
+async fn with_watchdog<F: Future>(
+    notifier: &Notifier,
+    mut watchdog: Option<Interval>,
+    fut: F,
+) -> F::Output {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick(&mut watchdog) => notifier.notify(State::Watchdog),
         }
     }
 }

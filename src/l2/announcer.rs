@@ -249,13 +249,15 @@ impl Announcer {
         self.shared.stats.clone()
     }
 
-    /// Stops answering ARP for the VIP, then removes the local route.
-    ///
-    /// In that order, so no request is answered for a VIP this node no longer accepts packets
-    /// for. The sysctls stay raised (see `route::set_arp_sysctls`).
-    pub async fn stop(mut self) -> Result<(), L2Error> {
+    /// Stops answering ARP for the VIP (and any GARP still due) but keeps the local route, so
+    /// connections already made to the VIP can finish while the LAN moves on: a graceful stop
+    /// calls this, drains, then calls [`Announcer::stop`]. Calling it twice is harmless.
+    pub async fn stop_answering(&mut self) -> Result<(), L2Error> {
         self.signal_stop();
         let threads = std::mem::take(&mut self.threads);
+        if threads.is_empty() {
+            return Ok(());
+        }
         // Joining waits up to READ_TIMEOUT; keep that off the async worker.
         let panicked = tokio::task::spawn_blocking(move || {
             threads
@@ -266,18 +268,28 @@ impl Announcer {
         })
         .await
         .map_or(true, |count| count > 0);
-
-        let removed = route::remove_local_route(self.shared.vip).await;
-        let stats = self.shared.stats.snapshot();
-        info!(vip = %self.shared.vip, interface = %self.shared.interface, mac = %self.shared.mac,
-            replies_sent = stats.replies_sent, garps_sent = stats.garps_sent,
-            "stopped announcing VIP");
         if panicked {
             return Err(L2Error::ThreadPanicked {
                 interface: self.shared.interface.clone(),
                 vip: self.shared.vip,
             });
         }
+        Ok(())
+    }
+
+    /// Stops answering ARP for the VIP, then removes the local route.
+    ///
+    /// In that order, so no request is answered for a VIP this node no longer accepts packets
+    /// for. The sysctls stay raised (see `route::set_arp_sysctls`).
+    pub async fn stop(mut self) -> Result<(), L2Error> {
+        let answering = self.stop_answering().await;
+
+        let removed = route::remove_local_route(self.shared.vip).await;
+        let stats = self.shared.stats.snapshot();
+        info!(vip = %self.shared.vip, interface = %self.shared.interface, mac = %self.shared.mac,
+            replies_sent = stats.replies_sent, garps_sent = stats.garps_sent,
+            "stopped announcing VIP");
+        answering?;
         removed.map(|_| ())
     }
 

@@ -45,7 +45,11 @@ pub enum L2Error {
     )]
     VipAlreadyLocal { vip: Ipv4Addr },
 
-    #[error("cannot set sysctl {path}: {source}", path = path.display())]
+    #[error(
+        "cannot set sysctl {path} (needs CAP_NET_ADMIN, and /proc/sys/net/ipv4/conf writable: \
+         ReadWritePaths= under systemd's ProtectKernelTunables=): {source}",
+        path = path.display()
+    )]
     Sysctl {
         path: PathBuf,
         #[source]

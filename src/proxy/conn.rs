@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
+use super::drain::ConnGuard;
 use super::forwarded;
 use super::http1::chunked::ChunkedDecoder;
 use super::http1::request::{self, Forwarding};
@@ -43,8 +44,14 @@ const BUFFER_RELEASE_AFTER: Duration = Duration::from_secs(1);
 const MERGE_LIMIT: usize = 64 * 1024;
 
 /// Serve one client connection. `early` holds bytes already read from it (what followed a
-/// PROXY protocol header); `peer` is the real client.
-pub async fn serve(client: TcpStream, peer: SocketAddr, early: BytesMut, shared: Shared) {
+/// PROXY protocol header); `peer` is the real client; `guard` counts it for a graceful stop.
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    early: BytesMut,
+    shared: Shared,
+    guard: ConnGuard,
+) {
     // Small heads and responses should leave at once rather than wait for Nagle.
     let _ = client.set_nodelay(true);
     let snap = shared.load_full();
@@ -53,11 +60,8 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, early: BytesMut, shared:
         peer,
         shared,
         snap,
-        rbuf: if early.is_empty() {
-            BytesMut::new()
-        } else {
-            early
-        },
+        guard,
+        rbuf: early,
         wbuf: BytesMut::new(),
         uhead: BytesMut::new(),
         ubuf: BytesMut::new(),
@@ -74,6 +78,8 @@ struct Conn {
     /// The configuration this connection's current request runs on. Refreshed between
     /// requests, so a request in flight finishes on the configuration it started with.
     snap: Arc<Snapshot>,
+    /// Counts this connection for a graceful stop, and says when to finish.
+    guard: ConnGuard,
     /// Bytes read from the client and not yet consumed (the next pipelined request, if any).
     rbuf: BytesMut,
     /// A head or local response on its way to the client.
@@ -180,7 +186,9 @@ impl Conn {
                 } => self.local(status, body, close).await?,
                 Decision::Forward(ex) => self.exchange(ex).await?,
             };
-            if let Next::Close = next {
+            // Draining: the response just sent was the last one (its head said so if it was
+            // written after the drain began).
+            if matches!(next, Next::Close) || self.guard.is_draining() {
                 let _ = self.client.shutdown().await;
                 return Ok(());
             }
@@ -265,20 +273,33 @@ impl Conn {
     /// Wait until the client sends the next request or `idle` passes (then `false`). A
     /// connection that stays idle past `BUFFER_RELEASE_AFTER` gives its buffers back, so ten
     /// thousand idle keep-alive clients cost little more than their sockets.
+    /// An idle keep-alive connection is closed at once when a graceful stop begins; a request
+    /// that has already arrived is still answered.
     async fn wait_for_request(&mut self, idle: Duration) -> io::Result<bool> {
         let first = idle.min(BUFFER_RELEASE_AFTER);
-        match timeout(first, self.client.readable()).await {
-            Ok(r) => return r.map(|()| true),
-            Err(_) if first >= idle => return Ok(false),
-            Err(_) => {}
+        match self.readable_within(first).await {
+            Some(r) => return r,
+            None if first >= idle => return Ok(false),
+            None => {}
         }
         self.rbuf = BytesMut::new();
         self.wbuf = BytesMut::new();
         self.uhead = BytesMut::new();
         self.ubuf = BytesMut::new();
-        match timeout(idle - first, self.client.readable()).await {
-            Ok(r) => r.map(|()| true),
-            Err(_) => Ok(false),
+        Ok(self
+            .readable_within(idle - first)
+            .await
+            .transpose()?
+            .unwrap_or(false))
+    }
+
+    /// `Some(Ok(true))` when the client sent something, `Some(Ok(false))` when draining began,
+    /// `None` when `limit` passed.
+    async fn readable_within(&self, limit: Duration) -> Option<io::Result<bool>> {
+        tokio::select! {
+            biased;
+            r = timeout(limit, self.client.readable()) => r.ok().map(|r| r.map(|()| true)),
+            () = self.guard.draining() => Some(Ok(false)),
         }
     }
 
@@ -476,13 +497,16 @@ impl Conn {
                             });
                         if !retry {
                             self.wbuf.clear();
+                            // Once draining, tell the client this is the connection's last
+                            // response.
+                            let keep_alive = ex.keep_alive && !self.guard.is_draining();
                             let framing = response::write_client_head(
                                 &resp,
                                 ex.version,
-                                ex.keep_alive,
+                                keep_alive,
                                 &mut self.wbuf,
                             );
-                            let keep = response::client_may_keep(&resp, framing, ex.keep_alive);
+                            let keep = response::client_may_keep(&resp, framing, keep_alive);
                             let reusable = !resp.close;
                             break Ok((
                                 resp.status,

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::drain::{ConnGuard, Drain};
 use super::{conn, forwarded, l4, proxy_protocol, Shared, LISTEN_BACKLOG};
 use crate::config::Protocol as ListenerProtocol;
 
@@ -38,13 +39,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Accept on the listener configured as `bind` until `stop` turns true; each connection runs
-/// in its own task, on the snapshot current when it was accepted. The listener's settings are
-/// read from that snapshot too, so a reload that changes them applies to new connections.
+/// in its own task, counted by `drain`, on the snapshot current when it was accepted. The
+/// listener's settings are read from that snapshot too, so a reload that changes them applies
+/// to new connections. Returning drops the socket, so the kernel refuses new connections.
 pub async fn serve(
     listener: TcpListener,
     bind: SocketAddr,
     shared: Shared,
     mut stop: watch::Receiver<bool>,
+    drain: Drain,
 ) {
     loop {
         tokio::select! {
@@ -53,7 +56,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(%peer, "accepted");
-                    tokio::spawn(dispatch(stream, peer, bind, shared.clone()));
+                    tokio::spawn(dispatch(stream, peer, bind, shared.clone(), drain.guard()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning on a full table.
@@ -65,7 +68,13 @@ pub async fn serve(
     }
 }
 
-async fn dispatch(stream: TcpStream, peer: SocketAddr, bind: SocketAddr, shared: Shared) {
+async fn dispatch(
+    stream: TcpStream,
+    peer: SocketAddr,
+    bind: SocketAddr,
+    shared: Shared,
+    guard: ConnGuard,
+) {
     let snap = shared.load_full();
     let Some(spec) = snap.listeners.iter().find(|l| l.bind == bind).cloned() else {
         // The listener was removed by a reload after this connection was accepted.
@@ -91,11 +100,16 @@ async fn dispatch(stream: TcpStream, peer: SocketAddr, bind: SocketAddr, shared:
         (peer, local, BytesMut::new())
     };
     match spec.protocol {
-        ListenerProtocol::Http => conn::serve(stream, peer, early, shared).await,
+        ListenerProtocol::Http => conn::serve(stream, peer, early, shared, guard).await,
         ListenerProtocol::Tcp {
             pool,
             send_proxy_v2,
-        } => l4::serve(stream, peer, local, early, snap, pool, send_proxy_v2).await,
+        } => {
+            // A stream is counted until it ends; a graceful stop waits for it up to the drain
+            // deadline.
+            let _guard = guard;
+            l4::serve(stream, peer, local, early, snap, pool, send_proxy_v2).await
+        }
     }
 }
 

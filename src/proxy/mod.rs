@@ -3,9 +3,10 @@
 //! Owns accepting connections on the configured addresses and relaying each request to the
 //! backend its route names. Submodules: `http1` (wire format, pure), `route` (Host and path
 //! table, pure), `upstream` (pools and balancing), `listener` (sockets), `conn` (one client
-//! connection's life). It does not own the VIP: `l2` makes the kernel deliver VIP traffic here.
+//! connection's life), `drain` (counting connections and telling them to finish on stop). It does not own the VIP: `l2` makes the kernel deliver VIP traffic here.
 
 pub mod conn;
+pub mod drain;
 pub mod forwarded;
 pub mod http1;
 pub mod l4;
