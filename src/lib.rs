@@ -11,6 +11,7 @@
 //!   the local route that makes the kernel deliver the VIP's packets, the ARP sysctls.
 //! - [`proxy`]: the HTTP/1 front: listeners, the connection driver, the wire format
 //!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
+//! - [`ha`]: which node holds the VIPs: VRRPv3 election with keepalived and routers as peers.
 //! - [`telemetry`]: logging set-up.
 //! - [`daemon`]: the `run` and `check` commands: start everything in order, stop it in reverse
 //!   on SIGTERM/SIGINT.
@@ -21,6 +22,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod ha;
 pub mod l2;
 pub mod proxy;
 pub mod telemetry;

@@ -6,6 +6,7 @@
 //! and `validate`.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroU8;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +15,11 @@ pub const DEFAULT_GARP_COUNT: u32 = 5;
 /// Spacing of the takeover burst; a little spacing survives a switch that drops a back-to-back
 /// burst while still refreshing every cache within half a second.
 pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// VRRP priority when `priority` is not set (RFC 9568's default for a backup).
+pub const DEFAULT_VRRP_PRIORITY: NonZeroU8 = NonZeroU8::new(100).unwrap();
+/// Advertisement interval when `advert_interval` is not set (RFC 9568's default, 100 cs).
+pub const DEFAULT_ADVERT_INTERVAL: AdvertInterval = AdvertInterval(100);
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone)]
@@ -24,6 +30,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub hosts: Vec<Host>,
     pub pools: Vec<Pool>,
+    /// The VRRP election this node takes part in; without it the node owns its VIPs alone.
+    pub vrrp: Option<Vrrp>,
 }
 
 /// One virtual IP this node owns and announces.
@@ -117,5 +125,36 @@ impl Config {
     pub fn pool(&self, id: PoolId) -> &Pool {
         // PoolId is only minted by validation for this config's pool list.
         &self.pools[id.0]
+    }
+}
+
+/// One VRRPv3 virtual router covering every `[[vip]]` of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vrrp {
+    /// Virtual router id, 1 to 255; adverts for other ids are ignored.
+    pub vrid: NonZeroU8,
+    /// 1 to 255; 255 marks the owner, which takes the VIPs at once and always preempts.
+    pub priority: NonZeroU8,
+    pub advert_interval: AdvertInterval,
+    /// Unicast peers to advertise to and to accept adverts from; empty means multicast to
+    /// 224.0.0.18 and adverts from anyone on the link.
+    pub peers: Vec<Ipv4Addr>,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Where adverts are sent and received; its first IPv4 address is the source.
+    pub interface: String,
+}
+
+/// The advertisement interval in centiseconds, 1 to 4095: what the 12-bit wire field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdvertInterval(pub(super) u16);
+
+impl AdvertInterval {
+    pub fn centiseconds(self) -> u16 {
+        self.0
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::from_millis(u64::from(self.0) * 10)
     }
 }

@@ -19,6 +19,7 @@ pub(super) struct RawConfig {
     pub host: Vec<Spanned<RawHost>>,
     #[serde(default)]
     pub pool: BTreeMap<Spanned<String>, Spanned<RawPool>>,
+    pub vrrp: Option<Spanned<RawVrrp>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,4 +57,25 @@ pub(super) struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
     pub backends: Spanned<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrp {
+    pub vrid: Spanned<i64>,
+    pub priority: Option<Spanned<i64>>,
+    pub advert_interval: Option<Spanned<RawDuration>>,
+    pub peers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub preempt: Option<Spanned<bool>>,
+    pub preempt_delay: Option<Spanned<RawDuration>>,
+    pub interface: Option<Spanned<String>>,
+}
+
+/// A duration as written: `"100ms"`, `"1s"`, `"0.5s"`. A bare number is read too, only so that
+/// validation can say which unit to write instead of a generic type error.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawDuration {
+    Text(String),
+    Number(f64),
 }

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::l2::{Announcer, L2Error};
+use crate::ha::{HaError, Ownership};
 use crate::proxy::{listener, Snapshot};
 
 pub use check::describe;
@@ -30,7 +30,7 @@ pub enum DaemonError {
         source: io::Error,
     },
     #[error(transparent)]
-    Announce(#[from] L2Error),
+    Announce(#[from] HaError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
 }
@@ -50,16 +50,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         listeners.push((l.bind, bound));
     }
 
-    let mut announcers: Vec<Announcer> = Vec::with_capacity(config.vips.len());
-    for vip in &config.vips {
-        match Announcer::start(vip).await {
-            Ok(a) => announcers.push(a),
-            Err(e) => {
-                release_all(announcers).await;
-                return Err(e.into());
-            }
-        }
-    }
+    let ownership = Ownership::start(&config).await?;
 
     let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -89,19 +80,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
 
     // Stop claiming the VIP first so clients move on while we close the door.
-    release_all(announcers).await;
+    ownership.stop().await;
     let _ = stop_tx.send(true);
     for t in accept_tasks {
         let _ = t.await;
     }
     info!("stopped");
     Ok(())
-}
-
-async fn release_all(announcers: Vec<Announcer>) {
-    for a in announcers.into_iter().rev() {
-        if let Err(e) = a.stop().await {
-            error!(error = %e, "releasing VIP failed");
-        }
-    }
 }
