@@ -21,6 +21,10 @@ pub const DEFAULT_VRRP_PRIORITY: NonZeroU8 = NonZeroU8::new(100).unwrap();
 /// Advertisement interval when `advert_interval` is not set (RFC 9568's default, 100 cs).
 pub const DEFAULT_ADVERT_INTERVAL: AdvertInterval = AdvertInterval(100);
 
+/// Gratuitous ARP refresh while master: well inside the ~300 s after which switches forget
+/// where a MAC is, so a quiet VIP stays reachable without flooding.
+pub const DEFAULT_GARP_REFRESH: Duration = Duration::from_secs(60);
+
 /// A whole, valid configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -143,6 +147,8 @@ pub struct Vrrp {
     pub preempt_delay: Duration,
     /// Where adverts are sent and received; its first IPv4 address is the source.
     pub interface: String,
+    /// While master, one gratuitous ARP per VIP this often (`None`: only at takeover).
+    pub garp_refresh: Option<Duration>,
 }
 
 /// The advertisement interval in centiseconds, 1 to 4095: what the 12-bit wire field holds.

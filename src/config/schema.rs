@@ -69,6 +69,7 @@ pub(super) struct RawVrrp {
     pub preempt: Option<Spanned<bool>>,
     pub preempt_delay: Option<Spanned<RawDuration>>,
     pub interface: Option<Spanned<String>>,
+    pub garp_refresh: Option<Spanned<RawDuration>>,
 }
 
 /// A duration as written: `"100ms"`, `"1s"`, `"0.5s"`. A bare number is read too, only so that

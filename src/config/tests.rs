@@ -251,6 +251,13 @@ fn vrrp_table_is_read_with_defaults() {
     assert!(v.peers.is_empty());
     assert!(v.preempt);
     assert_eq!(v.preempt_delay, Duration::ZERO);
+    assert_eq!(v.garp_refresh, Some(DEFAULT_GARP_REFRESH));
+    let off = parse(
+        Path::new("v.toml"),
+        &format!("{VRRP}garp_refresh = \"0s\"\n"),
+    )
+    .unwrap();
+    assert_eq!(off.vrrp.unwrap().garp_refresh, None);
 
     assert!(parse(Path::new("v.toml"), GOOD).unwrap().vrrp.is_none());
     for (text, cs) in [
@@ -304,6 +311,12 @@ const BAD_VRRP: &[(&str, &str, usize, &str)] = &[
     ("\"2.5s\"", "\"2h\"", 11, "needs a unit"),
     ("\"2.5s\"", "\"3601s\"", 11, "out of range (0s to 3600s)"),
     ("\"2.5s\"", "\"-1s\"", 11, "is not a duration"),
+    (
+        "preempt_delay",
+        "garp_refresh = \"10ms\"\npreempt_delay",
+        11,
+        "garp_refresh 10ms is out of range",
+    ),
     (
         "preempt_delay",
         "priorty = 1\npreempt_delay",

@@ -22,6 +22,8 @@ const MAX_GARP_INTERVAL_MS: i64 = 10_000;
 const MAX_ADVERT_INTERVAL_MS: u64 = 4095 * 10;
 /// keepalived's limit for the same setting is 1000 s; an hour is surely a typo.
 const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(3600);
+const MIN_GARP_REFRESH: Duration = Duration::from_secs(1);
+const MAX_GARP_REFRESH: Duration = Duration::from_secs(3600);
 /// Linux IFNAMSIZ minus the NUL.
 const MAX_IFNAME_LEN: usize = 15;
 /// RFC 1035 limit on a name's text form.
@@ -186,7 +188,24 @@ fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
             first.clone()
         }
     };
+    let garp_refresh = match &raw.garp_refresh {
+        None => Some(DEFAULT_GARP_REFRESH),
+        Some(d) => {
+            let value = parse_duration(d, "garp_refresh")?;
+            if value.is_zero() {
+                None
+            } else if value < MIN_GARP_REFRESH || value > MAX_GARP_REFRESH {
+                return Err(Located::new(
+                    d.span(),
+                    format!("garp_refresh {value:?} is out of range (\"0s\" to turn it off, or 1s to 3600s)"),
+                ));
+            } else {
+                Some(value)
+            }
+        }
+    };
     Ok(Vrrp {
+        garp_refresh,
         vrid,
         priority,
         advert_interval,

@@ -61,18 +61,26 @@ pub enum Event {
     Timer,
 }
 
+/// A master re-asserts itself against a lower-priority master at most this often.
+pub const REASSERT_PERIOD: Duration = Duration::from_secs(1);
+
 /// What the caller must do after an event, in this order: send an advert with this priority,
-/// then act on the new state (take the VIPs on Master, give them up otherwise).
+/// then act on the new state (take the VIPs on Master, give them up otherwise), then, if
+/// `reassert`, send gratuitous ARPs for the VIPs this master holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Step {
     pub send: Option<u8>,
     pub became: Option<State>,
+    /// Another router acts as master with a lower priority (a partition healed): the LAN's
+    /// ARP caches may point at it, and it will not send gratuitous ARPs for us.
+    pub reassert: bool,
 }
 
 impl Step {
     const NOTHING: Step = Step {
         send: None,
         became: None,
+        reassert: false,
     };
 }
 
@@ -86,6 +94,7 @@ pub struct Machine {
     timer: Option<Instant>,
     /// Lower-priority masters are preempted from this instant on.
     preempt_from: Option<Instant>,
+    last_reassert: Option<Instant>,
 }
 
 impl Machine {
@@ -96,6 +105,7 @@ impl Machine {
             master_adver_interval: params.advert_interval,
             timer: None,
             preempt_from: None,
+            last_reassert: None,
         }
     }
 
@@ -200,9 +210,34 @@ impl Machine {
             || (heard.priority == self.params.priority
                 && u32::from(heard.src) > u32::from(self.params.primary_ip));
         if wins {
-            self.become_backup(now, heard.interval)
-        } else {
-            Step::NOTHING
+            // One advert on the way out, which RFC 9568 does not send: the new master may
+            // never have heard us (a partition healed, and our first advert after it was lost
+            // or crossed its own), yet the LAN may have followed our gratuitous ARPs. This
+            // advert makes it re-assert itself (below) instead of leaving clients with a MAC
+            // that no longer answers until their caches expire. To any other router it is an
+            // ordinary advert from a router of our priority.
+            let step = self.become_backup(now, heard.interval);
+            return Step {
+                send: Some(self.params.priority),
+                ..step
+            };
+        }
+        // RFC 9568 discards it. But it comes from a router that believes it is master, which
+        // happens when a partition heals, and the LAN may have followed its gratuitous ARPs.
+        // Our next advert makes it yield; sending it now and re-announcing the VIPs (as
+        // keepalived does) moves the clients back at once instead of when their caches expire.
+        if self
+            .last_reassert
+            .is_some_and(|t| now.duration_since(t) < REASSERT_PERIOD)
+        {
+            return Step::NOTHING;
+        }
+        self.last_reassert = Some(now);
+        self.timer = Some(now + self.params.advert_interval);
+        Step {
+            send: Some(self.params.priority),
+            became: None,
+            reassert: true,
         }
     }
 
@@ -212,6 +247,7 @@ impl Machine {
         Step {
             send: Some(self.params.priority),
             became: Some(State::Master),
+            reassert: false,
         }
     }
 
@@ -222,6 +258,7 @@ impl Machine {
         Step {
             send: None,
             became: Some(State::Backup),
+            reassert: false,
         }
     }
 
@@ -231,6 +268,7 @@ impl Machine {
         Step {
             send,
             became: Some(State::Initialize),
+            reassert: false,
         }
     }
 
@@ -238,6 +276,7 @@ impl Machine {
         Step {
             send: Some(priority),
             became: None,
+            reassert: false,
         }
     }
 }
@@ -275,6 +314,7 @@ mod tests {
     const BECAME_MASTER: Step = Step {
         send: Some(100),
         became: Some(State::Master),
+        reassert: false,
     };
 
     fn started(p: Params) -> (Machine, Instant) {
@@ -342,7 +382,8 @@ mod tests {
             m.handle(t0, Event::Startup),
             Step {
                 send: Some(255),
-                became: Some(State::Master)
+                became: Some(State::Master),
+                reassert: false,
             }
         );
         // Even as a backup (after a tie with a higher address), it does not wait for a
@@ -442,7 +483,8 @@ mod tests {
             m.handle(at, heard(HIGHER_IP, 0, ms(100))),
             Step {
                 send: Some(100),
-                became: None
+                became: None,
+                reassert: false,
             }
         );
         assert_eq!(m.deadline(), Some(at + ms(100)));
@@ -458,7 +500,6 @@ mod tests {
             (LOWER_IP, 100, false),
             (HIGHER_IP, 99, false),
             (LOWER_IP, 1, false),
-            (ME, 200, false), // our own advert, looped back
         ];
         for (src, prio, yields) in cases {
             let (mut m, t0) = master();
@@ -466,14 +507,38 @@ mod tests {
             let step = m.handle(at, heard(src, prio, ms(1000)));
             if yields {
                 assert_eq!(step.became, Some(State::Backup), "{src} {prio}");
-                assert_eq!(step.send, None);
+                assert_eq!(step.send, Some(100), "a parting advert");
                 assert_eq!(m.master_adver_interval(), ms(1000));
                 assert_eq!(m.deadline(), Some(at + m.master_down_interval()));
             } else {
-                assert_eq!(step, Step::default(), "{src} {prio}");
+                // It stays master and re-asserts itself against the lower master.
+                let reassert = Step {
+                    send: Some(100),
+                    became: None,
+                    reassert: true,
+                };
+                assert_eq!(step, reassert, "{src} {prio}");
                 assert_eq!(m.state(), State::Master);
+                assert_eq!(m.deadline(), Some(at + ms(100)));
             }
         }
+        // Our own advert, looped back, is nobody's.
+        let (mut m, t0) = master();
+        assert_eq!(m.handle(t0, heard(ME, 200, ms(100))), Step::default());
+    }
+
+    #[test]
+    fn reassertion_is_rate_limited() {
+        let (mut m, t0) = master();
+        assert!(m.handle(t0, heard(LOWER_IP, 50, ms(100))).reassert);
+        for i in 1..10 {
+            let step = m.handle(t0 + ms(100 * i), heard(LOWER_IP, 50, ms(100)));
+            assert_eq!(step, Step::default(), "within REASSERT_PERIOD");
+        }
+        assert!(
+            m.handle(t0 + REASSERT_PERIOD, heard(LOWER_IP, 50, ms(100)))
+                .reassert
+        );
     }
 
     #[test]
@@ -487,7 +552,7 @@ mod tests {
         let (mut m, t0) = master();
         m.params.primary_ip = Ipv4Addr::new(200, 0, 0, 1);
         let step = m.handle(t0, heard(Ipv4Addr::new(100, 0, 0, 1), 100, ms(100)));
-        assert_eq!(step, Step::default());
+        assert_eq!(step.became, None);
     }
 
     #[test]
@@ -497,7 +562,8 @@ mod tests {
             m.handle(t0, Event::Shutdown),
             Step {
                 send: Some(0),
-                became: Some(State::Initialize)
+                became: Some(State::Initialize),
+                reassert: false,
             }
         );
         assert_eq!(m.deadline(), None);
@@ -510,7 +576,8 @@ mod tests {
             m.handle(t0, Event::Shutdown),
             Step {
                 send: None,
-                became: Some(State::Initialize)
+                became: Some(State::Initialize),
+                reassert: false,
             }
         );
     }

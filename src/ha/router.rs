@@ -38,6 +38,10 @@ const RETRY_TAKE: Duration = Duration::from_secs(1);
 /// On a graceful stop, how much longer than one advert interval to wait for a backup to take
 /// over before giving up the VIPs anyway: its Skew_Time is under one interval.
 const HANDOVER_MARGIN: Duration = Duration::from_millis(50);
+/// After the successor's advert, how long to wait for its gratuitous ARPs: it sends them as
+/// soon as it has installed its route, milliseconds later.
+const HANDOVER_GARP_WAIT: Duration = Duration::from_millis(200);
+const HANDOVER_POLL: Duration = Duration::from_millis(1);
 /// Largest datagram read: IPv4 header with options and the largest advert.
 const RECV_LEN: usize = 60 + packet::MAX_LEN;
 
@@ -72,8 +76,8 @@ impl Router {
             primary_ip: primary,
         };
         let addresses: Vec<Ipv4Addr> = vips.iter().map(|v| v.address).collect();
-        let (hold_tx, hold_rx) = watch::channel(false);
-        let holder = tokio::spawn(hold(vips.to_vec(), hold_rx));
+        let (hold_tx, hold_rx) = watch::channel(Hold::default());
+        let holder = tokio::spawn(hold(vips.to_vec(), hold_rx, vrrp.garp_refresh));
         let election = Election {
             machine: Machine::new(params),
             socket,
@@ -165,8 +169,20 @@ struct Election {
     addresses: Vec<Ipv4Addr>,
     address_set: BTreeSet<Ipv4Addr>,
     peers: Vec<Ipv4Addr>,
-    hold: watch::Sender<bool>,
+    hold: watch::Sender<Hold>,
     warned: Warned,
+}
+
+/// What the election asks of the holder task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Hold {
+    /// Hold the VIPs (master) or not.
+    master: bool,
+    /// Bumped to ask for one gratuitous ARP per VIP now.
+    reassert: u64,
+    /// With `master` false: a successor has advertised; keep answering until its gratuitous
+    /// ARPs are seen, so clients never ask in a moment when nobody answers.
+    handover: bool,
 }
 
 impl Election {
@@ -197,10 +213,11 @@ impl Election {
 
         let was_master = self.machine.state() == State::Master;
         self.apply(Event::Shutdown, "stop");
-        if was_master {
-            self.await_successor(&mut buf).await;
-        }
-        self.hold.send_replace(false);
+        let handover = was_master && self.await_successor(&mut buf).await;
+        self.hold.send_modify(|h| {
+            h.master = false;
+            h.handover = handover;
+        });
         drop(self.hold);
         if let Err(e) = holder.await {
             error!(error = %e, "the VIP holder task failed");
@@ -211,7 +228,8 @@ impl Election {
     /// After our priority 0 advert: keep the VIPs until another router advertises as master
     /// (it sends its gratuitous ARPs right after), so clients are never left without an
     /// answerer; at most one advert interval and a margin, in case there is no backup.
-    async fn await_successor(&mut self, buf: &mut [u8]) {
+    /// Returns whether one did.
+    async fn await_successor(&mut self, buf: &mut [u8]) -> bool {
         let started = Instant::now();
         let limit = self.machine.params().advert_interval + HANDOVER_MARGIN;
         let until = tokio::time::Instant::from_std(started + limit);
@@ -220,15 +238,15 @@ impl Election {
                 r = self.socket.recv(buf) => r,
                 _ = tokio::time::sleep_until(until) => {
                     info!(waited = ?limit, "no backup took over; releasing the VIPs");
-                    return;
+                    return false;
                 }
             };
             let Ok(n) = read else { continue };
             if let Some(heard) = self.accept(&buf[..n]) {
                 if heard.priority > 0 {
                     info!(successor = %heard.src, priority = heard.priority,
-                        after = ?started.elapsed(), "a backup took over; releasing the VIPs");
-                    return;
+                        after = ?started.elapsed(), "a backup took over");
+                    return true;
                 }
             }
         }
@@ -302,7 +320,11 @@ impl Election {
 
     fn apply(&mut self, event: Event, cause: &'static str) {
         let before = self.machine.state();
-        let Step { send, became } = self.machine.handle(Instant::now(), event);
+        let Step {
+            send,
+            became,
+            reassert,
+        } = self.machine.handle(Instant::now(), event);
         if let Some(priority) = send {
             self.send(priority);
         }
@@ -314,7 +336,18 @@ impl Election {
                     master_down_interval = ?self.machine.master_down_interval(),
                     "VRRP state changed"),
             }
-            self.hold.send_replace(state == State::Master);
+            // Leaving for Initialize is a stop: `run` hands the VIPs over itself, after a
+            // successor has shown up.
+            if state != State::Initialize {
+                self.hold.send_modify(|h| h.master = state == State::Master);
+            }
+        }
+        if reassert {
+            if let Event::Advert(h) = event {
+                info!(other = %h.src, other_priority = h.priority,
+                    "another router acts as master with a lower priority; re-announcing the VIPs");
+            }
+            self.hold.send_modify(|h| h.reassert += 1);
         }
     }
 
@@ -344,39 +377,114 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// The holder task: holds the VIPs (answers ARP, has the local route) exactly while the
-/// election says so, and gives them up when the channel closes.
-async fn hold(vips: Vec<Vip>, mut should: watch::Receiver<bool>) {
+/// election says so, sends gratuitous ARPs when asked and every `refresh` while holding, and
+/// gives the VIPs up when the channel closes.
+async fn hold(vips: Vec<Vip>, mut should: watch::Receiver<Hold>, refresh: Option<Duration>) {
     let mut held: Vec<Announcer> = Vec::new();
     let mut failed = false;
+    let mut reasserted = should.borrow().reassert;
+    // A re-assertion is a burst like the one at takeover (one GARP can be lost, or ignored by
+    // a client whose entry changed less than `locktime`, 1 s, ago).
+    let burst = vips
+        .first()
+        .map(|v| v.garp)
+        .unwrap_or(crate::config::GarpBurst {
+            count: crate::config::DEFAULT_GARP_COUNT,
+            interval: crate::config::DEFAULT_GARP_INTERVAL,
+        });
+    let mut burst_left = 0;
+    let mut next_garp: Option<tokio::time::Instant> = None;
     loop {
         let want = *should.borrow_and_update();
-        if want && held.is_empty() {
+        if want.master && held.is_empty() {
             match take(&vips).await {
                 Ok(announcers) => {
                     held = announcers;
                     failed = false;
+                    burst_left = 0;
+                    next_garp = refresh.map(|r| tokio::time::Instant::now() + r);
                 }
                 Err(e) => {
                     error!(error = %e, retry_in = ?RETRY_TAKE, "taking the VIPs as master failed");
                     failed = true;
                 }
             }
-        } else if !want && !held.is_empty() {
-            release(std::mem::take(&mut held)).await;
-        }
-        let closed = if failed && want {
-            tokio::select! {
-                r = should.changed() => r.is_err(),
-                _ = tokio::time::sleep(RETRY_TAKE) => false,
+        } else if !want.master && !held.is_empty() {
+            if want.handover {
+                await_successor_garp(&held).await;
             }
-        } else {
-            should.changed().await.is_err()
+            release(std::mem::take(&mut held)).await;
+            next_garp = None;
+        }
+        if want.reassert != reasserted {
+            reasserted = want.reassert;
+            if !held.is_empty() {
+                burst_left = burst.count;
+                next_garp = Some(tokio::time::Instant::now());
+            }
+        }
+        let retry = (failed && want.master).then(|| tokio::time::Instant::now() + RETRY_TAKE);
+        let wake = match (retry, next_garp) {
+            (Some(r), _) => Some(r),
+            (None, g) => g,
         };
-        if closed {
-            break;
+        let changed = match wake {
+            Some(at) => tokio::select! {
+                r = should.changed() => Some(r.is_ok()),
+                _ = tokio::time::sleep_until(at) => None,
+            },
+            None => Some(should.changed().await.is_ok()),
+        };
+        match changed {
+            Some(true) => {}
+            Some(false) => break,
+            // A retry happens at the top of the loop.
+            None if retry.is_some() => {}
+            None => {
+                garp(&held);
+                let now = tokio::time::Instant::now();
+                next_garp = if burst_left > 1 {
+                    burst_left -= 1;
+                    Some(now + burst.interval)
+                } else {
+                    burst_left = 0;
+                    refresh.map(|r| now + r)
+                };
+            }
         }
     }
     release(held).await;
+}
+
+/// Waits until another station has claimed every held VIP (its gratuitous ARP shows as a
+/// conflict to our ARP thread), at most [`HANDOVER_GARP_WAIT`].
+async fn await_successor_garp(held: &[Announcer]) {
+    let before: Vec<u64> = held
+        .iter()
+        .map(|a| a.stats().snapshot().conflicts_seen)
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < HANDOVER_GARP_WAIT {
+        let all_claimed = held
+            .iter()
+            .zip(&before)
+            .all(|(a, b)| a.stats().snapshot().conflicts_seen > *b);
+        if all_claimed {
+            info!(after = ?started.elapsed(), "the successor announced the VIPs; releasing them");
+            return;
+        }
+        tokio::time::sleep(HANDOVER_POLL).await;
+    }
+    info!(waited = ?HANDOVER_GARP_WAIT, "no gratuitous ARP from the successor seen; releasing the VIPs");
+}
+
+/// One gratuitous ARP for each held VIP.
+fn garp(held: &[Announcer]) {
+    for a in held {
+        if let Err(e) = a.send_garp() {
+            warn!(vip = %a.vip(), error = %e, "sending gratuitous ARP failed");
+        }
+    }
 }
 
 /// Starts an announcer for every VIP, or none: on a failure the ones started are stopped.
