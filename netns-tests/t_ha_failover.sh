@@ -72,9 +72,11 @@ stop_vipgate_pid "$PID_A"
 probe_wait
 probe_outage "$A" "$B"
 assert_outage "SIGTERM of master a (priority 0 advert), b takes over" 500
-wait_log "$LOG_A" "a backup took over" 1 && wait_log "$LOG_A" "successor announced the VIPs" 1 &&
-  pass "node a kept the VIP until b advertised and sent its gratuitous ARP" ||
-  fail "node a logged that a backup took over before releasing"
+if wait_log "$LOG_A" "a backup took over" 1 && wait_log "$LOG_A" "successor announced the VIPs" 1; then
+  pass "node a kept the VIP until b advertised and sent its gratuitous ARP"
+else
+  fail "node a logged that a backup took over and announced the VIP before releasing it"
+fi
 one_owner "after the graceful stop" "$mac_b"
 
 section "the master comes back without preemption"
