@@ -6,7 +6,9 @@
 Every response says which backend answered it, so a test can tell where vipgate routed a
 request:
 
-    backend=NAME method=GET host=HOSTHEADER path=/x body_len=N
+    backend=NAME method=GET host=HOSTHEADER path=/x body_len=N peer=IP
+
+(`peer` is the address the request came from: which vipgate node proxied it.)
 
 - Request bodies are read with Content-Length or `Transfer-Encoding: chunked`.
 - A path whose last segment is `echo` answers with the request body itself.
@@ -131,8 +133,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         path = self.path
         segments = path.split("?", 1)[0].rstrip("/").split("/")
-        line = "backend={} method={} host={} path={} body_len={}\n".format(
-            self.name, self.command, self.headers.get("Host", "-"), path, len(body)
+        line = "backend={} method={} host={} path={} body_len={} peer={}\n".format(
+            self.name,
+            self.command,
+            self.headers.get("Host", "-"),
+            path,
+            len(body),
+            self.client_address[0],
         ).encode()
         last = segments[-1] if segments else ""
         if last == "echo":

@@ -26,6 +26,7 @@ VG_PYTHON=${VG_PYTHON:-python3}
 VIP=192.0.2.200
 CLIENT_IP=192.0.2.10
 LB_IP=192.0.2.2
+LB2_IP=192.0.2.3 # the second node of HA tests (lb2_up)
 BACKEND_PORT=8080
 
 # Unique per run, so parallel or leftover runs never collide; netns-tests/run sets it to know
@@ -34,6 +35,7 @@ VG_PREFIX=${VG_NS_PREFIX:-vg$$-}
 NS_BR=${VG_PREFIX}br
 NS_CLIENT=${VG_PREFIX}client
 NS_LB=${VG_PREFIX}lb
+NS_LB2=${VG_PREFIX}lb2
 BE_NAME=() BE_IP=() BE_NS=()
 
 VG_PIDS=()       # every background process started here, killed by PID on exit
@@ -225,6 +227,15 @@ lan_up() {
   done
 }
 
+# A second lb node for HA tests: NS_LB2, eth0 192.0.2.3, bridge port v-lb2 (NS_LB's is v-lb).
+lb2_up() {
+  vg_attach "$NS_LB2" lb2 "$LB2_IP" 02:00:c0:00:02:03
+}
+
+# NS up|down: the bridge-side end of a node's link (port v-lb, v-lb2, v-client...), as if its
+# cable were pulled: the node itself sees its eth0 lose carrier.
+port_link() { ip -n "$NS_BR" link set "v-$1" "$2"; }
+
 vg_wait_http() { # IP:PORT: until it answers from the client, at most 10 s
   local i
   for ((i = 0; i < 50; i++)); do
@@ -257,13 +268,16 @@ VG_RUN_ENV=() # extra NAME=VALUE for the next start_vipgate (NOTIFY_SOCKET=…, 
 
 # CONFIG: `vipgate run` in NS_LB in the background; waits (≤ 10 s) for `ready` in its log.
 # Sets VG_PID and VG_LOG. Returns non-zero, showing the log, if it exits or never gets ready.
-start_vipgate() {
-  local cfg=$1 i rc
+start_vipgate() { start_vipgate_in "$NS_LB" "$1"; }
+
+# NS CONFIG: start_vipgate in another namespace (NS_LB2 for HA tests).
+start_vipgate_in() {
+  local ns=$1 cfg=$2 i rc
   VG_SEQ=$((VG_SEQ + 1))
   VG_LOG=$VG_TMP/vipgate.$VG_SEQ.log
   VG_LOGS+=("$VG_LOG")
   : >"$VG_LOG"
-  env NO_COLOR=1 "${VG_RUN_ENV[@]}" ip netns exec "$NS_LB" "$VIPGATE_BIN" run --config "$cfg" >"$VG_LOG" 2>&1 &
+  env NO_COLOR=1 "${VG_RUN_ENV[@]}" ip netns exec "$ns" "$VIPGATE_BIN" run --config "$cfg" >"$VG_LOG" 2>&1 &
   VG_PID=$!
   vg_track "$VG_PID"
   for ((i = 0; i < 100; i++)); do
@@ -341,23 +355,25 @@ notify_wait() {
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 # SIGTERM, wait ≤ 10 s, check the exit code is 0. Sets VG_RC.
-stop_vipgate() {
-  kill -TERM "$VG_PID" 2>/dev/null || true
-  if ! vg_wait_gone 100 "$VG_PID"; then
+stop_vipgate() { stop_vipgate_pid "$VG_PID"; }
+stop_vipgate_pid() { # PID
+  kill -TERM "$1" 2>/dev/null || true
+  if ! vg_wait_gone 100 "$1"; then
     fail "vipgate exits within 10 s of SIGTERM"
-    kill -KILL "$VG_PID" 2>/dev/null || true
+    kill -KILL "$1" 2>/dev/null || true
   fi
   VG_RC=0
-  wait "$VG_PID" || VG_RC=$?
-  vg_forget "$VG_PID"
+  wait "$1" || VG_RC=$?
+  vg_forget "$1"
   assert_eq "vipgate exits 0 on SIGTERM" 0 "$VG_RC"
 }
 
 # SIGKILL: a crash; nothing of vipgate's cleanup runs.
-kill_vipgate() {
-  kill -KILL "$VG_PID" 2>/dev/null || true
-  wait "$VG_PID" 2>/dev/null || true
-  vg_forget "$VG_PID"
+kill_vipgate() { kill_pid "$VG_PID"; }
+kill_pid() { # PID: SIGKILL one process this test started, and reap it
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  vg_forget "$1"
 }
 
 # `vipgate ARGS...` in NS_LB, in the foreground, at most VG_CMD_TIMEOUT (20) s.
@@ -430,4 +446,120 @@ garps_from() { # FILE MAC
 arp_from_vip() { # FILE
   local v=${VIP//./\\.}
   grep -E "(tell $v,|Reply $v is-at )" "$1" || true
+}
+
+# --- high availability (two vipgate nodes, VRRP) ----------------------------------------------
+
+HA_HOST=ha.example.test
+HA_VRID=${HA_VRID:-51}
+
+# FILE PRIORITY [LINE...]: a config holding the VIP through VRRP (vrid HA_VRID, advert
+# HA_ADVERT or 100ms) and serving $HA_HOST from the first backend; each LINE is added to
+# [vrrp] (like 'preempt = false').
+ha_config() {
+  local file=$1 prio=$2 line
+  shift 2
+  cat >"$file" <<EOC
+[[vip]]
+address = "$VIP"
+interface = "eth0"
+
+[[listener]]
+bind = "$VIP:80"
+
+[[host]]
+names = ["$HA_HOST"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+
+[pool.web]
+backends = ["${BE_IP[0]}:$BACKEND_PORT"]
+
+[vrrp]
+vrid = $HA_VRID
+priority = $prio
+advert_interval = "${HA_ADVERT:-100ms}"
+EOC
+  for line in "$@"; do printf '%s\n' "$line" >>"$file"; done
+}
+
+# LOG ERE TENTHS: waits until the log (colour codes removed) has a line matching ERE.
+wait_log() {
+  local i
+  for ((i = 0; i < $3; i++)); do
+    if sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -qE "$2"; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+# LOG: the VRRP state a vipgate log last reported (Master, Backup, Initialize), or nothing.
+vrrp_state() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n 's/.*VRRP state changed.* to=\([A-Za-z]*\).*/\1/p' | tail -n 1
+}
+# LOG STATE TENTHS: waits until vrrp_state is STATE.
+wait_state() {
+  local i
+  for ((i = 0; i < $3; i++)); do
+    [[ $(vrrp_state "$1") == "$2" ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# SECONDS: the prober on the client, one request to the VIP every 10 ms for SECONDS (≤ 60)
+# in the background. Sets PROBE_PID and PROBE_FILE.
+probe_start() {
+  VG_SEQ=$((VG_SEQ + 1))
+  PROBE_FILE=$VG_TMP/probe.$VG_SEQ.txt
+  in_client "$VG_PYTHON" "$VG_ROOT/netns-tests/prober.py" probe --target "$VIP:80" \
+    --host "$HA_HOST" --interval-ms 10 --duration "$1" >"$PROBE_FILE" 2>"$PROBE_FILE.err" &
+  PROBE_PID=$!
+  vg_track "$PROBE_PID"
+}
+probe_wait() { # waits for the prober (≤ its duration + 10 s)
+  if ! vg_wait_gone 700 "$PROBE_PID"; then kill -KILL "$PROBE_PID" 2>/dev/null || true; fi
+  wait "$PROBE_PID" 2>/dev/null || true
+  vg_forget "$PROBE_PID"
+}
+# OLD_IP NEW_IP: the prober's outage line for a move from OLD to NEW (see prober.py); sets
+# OUTAGE_MS (a number, or 'none'), OLD_AFTER and PROBE_FAILS too.
+probe_outage() {
+  PROBE_RESULT=$("$VG_PYTHON" "$VG_ROOT/netns-tests/prober.py" outage "$PROBE_FILE" --old "$1" --new "$2")
+  OUTAGE_MS=$(sed -n 's/.*outage_ms=\([^ ]*\).*/\1/p' <<<"$PROBE_RESULT")
+  OLD_AFTER=$(sed -n 's/.*old_after=\([^ ]*\).*/\1/p' <<<"$PROBE_RESULT")
+  PROBE_FAILS=$(sed -n 's/.*fails=\([^ ]*\).*/\1/p' <<<"$PROBE_RESULT")
+}
+# DESC MAX_MS: the last probe_outage was measured and at most MAX_MS, with no answer from the
+# old node after the new one answered (one owner at a time).
+assert_outage() {
+  if [[ $OUTAGE_MS =~ ^[0-9]+$ ]] && ((OUTAGE_MS <= $2)) && [[ $OLD_AFTER == 0 ]]; then
+    pass "$1: outage ${OUTAGE_MS} ms (bound $2 ms; $PROBE_RESULT)"
+  else
+    fail "$1: expected an outage ≤ $2 ms and no old answers after the new ones, got: $PROBE_RESULT"
+    tail -n 40 "$PROBE_FILE" | sed 's/^/   | /'
+  fi
+}
+
+# NS CONFIG: keepalived (VRRP only, in the foreground, logging to a file) in NS. Sets KA_PID
+# and KA_LOG; the process is tracked and removed with the rest.
+keepalived_start() {
+  local ns=$1 cfg=$2
+  VG_SEQ=$((VG_SEQ + 1))
+  KA_LOG=$VG_TMP/keepalived.$VG_SEQ.log
+  VG_LOGS+=("$KA_LOG")
+  ip netns exec "$ns" keepalived -n -l -D -P -f "$cfg" -p "$VG_TMP/ka.$VG_SEQ.pid" \
+    -r "$VG_TMP/ka-vrrp.$VG_SEQ.pid" >"$KA_LOG" 2>&1 &
+  KA_PID=$!
+  vg_track "$KA_PID"
+}
+# LOG: the state keepalived last entered (MASTER, BACKUP, FAULT), or nothing.
+keepalived_state() { sed -n 's/.*Entering \([A-Z]*\) STATE.*/\1/p' "$1" | tail -n 1; }
+wait_keepalived_state() { # LOG STATE TENTHS
+  local i
+  for ((i = 0; i < $3; i++)); do
+    [[ $(keepalived_state "$1") == "$2" ]] && return 0
+    sleep 0.1
+  done
+  return 1
 }

@@ -11,6 +11,7 @@
 //!   the local route that makes the kernel deliver the VIP's packets, the ARP sysctls.
 //! - [`proxy`]: the HTTP/1 front: listeners, the connection driver, the wire format
 //!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
+//! - [`ha`]: which node holds the VIPs: VRRPv3 election with keepalived and routers as peers.
 //! - [`telemetry`]: logging set-up.
 //! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
 //! - [`daemon`]: the `run`, `check` and `release` commands: start everything in order, reload on
@@ -22,6 +23,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod ha;
 pub mod istio;
 pub mod l2;
 pub mod proxy;

@@ -6,6 +6,7 @@
 //! and `validate`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU8;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +19,14 @@ pub const DEFAULT_GARP_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a stopping daemon lets in-flight requests finish (HAProxy's `hard-stop-after`,
 /// nginx's `worker_shutdown_timeout`); below systemd's default stop timeout of 90 s.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// VRRP priority when `priority` is not set (RFC 9568's default for a backup).
+pub const DEFAULT_VRRP_PRIORITY: NonZeroU8 = NonZeroU8::new(100).unwrap();
+/// Advertisement interval when `advert_interval` is not set (RFC 9568's default, 100 cs).
+pub const DEFAULT_ADVERT_INTERVAL: AdvertInterval = AdvertInterval(100);
+
+/// Gratuitous ARP refresh while master: well inside the ~300 s after which switches forget
+/// where a MAC is, so a quiet VIP stays reachable without flooding.
+pub const DEFAULT_GARP_REFRESH: Duration = Duration::from_secs(60);
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone)]
@@ -30,6 +39,8 @@ pub struct Config {
     pub pools: Vec<Pool>,
     pub proxy: ProxySettings,
     pub daemon: Daemon,
+    /// The VRRP election this node takes part in; without it the node owns its VIPs alone.
+    pub vrrp: Option<Vrrp>,
 }
 
 /// Process-wide settings (`[daemon]`).
@@ -416,5 +427,38 @@ impl Default for ProxySettings {
             retry_budget_percent: RETRY_BUDGET_PERCENT,
             worker_threads: 0,
         }
+    }
+}
+
+/// One VRRPv3 virtual router covering every `[[vip]]` of the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vrrp {
+    /// Virtual router id, 1 to 255; adverts for other ids are ignored.
+    pub vrid: NonZeroU8,
+    /// 1 to 255; 255 marks the owner, which takes the VIPs at once and always preempts.
+    pub priority: NonZeroU8,
+    pub advert_interval: AdvertInterval,
+    /// Unicast peers to advertise to and to accept adverts from; empty means multicast to
+    /// 224.0.0.18 and adverts from anyone on the link.
+    pub peers: Vec<Ipv4Addr>,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Where adverts are sent and received; its first IPv4 address is the source.
+    pub interface: String,
+    /// While master, one gratuitous ARP per VIP this often (`None`: only at takeover).
+    pub garp_refresh: Option<Duration>,
+}
+
+/// The advertisement interval in centiseconds, 1 to 4095: what the 12-bit wire field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdvertInterval(pub(super) u16);
+
+impl AdvertInterval {
+    pub fn centiseconds(self) -> u16 {
+        self.0
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::from_millis(u64::from(self.0) * 10)
     }
 }

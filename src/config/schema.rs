@@ -21,6 +21,7 @@ pub(super) struct RawConfig {
     pub pool: BTreeMap<Spanned<String>, Spanned<RawPool>>,
     pub proxy: Option<Spanned<RawProxy>>,
     pub daemon: Option<Spanned<RawDaemon>>,
+    pub vrrp: Option<Spanned<RawVrrp>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,4 +147,26 @@ pub(super) struct RawOutlier {
     pub base_ejection_ms: Option<Spanned<i64>>,
     pub max_ejection_ms: Option<Spanned<i64>>,
     pub max_ejection_percent: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVrrp {
+    pub vrid: Spanned<i64>,
+    pub priority: Option<Spanned<i64>>,
+    pub advert_interval: Option<Spanned<RawDuration>>,
+    pub peers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub preempt: Option<Spanned<bool>>,
+    pub preempt_delay: Option<Spanned<RawDuration>>,
+    pub interface: Option<Spanned<String>>,
+    pub garp_refresh: Option<Spanned<RawDuration>>,
+}
+
+/// A duration as written: `"100ms"`, `"1s"`, `"0.5s"`. A bare number is read too, only so that
+/// validation can say which unit to write instead of a generic type error.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawDuration {
+    Text(String),
+    Number(f64),
 }

@@ -237,3 +237,147 @@ fn drain_timeout_defaults_and_is_read() {
     let c = parse(Path::new("d.toml"), &text).unwrap();
     assert_eq!(c.daemon.drain_timeout, Duration::from_millis(1500));
 }
+
+const VRRP: &str = r#"[[vip]]
+address = "192.0.2.200"
+interface = "eth0"
+
+[vrrp]
+vrid = 51
+priority = 150
+advert_interval = "100ms"
+peers = ["192.0.2.3"]
+preempt = false
+preempt_delay = "2.5s"
+"#;
+
+#[test]
+fn vrrp_table_is_read_with_defaults() {
+    let c = parse(Path::new("v.toml"), VRRP).unwrap();
+    let v = c.vrrp.expect("vrrp");
+    assert_eq!(v.vrid.get(), 51);
+    assert_eq!(v.priority.get(), 150);
+    assert_eq!(v.advert_interval.centiseconds(), 10);
+    assert_eq!(v.advert_interval.duration(), Duration::from_millis(100));
+    assert_eq!(
+        v.peers,
+        vec!["192.0.2.3".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
+    assert!(!v.preempt);
+    assert_eq!(v.preempt_delay, Duration::from_millis(2500));
+    assert_eq!(v.interface, "eth0", "defaults to the VIPs' interface");
+
+    let c = parse(Path::new("v.toml"), &format!("{GOOD}\n[vrrp]\nvrid = 1\n")).unwrap();
+    let v = c.vrrp.expect("vrrp");
+    assert_eq!(v.priority, DEFAULT_VRRP_PRIORITY);
+    assert_eq!(v.advert_interval, DEFAULT_ADVERT_INTERVAL);
+    assert_eq!(v.advert_interval.duration(), Duration::from_secs(1));
+    assert!(v.peers.is_empty());
+    assert!(v.preempt);
+    assert_eq!(v.preempt_delay, Duration::ZERO);
+    assert_eq!(v.garp_refresh, Some(DEFAULT_GARP_REFRESH));
+    let off = parse(
+        Path::new("v.toml"),
+        &format!("{VRRP}garp_refresh = \"0s\"\n"),
+    )
+    .unwrap();
+    assert_eq!(off.vrrp.unwrap().garp_refresh, None);
+
+    assert!(parse(Path::new("v.toml"), GOOD).unwrap().vrrp.is_none());
+    for (text, cs) in [
+        ("\"10ms\"", 10 / 10),
+        ("\"0.1s\"", 10),
+        ("\"40.95s\"", 4095),
+    ] {
+        let t = VRRP.replace("\"100ms\"", text);
+        let v = parse(Path::new("v.toml"), &t).unwrap().vrrp.unwrap();
+        assert_eq!(v.advert_interval.centiseconds(), cs, "{text}");
+    }
+}
+
+/// (what to replace in VRRP, with what, expected line, expected words in the reason)
+const BAD_VRRP: &[(&str, &str, usize, &str)] = &[
+    (
+        "vrid = 51",
+        "vrid = 0",
+        6,
+        "vrid = 0 is out of range (1 to 255)",
+    ),
+    ("vrid = 51", "vrid = 256", 6, "out of range"),
+    ("vrid = 51\n", "", 5, "missing field `vrid`"),
+    (
+        "priority = 150",
+        "priority = 0",
+        7,
+        "priority = 0 is out of range",
+    ),
+    (
+        "\"100ms\"",
+        "\"5ms\"",
+        8,
+        "whole number of centiseconds from 10ms",
+    ),
+    ("\"100ms\"", "\"15ms\"", 8, "whole number of centiseconds"),
+    ("\"100ms\"", "\"41s\"", 8, "40950ms"),
+    ("\"100ms\"", "1", 8, "needs a unit"),
+    ("\"100ms\"", "\"100\"", 8, "needs a unit, ms or s"),
+    ("\"100ms\"", "\"fast ms\"", 8, "is not a duration"),
+    (
+        "\"192.0.2.3\"",
+        "\"192.0.2.3\", \"192.0.2.3\"",
+        9,
+        "listed twice",
+    ),
+    ("\"192.0.2.3\"", "\"192.0.2.200\"", 9, "is one of the VIPs"),
+    ("\"192.0.2.3\"", "\"224.0.0.18\"", 9, "unicast address"),
+    ("\"192.0.2.3\"", "\"2001:db8::3\"", 9, "not an IPv4 address"),
+    ("preempt = false", "preempt = \"no\"", 10, "invalid type"),
+    ("\"2.5s\"", "\"2h\"", 11, "needs a unit"),
+    ("\"2.5s\"", "\"3601s\"", 11, "out of range (0s to 3600s)"),
+    ("\"2.5s\"", "\"-1s\"", 11, "is not a duration"),
+    (
+        "preempt_delay",
+        "garp_refresh = \"10ms\"\npreempt_delay",
+        11,
+        "garp_refresh 10ms is out of range",
+    ),
+    (
+        "preempt_delay",
+        "priorty = 1\npreempt_delay",
+        11,
+        "unknown field `priorty`",
+    ),
+    (
+        "[vrrp]",
+        "[[vip]]\naddress = \"192.0.2.201\"\ninterface = \"eth1\"\n[vrrp]",
+        8,
+        "[vrrp] needs `interface`: the VIPs are on eth0 and eth1",
+    ),
+];
+
+#[test]
+fn bad_vrrp_tables_are_refused_with_line_and_reason() {
+    for (from, to, line, words) in BAD_VRRP {
+        assert!(VRRP.contains(from), "fixture {from:?} not in VRRP");
+        let text = VRRP.replacen(from, to, 1);
+        let err = parse(Path::new("v.toml"), &text).expect_err(to);
+        let msg = err.to_string();
+        assert!(msg.starts_with(&format!("v.toml:{line}:")), "{to:?}: {msg}");
+        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    }
+    // An election needs something to elect an owner for.
+    let err = parse(
+        Path::new("v.toml"),
+        &GOOD
+            .replace(
+                "[[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n",
+                "",
+            )
+            .replace("[[listener]]", "[vrrp]\nvrid = 1\n\n[[listener]]"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.starts_with("v.toml:2:1:"), "{err}");
+    assert!(err.contains("has no [[vip]]"), "{err}");
+}

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU8;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use toml::Spanned;
 use super::load::{Located, Position};
 use super::model::*;
 use super::schema::{
-    RawBackend, RawConfig, RawDaemon, RawHealth, RawHost, RawListener, RawOutlier, RawPool,
-    RawProxy, RawRoute, RawVip,
+    RawBackend, RawConfig, RawDaemon, RawDuration, RawHealth, RawHost, RawListener, RawOutlier,
+    RawPool, RawProxy, RawRoute, RawVip, RawVrrp,
 };
 
 /// Upper bounds that keep a typo from turning into a flood or a stall.
@@ -22,6 +23,12 @@ const MAX_GARP_COUNT: i64 = 100;
 const MAX_GARP_INTERVAL_MS: i64 = 10_000;
 /// An hour: longer is a stuck stop, not a drain.
 const MAX_DRAIN_TIMEOUT_MS: i64 = 3_600_000;
+/// The advertisement interval travels in 12 bits of centiseconds.
+const MAX_ADVERT_INTERVAL_MS: u64 = 4095 * 10;
+/// keepalived's limit for the same setting is 1000 s; an hour is surely a typo.
+const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(3600);
+const MIN_GARP_REFRESH: Duration = Duration::from_secs(1);
+const MAX_GARP_REFRESH: Duration = Duration::from_secs(3600);
 /// Linux IFNAMSIZ minus the NUL.
 const MAX_IFNAME_LEN: usize = 15;
 /// RFC 1035 limit on a name's text form.
@@ -37,6 +44,10 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         ));
     }
     let vips = validate_vips(&raw.vip)?;
+    let vrrp = match &raw.vrrp {
+        Some(v) => Some(validate_vrrp(v, &vips)?),
+        None => None,
+    };
     let (pools, pool_ids) = validate_pools(&raw.pool)?;
     let listeners = validate_listeners(&raw.listener, &pool_ids)?;
     let hosts = validate_hosts(&raw.host, &pool_ids, text)?;
@@ -69,6 +80,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         pools,
         proxy,
         daemon,
+        vrrp,
     })
 }
 
@@ -114,6 +126,164 @@ fn validate_vips(raw: &[Spanned<RawVip>]) -> Result<Vec<Vip>> {
         });
     }
     Ok(vips)
+}
+
+fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
+    let table = raw.span();
+    let raw = raw.get_ref();
+    if vips.is_empty() {
+        return Err(Located::new(
+            table,
+            "[vrrp] elects the owner of the [[vip]] addresses, but the file has no [[vip]]",
+        ));
+    }
+    let in_range = |v: &Spanned<i64>, key: &str| -> Result<NonZeroU8> {
+        bounded(Some(v), 1, 255, key)?
+            .and_then(|n| u8::try_from(n).ok())
+            .and_then(NonZeroU8::new)
+            .ok_or_else(|| Located::new(v.span(), format!("{key} is out of range (1 to 255)")))
+    };
+    let vrid = in_range(&raw.vrid, "vrid")?;
+    let priority = match &raw.priority {
+        Some(p) => in_range(p, "priority")?,
+        None => DEFAULT_VRRP_PRIORITY,
+    };
+    let advert_interval = match &raw.advert_interval {
+        None => DEFAULT_ADVERT_INTERVAL,
+        Some(d) => {
+            let span = d.span();
+            let value = parse_duration(d, "advert_interval")?;
+            let ms = value.as_millis();
+            if value.subsec_nanos() % 10_000_000 != 0
+                || ms < 10
+                || ms > u128::from(MAX_ADVERT_INTERVAL_MS)
+            {
+                return Err(Located::new(
+                    span,
+                    format!("advert_interval {value:?} must be a whole number of centiseconds from 10ms to 40950ms (it is sent in 12 bits of centiseconds)"),
+                ));
+            }
+            AdvertInterval((ms / 10) as u16)
+        }
+    };
+    let preempt_delay = match &raw.preempt_delay {
+        None => Duration::ZERO,
+        Some(d) => {
+            let value = parse_duration(d, "preempt_delay")?;
+            if value > MAX_PREEMPT_DELAY {
+                return Err(Located::new(
+                    d.span(),
+                    format!("preempt_delay {value:?} is out of range (0s to 3600s)"),
+                ));
+            }
+            value
+        }
+    };
+    let mut peers: Vec<Ipv4Addr> = Vec::new();
+    for p in raw.peers.iter().flat_map(|p| p.get_ref()) {
+        let text = p.get_ref().trim();
+        let ip: Ipv4Addr = text.parse().map_err(|_| {
+            Located::new(
+                p.span(),
+                format!("VRRP peer {text:?} is not an IPv4 address"),
+            )
+        })?;
+        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+            return Err(Located::new(
+                p.span(),
+                format!("VRRP peer {ip} must be another node's unicast address"),
+            ));
+        }
+        if vips.iter().any(|v| v.address == ip) {
+            return Err(Located::new(
+                p.span(),
+                format!("VRRP peer {ip} is one of the VIPs; list the other nodes' own addresses"),
+            ));
+        }
+        if peers.contains(&ip) {
+            return Err(Located::new(
+                p.span(),
+                format!("VRRP peer {ip} is listed twice"),
+            ));
+        }
+        peers.push(ip);
+    }
+    let interface = match &raw.interface {
+        Some(i) => validate_ifname(i)?,
+        None => {
+            let first = &vips[0].interface;
+            if let Some(other) = vips.iter().find(|v| v.interface != *first) {
+                return Err(Located::new(
+                    table,
+                    format!(
+                        "[vrrp] needs `interface`: the VIPs are on {first} and {}",
+                        other.interface
+                    ),
+                ));
+            }
+            first.clone()
+        }
+    };
+    let garp_refresh = match &raw.garp_refresh {
+        None => Some(DEFAULT_GARP_REFRESH),
+        Some(d) => {
+            let value = parse_duration(d, "garp_refresh")?;
+            if value.is_zero() {
+                None
+            } else if value < MIN_GARP_REFRESH || value > MAX_GARP_REFRESH {
+                return Err(Located::new(
+                    d.span(),
+                    format!("garp_refresh {value:?} is out of range (\"0s\" to turn it off, or 1s to 3600s)"),
+                ));
+            } else {
+                Some(value)
+            }
+        }
+    };
+    Ok(Vrrp {
+        garp_refresh,
+        vrid,
+        priority,
+        advert_interval,
+        peers,
+        preempt: raw.preempt.as_ref().is_none_or(|p| *p.get_ref()),
+        preempt_delay,
+        interface,
+    })
+}
+
+/// `"100ms"`, `"2s"`, `"0.5s"`: a non-negative number and a unit, ms or s.
+fn parse_duration(d: &Spanned<RawDuration>, key: &str) -> Result<Duration> {
+    let bad = |why: String| Located::new(d.span(), why);
+    let text = match d.get_ref() {
+        RawDuration::Text(t) => t.trim(),
+        RawDuration::Number(n) => {
+            return Err(bad(format!(
+                "{key} = {n} needs a unit: write it as a string such as \"100ms\" or \"1s\""
+            )))
+        }
+    };
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return Err(bad(format!(
+            "{key} {text:?} needs a unit, ms or s (such as \"100ms\" or \"1s\")"
+        )));
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0 && *v <= 1e6)
+        .ok_or_else(|| {
+            bad(format!(
+                "{key} {text:?} is not a duration such as \"100ms\" or \"1s\""
+            ))
+        })?;
+    // Rounded to whole microseconds, so "0.1s" is exactly 100 ms and not 99.999… ms.
+    Ok(Duration::from_micros((value * scale * 1e6).round() as u64))
 }
 
 fn parse_vip_address(s: &Spanned<String>) -> Result<Ipv4Addr> {

@@ -19,6 +19,28 @@ pub fn describe(config: &Config) -> String {
             vip.garp.interval.as_millis()
         );
     }
+    if let Some(v) = &config.vrrp {
+        let peers: Vec<String> = v.peers.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "vrrp vrid {} priority {} on {} every {} ms to {}, preempt {}{}",
+            v.vrid,
+            v.priority,
+            v.interface,
+            v.advert_interval.duration().as_millis(),
+            if peers.is_empty() {
+                "224.0.0.18".to_string()
+            } else {
+                peers.join(", ")
+            },
+            if v.preempt { "on" } else { "off" },
+            if v.preempt_delay.is_zero() {
+                String::new()
+            } else {
+                format!(" after {} ms", v.preempt_delay.as_millis())
+            },
+        );
+    }
     for l in &config.listeners {
         let _ = writeln!(out, "listener {} {}", l.bind, l.protocol.as_str());
     }

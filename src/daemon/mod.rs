@@ -21,6 +21,7 @@ use tokio::time::{interval, Interval, MissedTickBehavior};
 use tracing::info;
 
 use crate::config::Config;
+use crate::ha::HaError;
 use crate::l2::L2Error;
 use notify::{Notifier, State};
 use running::Running;
@@ -38,6 +39,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Announce(#[from] L2Error),
+    #[error(transparent)]
+    Election(#[from] HaError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
 }

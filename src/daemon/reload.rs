@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use tracing::{error, info};
 
-use super::running::{announce_all, bind_all, release, Running, ServedListener};
+use super::running::{bind_all, own, Running, ServedListener};
 use super::DaemonError;
 use crate::config::{self, Config, ConfigError, Vip};
+use crate::l2;
 use crate::proxy::Snapshot;
 
 /// What a reload changes beyond routes and pools (which are always swapped whole).
@@ -117,9 +118,21 @@ impl Running {
         let new = config::load(path)?;
         let plan = Plan::between(&self.config, &new);
 
+        // With VRRP on either side, a change of the election or of its VIPs restarts the
+        // election (a master hands over first); the VIPs are then not touched one by one.
+        let elected = self.config.vrrp.is_some() || new.vrrp.is_some();
+        let restart_election =
+            elected && (self.config.vrrp != new.vrrp || self.config.vips != new.vips);
+
         // Everything that can fail, before anything the old configuration relies on changes.
         let bound = bind_all(plan.listeners_added.iter().copied())?;
-        let added = announce_all(&plan.vips_added).await?;
+        let added = if elected {
+            Vec::new()
+        } else {
+            l2::start_all(&plan.vips_added)
+                .await
+                .map_err(DaemonError::from)?
+        };
 
         // The switch. Requests already routed keep the backend they were given.
         self.shared.store(Arc::new(Snapshot::build(&new)));
@@ -128,19 +141,37 @@ impl Running {
                 .push(ServedListener::spawn(addr, l, &self.shared, &self.drain));
         }
         self.announcers.extend(added);
+        if restart_election {
+            if let Some(router) = self.router.take() {
+                router.stop().await;
+            }
+            l2::stop_all(std::mem::take(&mut self.announcers)).await;
+            // Past the switch there is no going back: a failure is reported, and this node then
+            // holds no VIP until the next good reload.
+            match own(&new).await {
+                Ok((announcers, router)) => {
+                    self.announcers = announcers;
+                    self.router = router;
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot take the VIPs as the new configuration says; holding none")
+                }
+            }
+        }
         for vip in plan
             .vips_removed
             .iter()
             .chain(plan.vips_moved.iter().map(|v| &v.address))
+            .filter(|_| !elected)
         {
             if let Some(i) = self.announcers.iter().position(|a| a.vip() == *vip) {
-                release(self.announcers.remove(i)).await;
+                l2::stop_all(vec![self.announcers.remove(i)]).await;
             }
         }
-        for vip in &plan.vips_moved {
+        for vip in plan.vips_moved.iter().filter(|_| !elected) {
             // Past the switch there is no going back: a VIP that cannot move is reported and
             // left unannounced rather than announced on the interface the file no longer names.
-            match announce_all(std::slice::from_ref(vip)).await {
+            match l2::start_all(std::slice::from_ref(vip)).await {
                 Ok(a) => self.announcers.extend(a),
                 Err(e) => error!(vip = %vip.address, interface = %vip.interface, error = %e,
                     "cannot announce the VIP on its new interface; it is not announced"),

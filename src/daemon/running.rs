@@ -17,8 +17,9 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::DaemonError;
-use crate::config::{Config, Vip};
-use crate::l2::Announcer;
+use crate::config::Config;
+use crate::ha::Router;
+use crate::l2::{self, Announcer};
 use crate::proxy::drain::Drain;
 use crate::proxy::{listener, Shared, Snapshot};
 
@@ -64,35 +65,6 @@ pub(super) fn bind_all(
     Ok(bound)
 }
 
-/// Start announcing every VIP, or none: on failure those started are stopped again.
-pub(super) async fn announce_all(vips: &[Vip]) -> Result<Vec<Announcer>, DaemonError> {
-    let mut started: Vec<Announcer> = Vec::with_capacity(vips.len());
-    for vip in vips {
-        match Announcer::start(vip).await {
-            Ok(a) => started.push(a),
-            Err(e) => {
-                release_all(started).await;
-                return Err(e.into());
-            }
-        }
-    }
-    Ok(started)
-}
-
-/// Stop announcing, last started first.
-pub(super) async fn release_all(announcers: Vec<Announcer>) {
-    for a in announcers.into_iter().rev() {
-        release(a).await;
-    }
-}
-
-pub(super) async fn release(a: Announcer) {
-    let vip = a.vip();
-    if let Err(e) = a.stop().await {
-        error!(%vip, error = %e, "releasing VIP failed");
-    }
-}
-
 /// Reload outcomes, for the status line.
 #[derive(Debug, Default)]
 pub(super) struct ReloadCount {
@@ -107,14 +79,25 @@ pub(super) struct Running {
     pub shared: Shared,
     pub drain: Drain,
     pub listeners: Vec<ServedListener>,
+    /// The VIPs announced on their own (no `[vrrp]`).
     pub announcers: Vec<Announcer>,
+    /// With `[vrrp]`: the election, which announces the VIPs while this node is master.
+    pub router: Option<Router>,
     pub reloads: ReloadCount,
+}
+
+/// Take the VIPs as `config` says: join the election, or announce them all now.
+pub(super) async fn own(config: &Config) -> Result<(Vec<Announcer>, Option<Router>), DaemonError> {
+    match &config.vrrp {
+        Some(vrrp) => Ok((Vec::new(), Some(Router::start(vrrp, &config.vips).await?))),
+        None => Ok((l2::start_all(&config.vips).await?, None)),
+    }
 }
 
 impl Running {
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
         let bound = bind_all(config.listeners.iter().map(|l| l.bind))?;
-        let announcers = announce_all(&config.vips).await?;
+        let (announcers, router) = own(&config).await?;
         let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
         let drain = Drain::new();
         let listeners = bound
@@ -127,6 +110,7 @@ impl Running {
             drain,
             listeners,
             announcers,
+            router,
             reloads: ReloadCount::default(),
         })
     }
@@ -137,7 +121,16 @@ impl Running {
 
     /// One line for `systemctl status` (sd_notify STATUS=).
     pub fn status(&self) -> String {
-        let vips: Vec<String> = self.announced().iter().map(ToString::to_string).collect();
+        let vips: Vec<String> = match &self.router {
+            // Held only while master; the election logs every change of state.
+            Some(_) => self
+                .config
+                .vips
+                .iter()
+                .map(|v| format!("{} (vrrp)", v.address))
+                .collect(),
+            None => self.announced().iter().map(ToString::to_string).collect(),
+        };
         let mut s = format!(
             "serving: {} VIP(s) [{}], {} listener(s), {} host(s), {} pool(s); {} connection(s)",
             vips.len(),
@@ -165,7 +158,13 @@ impl Running {
     /// The local route stays until the drain ends: without it the kernel no longer treats the
     /// VIP as local, so in-flight connections could neither send nor receive, and a client that
     /// still has our MAC cached would time out instead of being refused at once.
+    ///
+    /// With VRRP the election is left first (a priority 0 advert hands the VIPs to a backup at
+    /// once): clients move to the new master, where connections made to us cannot follow.
     pub async fn shutdown(mut self) -> usize {
+        if let Some(router) = self.router.take() {
+            router.stop().await;
+        }
         for a in self.announcers.iter_mut().rev() {
             match a.stop_answering().await {
                 Ok(()) => {
@@ -195,7 +194,7 @@ impl Running {
                 "drain deadline passed; closing the connections still open"
             );
         }
-        release_all(self.announcers).await;
+        l2::stop_all(self.announcers).await;
         left
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use pnet_datalink::{Channel, DataLinkReceiver, DataLinkSender, NetworkInterface};
 use socket2::{Domain, SockFilter, Socket, Type};
-use tracing::{debug, info, trace, warn};
+use tracing::{debug, error, info, trace, warn};
 
 use super::arp::{self, ArpRepr, Decision, Frame, Ignored, MacAddr};
 use super::{route, L2Error};
@@ -155,6 +155,17 @@ pub struct Announcer {
     garp_stop: Option<mpsc::Sender<()>>,
     /// Empty once stopped.
     threads: Vec<JoinHandle<()>>,
+    /// For gratuitous ARPs outside the start-up burst ([`Announcer::send_garp`]).
+    tx: Sender,
+}
+
+/// The shared sender, with a `Debug` that pnet's sender lacks.
+struct Sender(Arc<SharedSender>);
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sender")
+    }
 }
 
 impl Announcer {
@@ -194,6 +205,7 @@ impl Announcer {
             shared: shared.clone(),
             garp_stop: Some(garp_stop),
             threads: Vec::with_capacity(2),
+            tx: Sender(tx.clone()),
         };
 
         let spawned = spawn("vipgate-arp", {
@@ -247,6 +259,19 @@ impl Announcer {
     /// The live counters; the `Arc` can be kept for metrics after the announcer is gone.
     pub fn stats(&self) -> Arc<ArpStats> {
         self.shared.stats.clone()
+    }
+
+    /// Sends one gratuitous ARP for the VIP now, outside the start-up burst: for re-asserting
+    /// the VIP when another station claimed it (a healed partition) and for periodic refresh.
+    /// One `sendto` on the packet socket; it does not block on the ARP threads.
+    pub fn send_garp(&self) -> io::Result<()> {
+        let garp = arp::build_gratuitous(self.shared.mac, self.shared.vip);
+        let sent = send(&self.tx.0, &garp);
+        match &sent {
+            Ok(()) => bump(&self.shared.stats.garps_sent),
+            Err(_) => bump(&self.shared.stats.send_errors),
+        }
+        sent
     }
 
     /// Stops answering ARP for the VIP (and any GARP still due) but keeps the local route, so
@@ -493,6 +518,31 @@ fn garp_burst(tx: &SharedSender, shared: &Shared, burst: GarpBurst, stopped: &mp
     }
     debug!(vip = %shared.vip, sent = shared.stats.garps_sent.load(Ordering::Relaxed),
         "GARP burst done");
+}
+
+/// Starts an announcer for every VIP, or none: on a failure the ones started are stopped.
+pub async fn start_all(vips: &[Vip]) -> Result<Vec<Announcer>, L2Error> {
+    let mut announcers = Vec::with_capacity(vips.len());
+    for vip in vips {
+        match Announcer::start(vip).await {
+            Ok(a) => announcers.push(a),
+            Err(e) => {
+                stop_all(announcers).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(announcers)
+}
+
+/// Stops the announcers, last started first; a failure is logged, the rest still stop.
+pub async fn stop_all(announcers: Vec<Announcer>) {
+    for a in announcers.into_iter().rev() {
+        let vip = a.vip();
+        if let Err(e) = a.stop().await {
+            error!(%vip, error = %e, "releasing VIP failed");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,6 @@ pub mod arp;
 mod error;
 pub mod route;
 
-pub use announcer::{release, Announcer, ArpStats, ArpStatsSnapshot};
+pub use announcer::{release, start_all, stop_all, Announcer, ArpStats, ArpStatsSnapshot};
 pub use arp::MacAddr;
 pub use error::L2Error;

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# keepalived 2.2.7 (VRRPv3, same VRID, unicast peers, 100 ms adverts) as a peer of vipgate:
+# as the backup of a vipgate master, and as the master of a vipgate backup; failover works both
+# ways and exactly one node answers ARP for the VIP. keepalived's node serves HTTP with a
+# listener-only vipgate, so the prober sees which node answered.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "$0")/lib.sh"
+
+command -v keepalived >/dev/null || abort "keepalived is installed (scripts/test installs it)"
+lan_up 1
+lb2_up
+A=$LB_IP B=$LB2_IP
+mac_a=$(ns_mac "$NS_LB") mac_b=$(ns_mac "$NS_LB2")
+cfg_a=$VG_TMP/a.toml
+ha_config "$cfg_a" 150 "peers = [\"$B\"]"
+
+ka_config() { # FILE PRIORITY
+  cat >"$1" <<EOC
+global_defs {
+  vrrp_version 3
+}
+vrrp_instance VI {
+  state BACKUP
+  interface eth0
+  virtual_router_id $HA_VRID
+  priority $2
+  advert_int 0.1
+  unicast_src_ip $B
+  unicast_peer {
+    $A
+  }
+  virtual_ipaddress {
+    $VIP/32
+  }
+}
+EOC
+}
+ka_low=$VG_TMP/ka-100.conf ka_high=$VG_TMP/ka-200.conf
+ka_config "$ka_low" 100
+ka_config "$ka_high" 200
+# keepalived's node: the VIP is an interface address while it is master; vipgate only serves.
+cfg_b=$VG_TMP/b-serve.toml
+cat >"$cfg_b" <<EOC
+[[listener]]
+bind = "$VIP:80"
+[[host]]
+names = ["$HA_HOST"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+[pool.web]
+backends = ["${BE_IP[0]}:$BACKEND_PORT"]
+EOC
+start_vipgate_in "$NS_LB2" "$cfg_b" || abort "node b's listener-only vipgate starts"
+note "node a: vipgate $A $mac_a priority 150; node b: keepalived $B $mac_b"
+
+one_owner() { # DESC MAC
+  assert_eq "$1: exactly one node answers ARP for the VIP" "$2" "$(arp_mac "$VIP")"
+}
+
+section "keepalived as the backup of a vipgate master"
+start_vipgate_in "$NS_LB" "$cfg_a" || abort "node a starts"
+PID_A=$VG_PID LOG_A=$VG_LOG
+wait_state "$LOG_A" Master 30 || abort "vipgate becomes master"
+keepalived_start "$NS_LB2" "$ka_low"
+wait_keepalived_state "$KA_LOG" BACKUP 50 || abort "keepalived enters BACKUP"
+sleep 1
+assert_eq "keepalived stays backup next to vipgate's higher priority" BACKUP "$(keepalived_state "$KA_LOG")"
+assert_eq "vipgate stays master" Master "$(vrrp_state "$LOG_A")"
+one_owner "vipgate master, keepalived backup" "$mac_a"
+
+probe_start 4
+sleep 1
+kill_pid "$PID_A"
+probe_wait
+probe_outage "$A" "$B"
+assert_outage "SIGKILL of the vipgate master, keepalived takes over" 1500
+assert_eq "keepalived is master" MASTER "$(keepalived_state "$KA_LOG")"
+one_owner "keepalived took over" "$mac_b"
+
+probe_start 4
+sleep 0.5
+start_vipgate_in "$NS_LB" "$cfg_a" || abort "node a starts again"
+PID_A=$VG_PID LOG_A=$VG_LOG
+probe_wait
+probe_outage "$B" "$A"
+assert_outage "vipgate returns and preempts keepalived" 1500
+assert_eq "keepalived went back to backup" BACKUP "$(keepalived_state "$KA_LOG")"
+one_owner "vipgate preempted keepalived" "$mac_a"
+stop_vipgate_pid "$PID_A"
+wait_keepalived_state "$KA_LOG" MASTER 30 || fail "keepalived takes over after vipgate's SIGTERM"
+kill -TERM "$KA_PID"
+vg_wait_gone 50 "$KA_PID" || kill -KILL "$KA_PID"
+wait "$KA_PID" 2>/dev/null || true
+vg_forget "$KA_PID"
+
+section "keepalived as the master of a vipgate backup"
+keepalived_start "$NS_LB2" "$ka_high"
+wait_keepalived_state "$KA_LOG" MASTER 50 || abort "keepalived (priority 200) becomes master"
+start_vipgate_in "$NS_LB" "$cfg_a" || abort "node a starts"
+PID_A=$VG_PID LOG_A=$VG_LOG
+wait_state "$LOG_A" Backup 30 || abort "vipgate becomes backup"
+sleep 1
+assert_eq "vipgate stays backup next to keepalived's higher priority" Backup "$(vrrp_state "$LOG_A")"
+one_owner "keepalived master, vipgate backup" "$mac_b"
+assert_eq "vipgate's node has no local route for the VIP" "" "$(local_route)"
+
+probe_start 3
+sleep 1
+kill -TERM "$KA_PID"
+probe_wait
+probe_outage "$B" "$A"
+assert_outage "SIGTERM of the keepalived master (priority 0), vipgate takes over" 1000
+assert_eq "vipgate is master" Master "$(vrrp_state "$LOG_A")"
+one_owner "vipgate took over from keepalived" "$mac_a"
+vg_wait_gone 50 "$KA_PID" || kill -KILL "$KA_PID"
+wait "$KA_PID" 2>/dev/null || true
+vg_forget "$KA_PID"
+
+stop_vipgate_pid "$PID_A"
+summary

@@ -1,0 +1,628 @@
+//! The VRRPv3 election of one virtual router (RFC 9568 section 6, the Initialize, Backup and
+//! Active states; "master" here, as RFC 5798 and keepalived call it) as a pure, time-driven
+//! value.
+//!
+//! Owns: the timers (Adver_Timer, Master_Down_Timer), Skew_Time and Master_Down_Interval, the
+//! learned Master_Adver_Interval, preemption (with `preempt_delay`), priority 0 and the address
+//! owner's priority 255, and the tie-break on the primary address. Does not own: clocks,
+//! sockets or packets. The caller feeds [`Event`]s with the current time and carries out the
+//! [`Step`] it gets back (send an advert, take or give up the VIPs), then sleeps until
+//! [`Machine::deadline`] and feeds [`Event::Timer`].
+//!
+//! Times are computed in nanoseconds rather than the RFC's whole centiseconds: Skew_Time for
+//! priority 150 at a 10 ms interval is 4.14 ms, which centiseconds would round to 0 (keepalived
+//! also keeps the fraction; its timers were measured here at 34.1 ms for exactly this case).
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Priority of the router that owns the addresses: it takes over at once and always preempts.
+pub const OWNER_PRIORITY: u8 = 255;
+
+/// What a router is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// 1 to 255; 0 is only ever sent, as "I am leaving".
+    pub priority: u8,
+    /// Advertisement_Interval: how often this router advertises as master.
+    pub advert_interval: Duration,
+    /// Preempt_Mode: whether this router takes over from a live master of lower priority.
+    pub preempt: bool,
+    /// How long after start-up this router waits before preempting a lower-priority master
+    /// (keepalived's `preempt_delay`): a restarted node lets its links and backends settle.
+    pub preempt_delay: Duration,
+    /// This router's primary address on the interface: the source of its adverts and the
+    /// tie-break between equal priorities.
+    pub primary_ip: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+}
+
+/// A valid advert for our VRID from another router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heard {
+    pub src: Ipv4Addr,
+    pub priority: u8,
+    /// Its Max Advertise Interval; never zero (the caller drops such adverts).
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Startup,
+    Shutdown,
+    Advert(Heard),
+    /// A timer may have expired; early or repeated ones do nothing.
+    Timer,
+}
+
+/// A master re-asserts itself against a lower-priority master at most this often.
+pub const REASSERT_PERIOD: Duration = Duration::from_secs(1);
+
+/// What the caller must do after an event, in this order: send an advert with this priority,
+/// then act on the new state (take the VIPs on Master, give them up otherwise), then, if
+/// `reassert`, send gratuitous ARPs for the VIPs this master holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Step {
+    pub send: Option<u8>,
+    pub became: Option<State>,
+    /// Another router acts as master with a lower priority (a partition healed): the LAN's
+    /// ARP caches may point at it, and it will not send gratuitous ARPs for us.
+    pub reassert: bool,
+}
+
+impl Step {
+    const NOTHING: Step = Step {
+        send: None,
+        became: None,
+        reassert: false,
+    };
+}
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    params: Params,
+    state: State,
+    /// The master's advertised interval (our own until we hear one).
+    master_adver_interval: Duration,
+    /// Adver_Timer in Master, Master_Down_Timer in Backup, none in Initialize.
+    timer: Option<Instant>,
+    /// Lower-priority masters are preempted from this instant on.
+    preempt_from: Option<Instant>,
+    last_reassert: Option<Instant>,
+}
+
+impl Machine {
+    pub fn new(params: Params) -> Machine {
+        Machine {
+            params,
+            state: State::Initialize,
+            master_adver_interval: params.advert_interval,
+            timer: None,
+            preempt_from: None,
+            last_reassert: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// When to feed [`Event::Timer`] next.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    pub fn master_adver_interval(&self) -> Duration {
+        self.master_adver_interval
+    }
+
+    /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256.
+    pub fn skew_time(&self) -> Duration {
+        self.master_adver_interval * (256 - u32::from(self.params.priority)) / 256
+    }
+
+    /// Master_Down_Interval = (3 * Master_Adver_Interval) + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        self.master_adver_interval * 3 + self.skew_time()
+    }
+
+    fn is_owner(&self) -> bool {
+        self.params.priority == OWNER_PRIORITY
+    }
+
+    fn may_preempt(&self, now: Instant) -> bool {
+        // The owner always preempts, whatever Preempt_Mode says (RFC 9568 section 6.1).
+        self.is_owner()
+            || (self.params.preempt && self.preempt_from.is_some_and(|from| now >= from))
+    }
+
+    pub fn handle(&mut self, now: Instant, event: Event) -> Step {
+        match (self.state, event) {
+            (State::Initialize, Event::Startup) => {
+                self.preempt_from = Some(now + self.params.preempt_delay);
+                self.master_adver_interval = self.params.advert_interval;
+                if self.is_owner() {
+                    self.become_master(now)
+                } else {
+                    self.become_backup(now, self.params.advert_interval)
+                }
+            }
+            (State::Initialize, _) | (_, Event::Startup) => Step::NOTHING,
+            (State::Backup, Event::Shutdown) => self.stop(None),
+            (State::Master, Event::Shutdown) => self.stop(Some(0)),
+            (State::Backup, Event::Timer) => {
+                if self.timer.is_some_and(|t| now >= t) {
+                    self.become_master(now)
+                } else {
+                    Step::NOTHING
+                }
+            }
+            (State::Master, Event::Timer) => match self.timer {
+                Some(t) if now >= t => {
+                    // From the deadline, not from now, so a late wake-up does not stretch every
+                    // later interval; but never into the past after a long stall.
+                    let next = t + self.params.advert_interval;
+                    self.timer = Some(if next > now {
+                        next
+                    } else {
+                        now + self.params.advert_interval
+                    });
+                    self.send(self.params.priority)
+                }
+                _ => Step::NOTHING,
+            },
+            (_, Event::Advert(heard)) if heard.src == self.params.primary_ip => Step::NOTHING,
+            (State::Backup, Event::Advert(heard)) => self.backup_heard(now, heard),
+            (State::Master, Event::Advert(heard)) => self.master_heard(now, heard),
+        }
+    }
+
+    fn backup_heard(&mut self, now: Instant, heard: Heard) -> Step {
+        if heard.priority == 0 {
+            // The master is leaving: take over after our Skew_Time only, so the highest
+            // priority backup goes first.
+            self.timer = Some(now + self.skew_time());
+        } else if !self.may_preempt(now) || heard.priority >= self.params.priority {
+            self.master_adver_interval = heard.interval;
+            self.timer = Some(now + self.master_down_interval());
+        }
+        // Else a lower-priority master: let Master_Down_Timer run out and preempt it.
+        Step::NOTHING
+    }
+
+    fn master_heard(&mut self, now: Instant, heard: Heard) -> Step {
+        if heard.priority == 0 {
+            // Another master is leaving; confirm at once that we hold the VIPs.
+            self.timer = Some(now + self.params.advert_interval);
+            return self.send(self.params.priority);
+        }
+        let wins = heard.priority > self.params.priority
+            || (heard.priority == self.params.priority
+                && u32::from(heard.src) > u32::from(self.params.primary_ip));
+        if wins {
+            // One advert on the way out, which RFC 9568 does not send: the new master may
+            // never have heard us (a partition healed, and our first advert after it was lost
+            // or crossed its own), yet the LAN may have followed our gratuitous ARPs. This
+            // advert makes it re-assert itself (below) instead of leaving clients with a MAC
+            // that no longer answers until their caches expire. To any other router it is an
+            // ordinary advert from a router of our priority.
+            let step = self.become_backup(now, heard.interval);
+            return Step {
+                send: Some(self.params.priority),
+                ..step
+            };
+        }
+        // RFC 9568 discards it. But it comes from a router that believes it is master, which
+        // happens when a partition heals, and the LAN may have followed its gratuitous ARPs.
+        // Our next advert makes it yield; sending it now and re-announcing the VIPs (as
+        // keepalived does) moves the clients back at once instead of when their caches expire.
+        if self
+            .last_reassert
+            .is_some_and(|t| now.duration_since(t) < REASSERT_PERIOD)
+        {
+            return Step::NOTHING;
+        }
+        self.last_reassert = Some(now);
+        self.timer = Some(now + self.params.advert_interval);
+        Step {
+            send: Some(self.params.priority),
+            became: None,
+            reassert: true,
+        }
+    }
+
+    fn become_master(&mut self, now: Instant) -> Step {
+        self.state = State::Master;
+        self.timer = Some(now + self.params.advert_interval);
+        Step {
+            send: Some(self.params.priority),
+            became: Some(State::Master),
+            reassert: false,
+        }
+    }
+
+    fn become_backup(&mut self, now: Instant, master_interval: Duration) -> Step {
+        self.state = State::Backup;
+        self.master_adver_interval = master_interval;
+        self.timer = Some(now + self.master_down_interval());
+        Step {
+            send: None,
+            became: Some(State::Backup),
+            reassert: false,
+        }
+    }
+
+    fn stop(&mut self, send: Option<u8>) -> Step {
+        self.state = State::Initialize;
+        self.timer = None;
+        Step {
+            send,
+            became: Some(State::Initialize),
+            reassert: false,
+        }
+    }
+
+    fn send(&self, priority: u8) -> Step {
+        Step {
+            send: Some(priority),
+            became: None,
+            reassert: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const LOWER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn params(priority: u8, interval: Duration) -> Params {
+        Params {
+            priority,
+            advert_interval: interval,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            primary_ip: ME,
+        }
+    }
+
+    fn heard(src: Ipv4Addr, priority: u8, interval: Duration) -> Event {
+        Event::Advert(Heard {
+            src,
+            priority,
+            interval,
+        })
+    }
+
+    const BECAME_MASTER: Step = Step {
+        send: Some(100),
+        became: Some(State::Master),
+        reassert: false,
+    };
+
+    fn started(p: Params) -> (Machine, Instant) {
+        let t0 = Instant::now();
+        let mut m = Machine::new(p);
+        m.handle(t0, Event::Startup);
+        (m, t0)
+    }
+
+    #[test]
+    fn skew_and_master_down_interval_per_rfc() {
+        // (priority, interval, skew in ns, master down in ns)
+        let cases = [
+            (100, ms(1000), 609_375_000, 3_609_375_000),
+            (150, ms(10), 4_140_625, 34_140_625),
+            (100, ms(10), 6_093_750, 36_093_750),
+            (255, ms(100), 390_625, 300_390_625),
+            (1, ms(100), 99_609_375, 399_609_375),
+        ];
+        for (priority, interval, skew, down) in cases {
+            let m = Machine::new(params(priority, interval));
+            assert_eq!(
+                m.skew_time().as_nanos(),
+                skew,
+                "skew {priority} {interval:?}"
+            );
+            assert_eq!(
+                m.master_down_interval().as_nanos(),
+                down,
+                "down {priority} {interval:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn startup_waits_master_down_interval_then_takes_over() {
+        let (mut m, t0) = started(params(100, ms(100)));
+        assert_eq!(m.state(), State::Backup);
+        let down = t0 + m.master_down_interval();
+        assert_eq!(m.deadline(), Some(down));
+        assert_eq!(
+            m.handle(down - Duration::from_nanos(1), Event::Timer),
+            Step::default()
+        );
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.handle(down, Event::Timer), BECAME_MASTER);
+        assert_eq!(m.deadline(), Some(down + ms(100)));
+        // Adver_Timer: one advert per interval, kept on the deadline grid.
+        let step = m.handle(down + ms(103), Event::Timer);
+        assert_eq!(step.send, Some(100));
+        assert_eq!(step.became, None);
+        assert_eq!(m.deadline(), Some(down + ms(200)));
+        // After a stall longer than an interval, the next one is an interval from now.
+        m.handle(down + ms(500), Event::Timer);
+        assert_eq!(m.deadline(), Some(down + ms(600)));
+    }
+
+    #[test]
+    fn owner_takes_over_at_once_and_always_preempts() {
+        let mut p = params(255, ms(100));
+        p.preempt = false;
+        let t0 = Instant::now();
+        let mut m = Machine::new(p);
+        assert_eq!(
+            m.handle(t0, Event::Startup),
+            Step {
+                send: Some(255),
+                became: Some(State::Master),
+                reassert: false,
+            }
+        );
+        // Even as a backup (after a tie with a higher address), it does not wait for a
+        // lower-priority master to leave.
+        m.handle(t0, heard(HIGHER_IP, 255, ms(100)));
+        assert_eq!(m.state(), State::Backup);
+        let deadline = m.deadline();
+        m.handle(t0 + ms(10), heard(HIGHER_IP, 200, ms(100)));
+        assert_eq!(m.deadline(), deadline, "lower priority advert discarded");
+    }
+
+    #[test]
+    fn backup_follows_an_equal_or_higher_master_and_learns_its_interval() {
+        let (mut m, t0) = started(params(100, ms(100)));
+        for prio in [100, 200] {
+            let at = t0 + ms(50);
+            assert_eq!(
+                m.handle(at, heard(HIGHER_IP, prio, ms(1000))),
+                Step::default()
+            );
+            assert_eq!(m.master_adver_interval(), ms(1000));
+            assert_eq!(m.deadline(), Some(at + ms(3000) + ms(1000) * 156 / 256));
+        }
+        // Equal priority from a lower address: still a master we follow as backup (only
+        // masters compare addresses).
+        let at = t0 + ms(60);
+        m.handle(at, heard(LOWER_IP, 100, ms(100)));
+        assert_eq!(m.deadline(), Some(at + m.master_down_interval()));
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn backup_preempts_a_lower_priority_master() {
+        let (mut m, t0) = started(params(100, ms(100)));
+        let before = m.deadline();
+        m.handle(t0 + ms(50), heard(HIGHER_IP, 50, ms(100)));
+        assert_eq!(m.deadline(), before, "lower priority advert is discarded");
+        assert_eq!(m.handle(before.unwrap(), Event::Timer), BECAME_MASTER);
+    }
+
+    #[test]
+    fn nopreempt_backup_follows_a_lower_priority_master() {
+        let mut p = params(100, ms(100));
+        p.preempt = false;
+        let (mut m, t0) = started(p);
+        for i in 1..=10 {
+            let at = t0 + ms(100 * i);
+            m.handle(at, heard(HIGHER_IP, 50, ms(100)));
+            assert_eq!(m.handle(at, Event::Timer), Step::default());
+            assert_eq!(m.deadline(), Some(at + m.master_down_interval()));
+        }
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn preempt_delay_holds_preemption_back() {
+        let mut p = params(100, ms(100));
+        p.preempt_delay = ms(1000);
+        let (mut m, t0) = started(p);
+        // Within the delay, the lower-priority master is followed.
+        for i in 1..10 {
+            let at = t0 + ms(100 * i);
+            m.handle(at, heard(HIGHER_IP, 50, ms(100)));
+            assert_eq!(m.deadline(), Some(at + m.master_down_interval()));
+        }
+        // From the delay on, its adverts are discarded and the timer runs out.
+        let held = m.deadline();
+        m.handle(t0 + ms(1000), heard(HIGHER_IP, 50, ms(100)));
+        assert_eq!(m.deadline(), held);
+        assert_eq!(m.handle(held.unwrap(), Event::Timer), BECAME_MASTER);
+    }
+
+    #[test]
+    fn priority_zero_makes_a_backup_take_over_after_skew_time() {
+        let (mut m, t0) = started(params(100, ms(100)));
+        m.handle(t0 + ms(10), heard(HIGHER_IP, 200, ms(100)));
+        let at = t0 + ms(50);
+        assert_eq!(m.handle(at, heard(HIGHER_IP, 0, ms(100))), Step::default());
+        assert_eq!(m.deadline(), Some(at + m.skew_time()));
+        assert_eq!(m.handle(at + m.skew_time(), Event::Timer), BECAME_MASTER);
+    }
+
+    fn master() -> (Machine, Instant) {
+        let mut p = params(100, ms(100));
+        p.priority = 255;
+        let (mut m, t0) = started(p);
+        m.params.priority = 100;
+        assert_eq!(m.state(), State::Master);
+        (m, t0)
+    }
+
+    #[test]
+    fn master_answers_priority_zero_with_an_advert() {
+        let (mut m, t0) = master();
+        let at = t0 + ms(30);
+        assert_eq!(
+            m.handle(at, heard(HIGHER_IP, 0, ms(100))),
+            Step {
+                send: Some(100),
+                became: None,
+                reassert: false,
+            }
+        );
+        assert_eq!(m.deadline(), Some(at + ms(100)));
+    }
+
+    #[test]
+    fn master_yields_to_higher_priority_or_equal_priority_with_higher_address() {
+        // (sender, priority, yields)
+        let cases = [
+            (LOWER_IP, 101, true),
+            (HIGHER_IP, 101, true),
+            (HIGHER_IP, 100, true),
+            (LOWER_IP, 100, false),
+            (HIGHER_IP, 99, false),
+            (LOWER_IP, 1, false),
+        ];
+        for (src, prio, yields) in cases {
+            let (mut m, t0) = master();
+            let at = t0 + ms(30);
+            let step = m.handle(at, heard(src, prio, ms(1000)));
+            if yields {
+                assert_eq!(step.became, Some(State::Backup), "{src} {prio}");
+                assert_eq!(step.send, Some(100), "a parting advert");
+                assert_eq!(m.master_adver_interval(), ms(1000));
+                assert_eq!(m.deadline(), Some(at + m.master_down_interval()));
+            } else {
+                // It stays master and re-asserts itself against the lower master.
+                let reassert = Step {
+                    send: Some(100),
+                    became: None,
+                    reassert: true,
+                };
+                assert_eq!(step, reassert, "{src} {prio}");
+                assert_eq!(m.state(), State::Master);
+                assert_eq!(m.deadline(), Some(at + ms(100)));
+            }
+        }
+        // Our own advert, looped back, is nobody's.
+        let (mut m, t0) = master();
+        assert_eq!(m.handle(t0, heard(ME, 200, ms(100))), Step::default());
+    }
+
+    #[test]
+    fn reassertion_is_rate_limited() {
+        let (mut m, t0) = master();
+        assert!(m.handle(t0, heard(LOWER_IP, 50, ms(100))).reassert);
+        for i in 1..10 {
+            let step = m.handle(t0 + ms(100 * i), heard(LOWER_IP, 50, ms(100)));
+            assert_eq!(step, Step::default(), "within REASSERT_PERIOD");
+        }
+        assert!(
+            m.handle(t0 + REASSERT_PERIOD, heard(LOWER_IP, 50, ms(100)))
+                .reassert
+        );
+    }
+
+    #[test]
+    fn address_tie_break_compares_as_unsigned_integers() {
+        // 10.0.0.1 > 9.255.255.255 as a number though "1" < "9" as text; and 200.x > 100.x,
+        // which a signed comparison of the first octet would get wrong.
+        let (mut m, t0) = master();
+        m.params.primary_ip = Ipv4Addr::new(9, 255, 255, 255);
+        let step = m.handle(t0, heard(Ipv4Addr::new(10, 0, 0, 1), 100, ms(100)));
+        assert_eq!(step.became, Some(State::Backup));
+        let (mut m, t0) = master();
+        m.params.primary_ip = Ipv4Addr::new(200, 0, 0, 1);
+        let step = m.handle(t0, heard(Ipv4Addr::new(100, 0, 0, 1), 100, ms(100)));
+        assert_eq!(step.became, None);
+    }
+
+    #[test]
+    fn shutdown_sends_priority_zero_only_from_master() {
+        let (mut m, t0) = master();
+        assert_eq!(
+            m.handle(t0, Event::Shutdown),
+            Step {
+                send: Some(0),
+                became: Some(State::Initialize),
+                reassert: false,
+            }
+        );
+        assert_eq!(m.deadline(), None);
+        // Nothing moves it afterwards.
+        assert_eq!(m.handle(t0, heard(HIGHER_IP, 0, ms(100))), Step::default());
+        assert_eq!(m.handle(t0 + ms(10_000), Event::Timer), Step::default());
+
+        let (mut m, t0) = started(params(100, ms(100)));
+        assert_eq!(
+            m.handle(t0, Event::Shutdown),
+            Step {
+                send: None,
+                became: Some(State::Initialize),
+                reassert: false,
+            }
+        );
+    }
+
+    #[test]
+    fn two_routers_converge_on_the_higher_priority() {
+        // Two machines wired back to back: every advert one sends, the other hears at once.
+        let t0 = Instant::now();
+        let mut a = Machine::new(params(150, ms(10)));
+        let mut b = Machine::new(Params {
+            primary_ip: HIGHER_IP,
+            ..params(100, ms(10))
+        });
+        a.handle(t0, Event::Startup);
+        b.handle(t0, Event::Startup);
+        let mut now = t0;
+        let end = t0 + ms(1000);
+        let mut transitions = Vec::new();
+        while now < end {
+            exchange(&mut a, &mut b, now, &mut transitions);
+            exchange(&mut b, &mut a, now, &mut transitions);
+            now += Duration::from_micros(100);
+        }
+        assert_eq!(a.state(), State::Master);
+        assert_eq!(b.state(), State::Backup);
+        // a timed out first (34.1 ms vs 36.1 ms) and b never became master.
+        assert_eq!(transitions, vec![(ME, State::Master)]);
+    }
+
+    fn exchange(
+        me: &mut Machine,
+        other: &mut Machine,
+        now: Instant,
+        transitions: &mut Vec<(Ipv4Addr, State)>,
+    ) {
+        let src = me.params().primary_ip;
+        let step = me.handle(now, Event::Timer);
+        if let Some(s) = step.became {
+            transitions.push((src, s));
+        }
+        if let Some(priority) = step.send {
+            let interval = me.params().advert_interval;
+            if let Some(s) = other.handle(now, heard(src, priority, interval)).became {
+                transitions.push((other.params().primary_ip, s));
+            }
+        }
+    }
+}

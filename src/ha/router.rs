@@ -1,0 +1,488 @@
+//! One running VRRPv3 virtual router: the election loop and the task that takes and gives up
+//! the VIPs when its state changes.
+//!
+//! Owns: feeding the [`Machine`] with adverts and timer expiries, the receive checks that need
+//! configuration (our VRID, our own adverts, unicast peers only, the announced addresses),
+//! sending adverts, and the graceful hand-over on stop. Does not own: the election rules
+//! (`machine`), the wire format (`packet`), the sockets (`socket`) or ARP (`l2`).
+//!
+//! Two tasks, so taking the VIPs (netlink, sysctls, a packet socket: milliseconds) never delays
+//! an advert or the reading of one: the election loop publishes "should hold the VIPs" on a
+//! watch channel and the holder task starts or stops the [`Announcer`]s to match. An advert
+//! that arrives while the loop is busy is read before a timer is acted on, so a late read can
+//! never look like a dead master.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, trace, warn};
+
+use super::machine::{Event, Heard, Machine, Params, State, Step};
+use super::packet::{self, AdvertRepr, Received};
+use super::socket::VrrpSocket;
+use super::HaError;
+use crate::config::{Vip, Vrrp};
+use crate::l2::{self, Announcer};
+
+/// At most one warning per kind of bad advert per this period: a misconfigured neighbour
+/// sending ten adverts a second must not flood the log.
+const WARN_PERIOD: Duration = Duration::from_secs(10);
+/// Pause after a socket error, so an error that keeps coming back cannot spin the loop.
+const ERROR_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the holder retries taking the VIPs after a failure, while still master.
+const RETRY_TAKE: Duration = Duration::from_secs(1);
+/// On a graceful stop, how much longer than one advert interval to wait for a backup to take
+/// over before giving up the VIPs anyway: its Skew_Time is under one interval.
+const HANDOVER_MARGIN: Duration = Duration::from_millis(50);
+/// After the successor's advert, how long to wait for its gratuitous ARPs: it sends them as
+/// soon as it has installed its route, milliseconds later.
+const HANDOVER_GARP_WAIT: Duration = Duration::from_millis(200);
+const HANDOVER_POLL: Duration = Duration::from_millis(1);
+/// Largest datagram read: IPv4 header with options and the largest advert.
+const RECV_LEN: usize = 60 + packet::MAX_LEN;
+
+/// A running virtual router. Stop it with [`Router::stop`].
+pub struct Router {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Router {
+    /// Opens the VRRP sockets, removes any local route a crashed earlier run left for the VIPs
+    /// (this node starts as backup and must not accept the VIPs' traffic), and starts the
+    /// election. The VIPs are taken only once this node becomes master.
+    pub async fn start(vrrp: &Vrrp, vips: &[Vip]) -> Result<Router, HaError> {
+        let (index, primary) = interface_ipv4(&vrrp.interface)?;
+        let socket =
+            VrrpSocket::open(&vrrp.interface, index, primary, &vrrp.peers).map_err(|source| {
+                HaError::Socket {
+                    interface: vrrp.interface.clone(),
+                    source,
+                }
+            })?;
+        for vip in vips {
+            l2::release(vip).await?;
+        }
+
+        let params = Params {
+            priority: vrrp.priority.get(),
+            advert_interval: vrrp.advert_interval.duration(),
+            preempt: vrrp.preempt,
+            preempt_delay: vrrp.preempt_delay,
+            primary_ip: primary,
+        };
+        let addresses: Vec<Ipv4Addr> = vips.iter().map(|v| v.address).collect();
+        let (hold_tx, hold_rx) = watch::channel(Hold::default());
+        let holder = tokio::spawn(hold(vips.to_vec(), hold_rx, vrrp.garp_refresh));
+        let election = Election {
+            machine: Machine::new(params),
+            socket,
+            vrid: vrrp.vrid.get(),
+            interval_cs: vrrp.advert_interval.centiseconds(),
+            addresses: addresses.clone(),
+            address_set: addresses.into_iter().collect(),
+            peers: vrrp.peers.clone(),
+            hold: hold_tx,
+            warned: Warned::default(),
+        };
+        info!(interface = %vrrp.interface, source = %primary, vrid = vrrp.vrid.get(),
+            priority = params.priority, advert_interval = ?params.advert_interval,
+            preempt = params.preempt, preempt_delay = ?params.preempt_delay,
+            peers = ?vrrp.peers, "VRRP started, as backup");
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(election.run(stop_rx, holder));
+        Ok(Router {
+            stop: Some(stop_tx),
+            task,
+        })
+    }
+
+    /// Leaves the election: as master, sends a priority 0 advert and keeps the VIPs until a
+    /// backup announces itself (at most one advert interval and a little), then gives them up.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Err(e) = (&mut self.task).await {
+            error!(error = %e, "the VRRP task failed");
+        }
+    }
+}
+
+/// The interface's index and first IPv4 address: the source of our adverts and the
+/// tie-break (RFC 9568 calls it the primary address).
+fn interface_ipv4(name: &str) -> Result<(u32, Ipv4Addr), HaError> {
+    let iface = pnet_datalink::interfaces()
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| HaError::InterfaceNotFound {
+            interface: name.to_owned(),
+        })?;
+    let ip = iface
+        .ips
+        .iter()
+        .find_map(|n| match n.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| HaError::NoIpv4 {
+            interface: name.to_owned(),
+        })?;
+    Ok((iface.index, ip))
+}
+
+/// When each kind of warning was last logged.
+#[derive(Default)]
+struct Warned {
+    invalid: Option<Instant>,
+    stranger: Option<Instant>,
+    addresses: Option<Instant>,
+    send: Option<Instant>,
+}
+
+fn due(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_none_or(|t| now.duration_since(t) >= WARN_PERIOD) {
+        *last = Some(now);
+        true
+    } else {
+        false
+    }
+}
+
+enum Wake {
+    Stop,
+    Datagram(io::Result<usize>),
+    Timer,
+}
+
+struct Election {
+    machine: Machine,
+    socket: VrrpSocket,
+    vrid: u8,
+    interval_cs: u16,
+    /// The VIPs, in the order adverts carry them.
+    addresses: Vec<Ipv4Addr>,
+    address_set: BTreeSet<Ipv4Addr>,
+    peers: Vec<Ipv4Addr>,
+    hold: watch::Sender<Hold>,
+    warned: Warned,
+}
+
+/// What the election asks of the holder task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Hold {
+    /// Hold the VIPs (master) or not.
+    master: bool,
+    /// Bumped to ask for one gratuitous ARP per VIP now.
+    reassert: u64,
+    /// With `master` false: a successor has advertised; keep answering until its gratuitous
+    /// ARPs are seen, so clients never ask in a moment when nobody answers.
+    handover: bool,
+}
+
+impl Election {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>, holder: JoinHandle<()>) {
+        let mut buf = vec![0u8; RECV_LEN];
+        self.apply(Event::Startup, "start-up");
+        loop {
+            let deadline = self.machine.deadline().map(tokio::time::Instant::from_std);
+            let wake = tokio::select! {
+                biased;
+                _ = &mut stop => Wake::Stop,
+                r = self.socket.recv(&mut buf) => Wake::Datagram(r),
+                _ = sleep_until(deadline) => Wake::Timer,
+            };
+            match wake {
+                Wake::Stop => break,
+                Wake::Datagram(Ok(n)) => self.datagram(&buf[..n]),
+                Wake::Datagram(Err(e)) => {
+                    warn!(error = %e, "reading VRRP adverts failed; retrying");
+                    tokio::time::sleep(ERROR_BACKOFF).await;
+                }
+                Wake::Timer => {
+                    self.drain(&mut buf);
+                    self.apply(Event::Timer, "timer");
+                }
+            }
+        }
+
+        let was_master = self.machine.state() == State::Master;
+        self.apply(Event::Shutdown, "stop");
+        let handover = was_master && self.await_successor(&mut buf).await;
+        self.hold.send_modify(|h| {
+            h.master = false;
+            h.handover = handover;
+        });
+        drop(self.hold);
+        if let Err(e) = holder.await {
+            error!(error = %e, "the VIP holder task failed");
+        }
+        info!("VRRP stopped");
+    }
+
+    /// After our priority 0 advert: keep the VIPs until another router advertises as master
+    /// (it sends its gratuitous ARPs right after), so clients are never left without an
+    /// answerer; at most one advert interval and a margin, in case there is no backup.
+    /// Returns whether one did.
+    async fn await_successor(&mut self, buf: &mut [u8]) -> bool {
+        let started = Instant::now();
+        let limit = self.machine.params().advert_interval + HANDOVER_MARGIN;
+        let until = tokio::time::Instant::from_std(started + limit);
+        loop {
+            let read = tokio::select! {
+                r = self.socket.recv(buf) => r,
+                _ = tokio::time::sleep_until(until) => {
+                    info!(waited = ?limit, "no backup took over; releasing the VIPs");
+                    return false;
+                }
+            };
+            let Ok(n) = read else { continue };
+            if let Some(heard) = self.accept(&buf[..n]) {
+                if heard.priority > 0 {
+                    info!(successor = %heard.src, priority = heard.priority,
+                        after = ?started.elapsed(), "a backup took over");
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Reads every advert already queued, so a timer is only acted on after them.
+    fn drain(&mut self, buf: &mut [u8]) {
+        loop {
+            match self.socket.try_recv(buf) {
+                Ok(n) => self.datagram(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!(error = %e, "reading queued VRRP adverts failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn datagram(&mut self, bytes: &[u8]) {
+        if let Some(heard) = self.accept(bytes) {
+            self.apply(Event::Advert(heard), "advert");
+        }
+    }
+
+    /// The receive checks that need our configuration; `None` for adverts to ignore.
+    fn accept(&mut self, bytes: &[u8]) -> Option<Heard> {
+        let Received { src, dst, advert } = match packet::parse_datagram(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                if due(&mut self.warned.invalid) {
+                    warn!(error = %e, "invalid VRRP packet dropped");
+                } else {
+                    debug!(error = %e, "invalid VRRP packet dropped");
+                }
+                return None;
+            }
+        };
+        if advert.vrid != self.vrid {
+            trace!(%src, vrid = advert.vrid, "advert for another virtual router ignored");
+            return None;
+        }
+        if src == self.socket.source() {
+            return None;
+        }
+        if !self.peers.is_empty() && !self.peers.contains(&src) {
+            if due(&mut self.warned.stranger) {
+                warn!(%src, %dst, "advert from a router that is not in `peers` dropped");
+            }
+            return None;
+        }
+        if advert.interval_cs == 0 {
+            if due(&mut self.warned.invalid) {
+                warn!(%src, "advert with a zero interval dropped");
+            }
+            return None;
+        }
+        if advert.addresses.iter().copied().collect::<BTreeSet<_>>() != self.address_set
+            && due(&mut self.warned.addresses)
+        {
+            // RFC 9568 7.1: log it; the election still counts the advert, as keepalived does.
+            warn!(%src, theirs = ?advert.addresses, ours = ?self.addresses,
+                "a router of the same VRID announces other addresses: misconfiguration");
+        }
+        Some(Heard {
+            src,
+            priority: advert.priority,
+            interval: Duration::from_millis(u64::from(advert.interval_cs) * 10),
+        })
+    }
+
+    fn apply(&mut self, event: Event, cause: &'static str) {
+        let before = self.machine.state();
+        let Step {
+            send,
+            became,
+            reassert,
+        } = self.machine.handle(Instant::now(), event);
+        if let Some(priority) = send {
+            self.send(priority);
+        }
+        if let Some(state) = became {
+            match (state, event) {
+                (_, Event::Advert(h)) => info!(from = ?before, to = ?state, cause,
+                    master = %h.src, master_priority = h.priority, "VRRP state changed"),
+                _ => info!(from = ?before, to = ?state, cause,
+                    master_down_interval = ?self.machine.master_down_interval(),
+                    "VRRP state changed"),
+            }
+            // Leaving for Initialize is a stop: `run` hands the VIPs over itself, after a
+            // successor has shown up.
+            if state != State::Initialize {
+                self.hold.send_modify(|h| h.master = state == State::Master);
+            }
+        }
+        if reassert {
+            if let Event::Advert(h) = event {
+                info!(other = %h.src, other_priority = h.priority,
+                    "another router acts as master with a lower priority; re-announcing the VIPs");
+            }
+            self.hold.send_modify(|h| h.reassert += 1);
+        }
+    }
+
+    fn send(&mut self, priority: u8) {
+        let advert = AdvertRepr {
+            vrid: self.vrid,
+            priority,
+            interval_cs: self.interval_cs,
+            addresses: self.addresses.clone(),
+        };
+        match self.socket.send(&advert) {
+            Ok(()) => trace!(priority, "advert sent"),
+            Err(e) => {
+                if due(&mut self.warned.send) {
+                    warn!(error = %e, priority, "sending VRRP advert failed");
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The holder task: holds the VIPs (answers ARP, has the local route) exactly while the
+/// election says so, sends gratuitous ARPs when asked and every `refresh` while holding, and
+/// gives the VIPs up when the channel closes.
+async fn hold(vips: Vec<Vip>, mut should: watch::Receiver<Hold>, refresh: Option<Duration>) {
+    let mut held: Vec<Announcer> = Vec::new();
+    let mut failed = false;
+    let mut reasserted = should.borrow().reassert;
+    // A re-assertion is a burst like the one at takeover (one GARP can be lost, or ignored by
+    // a client whose entry changed less than `locktime`, 1 s, ago).
+    let burst = vips
+        .first()
+        .map(|v| v.garp)
+        .unwrap_or(crate::config::GarpBurst {
+            count: crate::config::DEFAULT_GARP_COUNT,
+            interval: crate::config::DEFAULT_GARP_INTERVAL,
+        });
+    let mut burst_left = 0;
+    let mut next_garp: Option<tokio::time::Instant> = None;
+    loop {
+        let want = *should.borrow_and_update();
+        if want.master && held.is_empty() {
+            match l2::start_all(&vips).await {
+                Ok(announcers) => {
+                    held = announcers;
+                    failed = false;
+                    burst_left = 0;
+                    next_garp = refresh.map(|r| tokio::time::Instant::now() + r);
+                }
+                Err(e) => {
+                    error!(error = %e, retry_in = ?RETRY_TAKE, "taking the VIPs as master failed");
+                    failed = true;
+                }
+            }
+        } else if !want.master && !held.is_empty() {
+            if want.handover {
+                await_successor_garp(&held).await;
+            }
+            l2::stop_all(std::mem::take(&mut held)).await;
+            next_garp = None;
+        }
+        if want.reassert != reasserted {
+            reasserted = want.reassert;
+            if !held.is_empty() {
+                burst_left = burst.count;
+                next_garp = Some(tokio::time::Instant::now());
+            }
+        }
+        let retry = (failed && want.master).then(|| tokio::time::Instant::now() + RETRY_TAKE);
+        let wake = match (retry, next_garp) {
+            (Some(r), _) => Some(r),
+            (None, g) => g,
+        };
+        let changed = match wake {
+            Some(at) => tokio::select! {
+                r = should.changed() => Some(r.is_ok()),
+                _ = tokio::time::sleep_until(at) => None,
+            },
+            None => Some(should.changed().await.is_ok()),
+        };
+        match changed {
+            Some(true) => {}
+            Some(false) => break,
+            // A retry happens at the top of the loop.
+            None if retry.is_some() => {}
+            None => {
+                garp(&held);
+                let now = tokio::time::Instant::now();
+                next_garp = if burst_left > 1 {
+                    burst_left -= 1;
+                    Some(now + burst.interval)
+                } else {
+                    burst_left = 0;
+                    refresh.map(|r| now + r)
+                };
+            }
+        }
+    }
+    l2::stop_all(held).await;
+}
+
+/// Waits until another station has claimed every held VIP (its gratuitous ARP shows as a
+/// conflict to our ARP thread), at most [`HANDOVER_GARP_WAIT`].
+async fn await_successor_garp(held: &[Announcer]) {
+    let before: Vec<u64> = held
+        .iter()
+        .map(|a| a.stats().snapshot().conflicts_seen)
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < HANDOVER_GARP_WAIT {
+        let all_claimed = held
+            .iter()
+            .zip(&before)
+            .all(|(a, b)| a.stats().snapshot().conflicts_seen > *b);
+        if all_claimed {
+            info!(after = ?started.elapsed(), "the successor announced the VIPs; releasing them");
+            return;
+        }
+        tokio::time::sleep(HANDOVER_POLL).await;
+    }
+    info!(waited = ?HANDOVER_GARP_WAIT, "no gratuitous ARP from the successor seen; releasing the VIPs");
+}
+
+/// One gratuitous ARP for each held VIP.
+fn garp(held: &[Announcer]) {
+    for a in held {
+        if let Err(e) = a.send_garp() {
+            warn!(vip = %a.vip(), error = %e, "sending gratuitous ARP failed");
+        }
+    }
+}
