@@ -135,7 +135,8 @@ impl Running {
         };
 
         // The switch. Requests already routed keep the backend they were given.
-        self.shared.store(Arc::new(Snapshot::build(&new)));
+        let next = Snapshot::rebuild(&new, &self.shared.load());
+        self.shared.store(Arc::new(next));
         for (addr, l) in bound {
             self.listeners
                 .push(ServedListener::spawn(addr, l, &self.shared, &self.drain));

@@ -36,9 +36,19 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn build(config: &Config) -> Snapshot {
+        Self::with_pools(config, upstream::Pools::build(config))
+    }
+
+    /// The snapshot of a reloaded `config`: backends that stay keep their health, ejection
+    /// and idle connections from `previous`.
+    pub fn rebuild(config: &Config, previous: &Snapshot) -> Snapshot {
+        Self::with_pools(config, upstream::Pools::rebuild(config, &previous.pools))
+    }
+
+    fn with_pools(config: &Config, pools: upstream::Pools) -> Snapshot {
         Snapshot {
             routes: route::RouteTable::build(config),
-            pools: upstream::Pools::build(config),
+            pools,
             settings: config.proxy.clone(),
             listeners: config.listeners.clone(),
         }

@@ -22,7 +22,6 @@ pub fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Backend {
     pub address: SocketAddr,
-    pub weight: u32,
     /// Set by active health checks; true until a check says otherwise.
     healthy: AtomicBool,
     /// `now_ms()` until which passive outlier detection keeps the backend out.
@@ -50,10 +49,9 @@ pub enum Outcome {
 }
 
 impl Backend {
-    pub fn new(address: SocketAddr, weight: u32, max_idle: u32, idle_timeout: Duration) -> Backend {
+    pub fn new(address: SocketAddr, max_idle: u32, idle_timeout: Duration) -> Backend {
         Backend {
             address,
-            weight,
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -62,6 +60,13 @@ impl Backend {
             idle: (max_idle > 0).then(|| ArrayQueue::new(max_idle as usize)),
             idle_timeout,
         }
+    }
+
+    /// Whether this backend's idle pool was made for these settings (a reload that changes
+    /// them starts the backend afresh).
+    pub fn has_idle_settings(&self, max_idle: u32, idle_timeout: Duration) -> bool {
+        let capacity = self.idle.as_ref().map_or(0, ArrayQueue::capacity);
+        capacity == max_idle as usize && self.idle_timeout == idle_timeout
     }
 
     pub fn is_available(&self, now: u64) -> bool {
@@ -170,12 +175,7 @@ mod tests {
 
     #[test]
     fn ejection_grows_and_is_capped() {
-        let b = Backend::new(
-            "192.0.2.1:80".parse().unwrap(),
-            1,
-            0,
-            Duration::from_secs(1),
-        );
+        let b = Backend::new("192.0.2.1:80".parse().unwrap(), 0, Duration::from_secs(1));
         let base = Duration::from_secs(10);
         let max = Duration::from_secs(25);
         assert_eq!(b.eject(1000, base, max), Duration::from_secs(10));
@@ -186,12 +186,7 @@ mod tests {
 
     #[test]
     fn failures_count_until_a_success() {
-        let b = Backend::new(
-            "192.0.2.1:80".parse().unwrap(),
-            1,
-            0,
-            Duration::from_secs(1),
-        );
+        let b = Backend::new("192.0.2.1:80".parse().unwrap(), 0, Duration::from_secs(1));
         assert_eq!(b.record(Outcome::Failure), 1);
         assert_eq!(b.record(Outcome::Failure), 2);
         assert_eq!(b.record(Outcome::Success), 0);

@@ -64,6 +64,16 @@ impl Pools {
     /// Build the pools of `config`. With active health checks configured this spawns their
     /// tasks, so it must run inside a Tokio runtime; they end when the `Pools` is dropped.
     pub fn build(config: &Config) -> Pools {
+        Self::build_from(config, None)
+    }
+
+    /// Build the pools of a reloaded `config`, keeping the live state (health, ejection, idle
+    /// connections) of every backend that stays in a pool of the same name.
+    pub fn rebuild(config: &Config, previous: &Pools) -> Pools {
+        Self::build_from(config, Some(previous))
+    }
+
+    fn build_from(config: &Config, previous: Option<&Pools>) -> Pools {
         let settings: &ProxySettings = &config.proxy;
         let mut health_tasks = Vec::new();
         let pools = config
@@ -74,25 +84,42 @@ impl Pools {
                     .backends
                     .iter()
                     .map(|b| {
-                        Arc::new(Backend::new(
-                            b.address,
-                            b.weight,
-                            settings.backend_max_idle,
-                            settings.backend_idle_timeout,
-                        ))
+                        let kept = previous
+                            .and_then(|old| old.pools.iter().find(|op| op.name == p.name))
+                            .and_then(|op| {
+                                op.backends.iter().find(|ob| {
+                                    ob.address == b.address
+                                        && ob.has_idle_settings(
+                                            settings.backend_max_idle,
+                                            settings.backend_idle_timeout,
+                                        )
+                                })
+                            });
+                        match kept {
+                            Some(k) => {
+                                // Without checks now, a verdict of the old checks must not
+                                // keep the backend out for good.
+                                if p.health.is_none() {
+                                    k.set_healthy(true);
+                                }
+                                k.clone()
+                            }
+                            None => Arc::new(Backend::new(
+                                b.address,
+                                settings.backend_max_idle,
+                                settings.backend_idle_timeout,
+                            )),
+                        }
                     })
                     .collect();
+                let weights: Vec<u32> = p.backends.iter().map(|b| b.weight).collect();
                 let picker = match &p.balance {
-                    Balance::RoundRobin => {
-                        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-                        Picker::RoundRobin(WeightedCycle::new(&weights))
-                    }
+                    Balance::RoundRobin => Picker::RoundRobin(WeightedCycle::new(&weights)),
                     Balance::LeastRequest => Picker::LeastRequest,
                     Balance::Maglev(key) => {
                         let names: Vec<String> =
                             backends.iter().map(|b| b.address.to_string()).collect();
                         let keys: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
-                        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
                         Picker::Maglev {
                             key: key.clone(),
                             table: maglev_table(&keys, &weights, MAGLEV_TABLE_SIZE),
@@ -400,6 +427,30 @@ mod tests {
         pool.report(b, Outcome::Failure);
         pool.report(b, Outcome::Failure);
         assert!(b.is_available(now_ms()), "50% of 2 = 1 may be ejected");
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_state_of_backends_that_stay() {
+        let (c, p) = pools("backends = [\"192.0.2.1:80\", \"192.0.2.2:80\"]\n");
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        pool.backends()[0].eject(
+            now_ms(),
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(60),
+        );
+        let text = "[[listener]]\nbind = \"0.0.0.0:80\"\n[[host]]\nnames = [\"a.test\"]\n[[host.route]]\nprefix = \"/\"\npool = \"p\"\n[pool.p]\nbackends = [\"192.0.2.1:80\", \"192.0.2.3:80\"]\n";
+        let c2 = crate::config::parse(std::path::Path::new("t.toml"), text).unwrap();
+        let p2 = Pools::rebuild(&c2, &p);
+        let pool2 = p2.get(c2.hosts[0].routes[0].split[0].pool);
+        assert!(Arc::ptr_eq(&pool.backends()[0], &pool2.backends()[0]));
+        assert!(
+            pool2.backends()[0].is_ejected(now_ms()),
+            "the ejection carries over"
+        );
+        assert!(
+            pool2.backends()[1].is_available(now_ms()),
+            "a new backend starts fresh"
+        );
     }
 
     #[test]
