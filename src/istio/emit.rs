@@ -208,13 +208,8 @@ pub fn emit(res: &Resources, opts: &Options, files: &[String], w: &mut Warnings)
             vs.meta.name,
             names.iter().map(|n| q(n)).collect::<Vec<_>>().join(", ")
         );
-        for (prefix, pool) in routes {
-            let _ = writeln!(
-                out,
-                "[[host.route]]\nprefix = {}\npool = {}",
-                q(&prefix),
-                q(&pool)
-            );
+        for (prefix, target) in routes {
+            let _ = writeln!(out, "[[host.route]]\nprefix = {}\n{target}", q(&prefix));
         }
     }
 
@@ -258,7 +253,8 @@ fn gateway_hosts(vs: &VirtualService, gws: &[(&str, &str, Vec<String>)]) -> Opti
     bound.then_some(hosts)
 }
 
-/// The (prefix, pool) routes of a VirtualService, Istio's first-match order kept.
+/// The (prefix, target) routes of a VirtualService, Istio's first-match order kept; the target
+/// is the TOML line `pool = "…"`, or `split = [...]` for weighted destinations.
 fn routes_of(
     vs: &VirtualService,
     res: &Resources,
@@ -277,23 +273,39 @@ fn routes_of(
             w.push(format!("{origin}: {}: no destination: skipped", r.path));
             continue;
         }
-        let weights: Vec<u32> = r.destinations.iter().filter_map(|d| d.weight).collect();
-        if r.destinations.len() > 1 && weights.iter().any(|x| Some(x) != weights.first()) {
-            w.push(format!(
-                "{origin}: {}: weights {:?} are not carried over: the destinations' backends \
-                 form one round-robin pool",
-                r.path, weights
-            ));
-        }
-        let mut pool_names = Vec::new();
+        // Istio's weights (percentages; absent means an even share) become a split.
+        let mut split: Vec<(String, u32)> = Vec::new();
         for d in &r.destinations {
-            pool_names.push(pool_for(d, vs, res, opts, pools, keys, w));
+            let name = pool_for(d, vs, res, opts, pools, keys, w);
+            let weight = d.weight.unwrap_or(1);
+            match split.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total += weight,
+                None => split.push((name, weight)),
+            }
         }
-        let pool = if pool_names.len() == 1 {
-            pool_names.remove(0)
-        } else {
-            merge_pools(&pool_names, pools)
+        let mut pool = match split.as_slice() {
+            [(name, _)] => format!("pool = {}", q(name)),
+            many => format!(
+                "split = [{}]",
+                many.iter()
+                    .map(|(n, wt)| format!("{{ pool = {}, weight = {wt} }}", q(n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
+        if let Some(rt) = &r.retries {
+            pool.push_str(&format!(
+                "\nretries = {}\nretry_on = [{}]",
+                rt.attempts,
+                rt.on.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ")
+            ));
+            if let Some(ms) = rt.per_try_timeout_ms {
+                pool.push_str(&format!("\nper_try_timeout_ms = {ms}"));
+            }
+        }
+        if let Some(ms) = r.timeout_ms {
+            pool.push_str(&format!("\ntimeout_ms = {ms}"));
+        }
         let prefixes = if r.prefixes.is_empty() {
             vec!["/".to_string()]
         } else {
@@ -428,30 +440,6 @@ fn pool_for(
     };
     keys.insert(key, name.clone());
     pools.insert(name.clone(), PoolOut { comment, backends });
-    name
-}
-
-fn merge_pools(names: &[String], pools: &mut BTreeMap<String, PoolOut>) -> String {
-    let name = sanitize(&names.join("-and-"));
-    if !pools.contains_key(&name) {
-        let mut backends = Vec::new();
-        for n in names {
-            if let Some(p) = pools.get(n) {
-                for b in &p.backends {
-                    if !backends.contains(b) {
-                        backends.push(*b);
-                    }
-                }
-            }
-        }
-        pools.insert(
-            name.clone(),
-            PoolOut {
-                comment: format!("the destinations {} together", names.join(", ")),
-                backends,
-            },
-        );
-    }
     name
 }
 

@@ -61,6 +61,18 @@ pub struct HttpRoute {
     /// True when every match was dropped (the route must not become a catch-all).
     pub all_matches_dropped: bool,
     pub destinations: Vec<Destination>,
+    /// `retries`, as vipgate's route keys (already checked): attempts, conditions, per-try ms.
+    pub retries: Option<Retries>,
+    /// `timeout` in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retries {
+    pub attempts: u32,
+    /// vipgate's `retry_on` names.
+    pub on: Vec<&'static str>,
+    pub per_try_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,12 +334,62 @@ fn read_http_route(mut r: Obj<'_>, origin: &str, w: &mut Warnings) -> HttpRoute 
         }
         d.finish(w, origin);
     }
+    let retries = r.obj("retries").map(|mut rt| {
+        let rpath = format!("{path}.retries");
+        let attempts = rt.u32("attempts", w, origin).unwrap_or(0);
+        let per_try_timeout_ms = rt.str("perTryTimeout").and_then(|d| {
+            let ms = duration_ms(&d);
+            if ms.is_none() {
+                w.push(format!("{origin}: {rpath}.perTryTimeout: {d:?} is not a duration: not carried over"));
+            }
+            ms
+        });
+        let mut on = Vec::new();
+        for cond in rt.str("retryOn").unwrap_or_default().split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            // Envoy's names that vipgate has; the others have no equivalent here.
+            match cond {
+                "connect-failure" | "reset" | "5xx" | "gateway-error" => on.push(match cond {
+                    "connect-failure" => "connect-failure",
+                    "reset" => "reset",
+                    "5xx" => "5xx",
+                    _ => "gateway-error",
+                }),
+                other => w.push(format!(
+                    "{origin}: {rpath}.retryOn: {other:?} not carried over (vipgate retries on connect-failure, reset, timeout, gateway-error, 5xx)"
+                )),
+            }
+        }
+        if on.is_empty() {
+            // Istio's default retryOn.
+            on = vec!["connect-failure", "reset", "gateway-error"];
+        }
+        if attempts > 10 {
+            w.push(format!("{origin}: {rpath}.attempts: {attempts} capped at vipgate's 10"));
+        }
+        rt.finish(w, origin);
+        Retries {
+            attempts: attempts.min(10),
+            on,
+            per_try_timeout_ms,
+        }
+    });
+    let timeout_ms = r.str("timeout").and_then(|d| {
+        let ms = duration_ms(&d);
+        if ms.is_none() {
+            w.push(format!(
+                "{origin}: {path}.timeout: {d:?} is not a duration: not carried over"
+            ));
+        }
+        ms
+    });
     r.finish(w, origin);
     HttpRoute {
         path,
         prefixes,
         all_matches_dropped,
         destinations,
+        retries,
+        timeout_ms,
     }
 }
 
@@ -544,11 +606,28 @@ impl<'a> Obj<'a> {
     }
 }
 
+/// A protobuf duration as Istio writes it (`"5s"`, `"0.25s"`, `"250ms"`) in milliseconds;
+/// `None` for anything else or a value that rounds to 0.
+fn duration_ms(d: &str) -> Option<u64> {
+    let d = d.trim();
+    let (num, scale) = if let Some(n) = d.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = d.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    let v: f64 = num
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)?;
+    let ms = (v * scale).round() as u64;
+    (ms > 0).then_some(ms)
+}
+
 /// Why a field has no vipgate equivalent, for the common ones.
 fn why_not(key: &str) -> &'static str {
     match key {
-        "retries" => "vipgate does not retry requests",
-        "timeout" => "vipgate's backend timeouts are fixed (docs/configuration.md)",
         "rewrite" => "vipgate does not rewrite paths or authorities",
         "redirect" | "directResponse" => "vipgate does not answer with redirects of its own",
         "fault" => "vipgate does not inject faults",
@@ -557,11 +636,31 @@ fn why_not(key: &str) -> &'static str {
         "headers" => "vipgate does not add or remove headers per route",
         "tls" | "tcp" => "vipgate routes plain HTTP only",
         "connectionPool" | "outlierDetection" => {
-            "vipgate has no connection pool limits or outlier detection yet"
+            "set vipgate's [pool.NAME.outlier] and [proxy] limits by hand (docs/configuration.md)"
         }
         "loadBalancer" => "vipgate balances round robin only",
         "portLevelSettings" => "per-port traffic policies are not supported",
         "delegate" => "delegated VirtualServices are not supported",
         _ => "no vipgate equivalent",
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::duration_ms;
+
+    #[test]
+    fn istio_durations() {
+        for (text, want) in [
+            ("5s", Some(5000)),
+            ("0.25s", Some(250)),
+            ("250ms", Some(250)),
+            ("1.5s", Some(1500)),
+            ("0s", None),
+            ("5m", None),
+            ("fast", None),
+        ] {
+            assert_eq!(duration_ms(text), want, "{text}");
+        }
     }
 }

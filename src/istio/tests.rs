@@ -158,18 +158,15 @@ spec:
     - {destination: {host: svc, subset: b}, weight: 10}
 ",
         &[
-            "spec.http[0].retries: not carried over: vipgate does not retry",
-            "spec.http[0].timeout: not carried over",
             "uri.regex \"/r.*\": vipgate has no regex routes",
             "spec.http[2].match[0]: conditions on headers cannot be expressed",
             "uri.exact \"/e\": imported as the prefix",
-            "weights [90, 10] are not carried over",
             "destination subset \"a\" of svc.ns.svc.cluster.local: no DestinationRule",
         ],
         &[
-            "prefix = \"/x\"",
+            "prefix = \"/x\"\npool = \"svc\"\nretries = 3\nretry_on = [\"connect-failure\", \"reset\", \"gateway-error\"]\ntimeout_ms = 5000",
             "prefix = \"/e\"",
-            "pool = \"svc-a-and-svc-b\"",
+            "split = [{ pool = \"svc-a\", weight = 90 }, { pool = \"svc-b\", weight = 10 }]",
         ],
     ),
     (
