@@ -3,7 +3,7 @@
 
     tools.py load      --target IP:PORT --host H [--path P] --requests N [--conns C] [--seconds S]
                        [--header 'K: V']... [--users U]
-    tools.py raw       --target IP:PORT --data 'ESCAPED' [--responses K] [--show]
+    tools.py raw       --target IP:PORT --data 'ESCAPED'... [--responses K] [--show]
     tools.py slowloris --target IP:PORT --host H [--conns N] [--interval S] [--seconds S]
     tools.py ws        --target IP:PORT --host H [--path /ws] [--messages K]
     tools.py tcp-echo  --bind IP --port P [--proxy v2]
@@ -198,10 +198,10 @@ def read_response(r, head_request=False):
     return code, headers, r.rest()
 
 
-def cmd_raw(a):
+def raw_one(a, data):
     host, port = split_target(a.target)
     s = socket.create_connection((host, port), timeout=a.timeout)
-    s.sendall(unescape(a.data))
+    s.sendall(unescape(data))
     r = Reader(s)
     codes, bodies = [], []
     try:
@@ -219,11 +219,17 @@ def cmd_raw(a):
         closed = False
     except OSError:
         closed = True
-    print(" ".join(str(c) for c in codes) or "none", "closed" if closed else "open")
+    print(" ".join(str(c) for c in codes) or "none", "closed" if closed else "open", flush=True)
     if a.show:
         for b in bodies:
             sys.stdout.write(b.decode("latin-1"))
     s.close()
+
+
+def cmd_raw(a):
+    # Several --data: one connection and one result line each, in order.
+    for data in a.data:
+        raw_one(a, data)
 
 
 # --- slowloris: partial heads trickled byte by byte ---------------------------------------
@@ -486,7 +492,7 @@ def main():
 
     q = sub.add_parser("raw")
     q.add_argument("--target", required=True)
-    q.add_argument("--data", required=True)
+    q.add_argument("--data", required=True, action="append")
     q.add_argument("--responses", type=int, default=1)
     q.add_argument("--timeout", type=float, default=5)
     q.add_argument("--linger", type=float, default=0.5, help="how long to wait for a close")
