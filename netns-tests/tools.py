@@ -7,7 +7,7 @@
     tools.py slowloris --target IP:PORT --host H [--conns N] [--interval S] [--seconds S]
     tools.py ws        --target IP:PORT --host H [--path /ws] [--messages K]
     tools.py tcp-echo  --bind IP --port P [--proxy v2]
-    tools.py tcp-xfer  --target IP:PORT --bytes N [--prefix 'ESCAPED'] [--first-line]
+    tools.py tcp-xfer  --target IP:PORT --bytes N [--prefix 'ESCAPED'] [--first-line] [--source IP]
 
 Every client is bounded in requests and seconds, prints one result line (`key=value` words, or
 JSON for `load`) and exits 0 when it could run at all; judging the result is the test's job.
@@ -425,7 +425,9 @@ def cmd_tcp_xfer(a):
     data = os.urandom(a.bytes)
     want = hashlib.sha256(data).hexdigest()
     t0 = time.monotonic()
-    s = socket.create_connection((host, port), timeout=a.timeout)
+    s = socket.create_connection(
+        (host, port), timeout=a.timeout, source_address=(a.source, 0) if a.source else None
+    )
     out = [f"local={s.getsockname()[0]}:{s.getsockname()[1]}"]
     prefix = unescape(a.prefix) if a.prefix else b""
     send_error = []
@@ -526,6 +528,7 @@ def main():
     q.add_argument("--bytes", type=int, required=True)
     q.add_argument("--prefix", default="")
     q.add_argument("--first-line", action="store_true")
+    q.add_argument("--source", default="", help="local address to connect from")
     q.add_argument("--timeout", type=float, default=10)
     q.set_defaults(fn=cmd_tcp_xfer)
 
