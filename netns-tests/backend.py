@@ -111,9 +111,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Backend", self.name)
-        self.end_headers()
+        # Head and body in one write (as servers using writev do): a backend killed mid-way then
+        # either sent nothing, which a proxy may retry, or the whole response; with two writes a
+        # kill between them leaves a started response that nobody can retry.
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(b"\r\n" + body)
+            self.flush_headers()
+        else:
+            self.end_headers()
 
     def send_chunked(self, first_line):
         self.send_response(200)

@@ -82,6 +82,9 @@ load_with_kill() {
 }
 
 section "be2 killed under load, retries on connect-failure and reset"
+# What is retried is a try that failed before any response byte reached the client (refused
+# connect, reset before the head); backend.py writes each response in one write, so the kill
+# cannot fall inside a response that has started (which no proxy can retry).
 load_with_kill 1.5 1 app.example.test
 sent=$(jget "$LOAD" 'd["sent"]')
 assert_num "a real load ran (>= 500 requests)" "$sent" -ge 500
