@@ -17,11 +17,21 @@ request:
 - A path `…/status/NNN` answers with status NNN (and the usual line as body).
 - A path whose last segment is `slow` answers after a pause of `ms` milliseconds (query
   `?ms=N`, default 1000, at most 60000): an in-flight request for drain and reload tests.
+- A path whose last segment is `headers` answers with the usual line, then every request
+  header field as received (`Name: value` lines), so a test can see what vipgate forwarded
+  (X-Real-IP, X-Forwarded-For, the framing fields…).
+- A path whose last segment is `ws`, asked to upgrade to `websocket`, completes the RFC 6455
+  handshake, sends a text frame `hello from NAME`, then echoes every text or binary frame
+  until the client's close frame, which it answers with a close frame.
+- `--delay-ms MS` makes every answer wait MS milliseconds first (a slow backend).
 - Connections are kept alive (HTTP/1.1) unless the client asks otherwise.
 Nothing is printed per request.
 """
 
 import argparse
+import base64
+import hashlib
+import struct
 import sys
 import time
 from urllib.parse import parse_qs
@@ -29,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHUNKS = 5
 CHUNK_PAD = 1000
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class BadRequest(Exception):
@@ -39,6 +50,10 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "vipgate-test-backend"
     name = "backend"
+    delay = 0.0
+    # Head and body leave in separate writes; with Nagle the body would wait for the proxy's
+    # delayed ACK (40 ms a response), which makes request loops crawl.
+    disable_nagle_algorithm = True
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's signature
         pass
@@ -101,9 +116,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("X-Backend", self.name)
-        self.end_headers()
+        # Head and body in one write (as servers using writev do): a backend killed mid-way then
+        # either sent nothing, which a proxy may retry, or the whole response; with two writes a
+        # kill between them leaves a started response that nobody can retry.
         if self.command != "HEAD":
-            self.wfile.write(body)
+            self._headers_buffer.append(b"\r\n" + body)
+            self.flush_headers()
+        else:
+            self.end_headers()
 
     def send_chunked(self, first_line):
         self.send_response(200)
@@ -124,7 +144,72 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
+    # --- WebSocket (RFC 6455) --------------------------------------------------------------
+
+    def ws_read_frame(self):
+        """(opcode, payload) of the next client frame; None at EOF. Client frames must be masked."""
+        head = self.rfile.read(2)
+        if len(head) < 2:
+            return None
+        opcode = head[0] & 0x0F
+        if not head[1] & 0x80:
+            raise BadRequest("unmasked client frame")
+        n = head[1] & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", self.read_exact(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", self.read_exact(8))
+        mask = self.read_exact(4)
+        data = self.read_exact(n)
+        return opcode, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+    def ws_send_frame(self, opcode, payload):
+        n = len(payload)
+        if n < 126:
+            head = struct.pack("!BB", 0x80 | opcode, n)
+        elif n < 65536:
+            head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+        else:
+            head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+        self.wfile.write(head + payload)
+        self.wfile.flush()
+
+    def websocket(self):
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        if not key or self.headers.get("Upgrade", "").lower() != "websocket":
+            self.send_body(400, f"backend={self.name} error=not a websocket handshake\n".encode())
+            return
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        self.close_connection = True
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.ws_send_frame(0x1, f"hello from {self.name}".encode())
+        try:
+            while True:
+                frame = self.ws_read_frame()
+                if frame is None:
+                    return
+                opcode, payload = frame
+                if opcode == 0x8:
+                    self.ws_send_frame(0x8, payload[:2])
+                    return
+                if opcode in (0x1, 0x2):
+                    self.ws_send_frame(opcode, payload)
+                elif opcode == 0x9:
+                    self.ws_send_frame(0xA, payload)
+        except (BadRequest, OSError):
+            return
+
     def handle_any(self):
+        if self.delay:
+            time.sleep(self.delay)
+        if self.path.split("?", 1)[0].rstrip("/").endswith("/ws"):
+            self.websocket()
+            return
         try:
             body = self.read_body()
         except BadRequest as e:
@@ -154,6 +239,9 @@ class Handler(BaseHTTPRequestHandler):
                 ms = 1000
             time.sleep(ms / 1000)
             self.send_body(200, line)
+        elif last == "headers":
+            fields = "".join(f"{k}: {v}\n" for k, v in self.headers.items())
+            self.send_body(200, line + fields.encode())
         elif len(segments) >= 2 and segments[-2] == "status" and last.isdigit():
             self.send_body(int(last), line)
         else:
@@ -167,9 +255,10 @@ def main():
     p.add_argument("--name", required=True)
     p.add_argument("--bind", required=True)
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--delay-ms", type=int, default=0, help="wait this long before every answer")
     args = p.parse_args()
 
-    handler = type("NamedHandler", (Handler,), {"name": args.name})
+    handler = type("NamedHandler", (Handler,), {"name": args.name, "delay": args.delay_ms / 1000})
     # socketserver's default backlog of 5 drops SYNs under load tests (then a 1 s or 3 s
     # retransmit looks like a proxy stall, or a connect timeout becomes a 502).
     server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024})

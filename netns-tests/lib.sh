@@ -37,6 +37,7 @@ NS_CLIENT=${VG_PREFIX}client
 NS_LB=${VG_PREFIX}lb
 NS_LB2=${VG_PREFIX}lb2
 BE_NAME=() BE_IP=() BE_NS=()
+BE_NAME=() BE_IP=() BE_NS=() BE_PID=()
 
 VG_PIDS=()       # every background process started here, killed by PID on exit
 VG_NAMESPACES=() # every namespace created here, deleted on exit
@@ -74,6 +75,9 @@ assert_not_contains() { # DESC HAYSTACK NEEDLE
 }
 assert_match() { # DESC STRING ERE (whole string)
   if [[ $2 =~ ^($3)$ ]]; then pass "$1"; else fail "$1: expected /$3/, got '$(vg_show "$2")'"; fi
+}
+assert_num() { # DESC VALUE OP LIMIT   (OP: -lt -le -eq -ge -gt; integers)
+  if [[ $2 =~ ^-?[0-9]+$ ]] && test "$2" "$3" "$4"; then pass "$1"; else fail "$1: expected $3 $4, got '$(vg_show "$2")'"; fi
 }
 
 # Prints the final line; returns non-zero if any check failed.
@@ -217,9 +221,7 @@ lan_up() {
     BE_IP+=("$ip")
     BE_NS+=("${VG_PREFIX}be$i")
     vg_attach "${VG_PREFIX}be$i" "be$i" "$ip" "$(printf '02:00:c0:00:02:%02x' $((20 + i)))"
-    ip netns exec "${VG_PREFIX}be$i" "$VG_PYTHON" "$VG_ROOT/netns-tests/backend.py" \
-      --name "$name" --bind "$ip" --port "$BACKEND_PORT" >"$VG_TMP/backend-$name.log" 2>&1 &
-    vg_track "$!"
+    backend_spawn $((i - 1))
   done
   for ((i = 0; i < n; i++)); do
     vg_wait_http "${BE_IP[i]}:$BACKEND_PORT" ||
@@ -235,6 +237,45 @@ lb2_up() {
 # NS up|down: the bridge-side end of a node's link (port v-lb, v-lb2, v-client...), as if its
 # cable were pulled: the node itself sees its eth0 lose carrier.
 port_link() { ip -n "$NS_BR" link set "v-$1" "$2"; }
+# I [backend.py args...]: start backend I (0-based) on its address; sets BE_PID[I].
+backend_spawn() {
+  local i=$1
+  shift
+  ip netns exec "${BE_NS[i]}" "$VG_PYTHON" "$VG_ROOT/netns-tests/backend.py" \
+    --name "${BE_NAME[i]}" --bind "${BE_IP[i]}" --port "$BACKEND_PORT" "$@" \
+    >>"$VG_TMP/backend-${BE_NAME[i]}.log" 2>&1 &
+  BE_PID[i]=$!
+  vg_track "$!"
+}
+# I: SIGKILL backend I by its PID (a crash: the kernel resets its connections) and reap it.
+backend_kill() {
+  kill -KILL "${BE_PID[$1]}" 2>/dev/null || true
+  wait "${BE_PID[$1]}" 2>/dev/null || true
+  vg_forget "${BE_PID[$1]}"
+}
+# I [backend.py args...]: (re)start backend I and wait until it answers (≤ 10 s).
+backend_restart() {
+  local i=$1
+  backend_kill "$i"
+  backend_spawn "$@"
+  vg_wait_http "${BE_IP[i]}:$BACKEND_PORT"
+}
+
+# IP: one more address on the client's eth0 (for access lists; curl --interface IP).
+client_add_ip() { ip -n "$NS_CLIENT" addr add "$1/24" dev eth0; }
+
+# netns-tests/tools.py SUBCOMMAND ARGS... in the client namespace, at most 60 s.
+client_tool() { in_client timeout 60 "$VG_PYTHON" "$VG_ROOT/netns-tests/tools.py" "$@"; }
+# JSON PYTHON-EXPR: evaluates EXPR with the parsed JSON as `d` (prints `ERR` if it cannot).
+jget() { "$VG_PYTHON" -c 'import json,sys
+try:
+    d = json.loads(sys.argv[1]); print(eval(sys.argv[2]))
+except Exception:
+    print("ERR")' "$1" "$2"; }
+
+# ERE [TENTHS]: waits (default 10 s) until the current vipgate log ($VG_LOG) has a line
+# matching ERE.
+wait_vg_log() { wait_log "$VG_LOG" "$1" "${2:-100}"; }
 
 vg_wait_http() { # IP:PORT: until it answers from the client, at most 10 s
   local i

@@ -416,6 +416,20 @@ async fn local_statuses() {
         .unwrap()
         .unwrap();
     assert!(text(&all).starts_with("HTTP/1.1 400 "), "{}", text(&all));
+
+    // A head that passes but a chunked body the decoder refuses: 400 and close, not a bare close.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: blog.example.test\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\nx\r\n0\r\n\r\n").await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let all = text(&all);
+    assert!(
+        all.starts_with("HTTP/1.1 400 ") && all.contains("Connection: close"),
+        "{all}"
+    );
 }
 
 async fn get(addr: SocketAddr, host: &str, path: &str, extra: &str) -> (u16, String) {

@@ -466,6 +466,14 @@ impl Conn {
                     status: 413,
                 });
             }
+            // The chunked decoder refused the body (bad size, extension or CRLF): the client
+            // gets its 400 like any other malformed request rather than a bare close.
+            Err(RelayError::Client(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                return Ok(Attempt::Done {
+                    next: self.local(400, "malformed chunked body", true).await?,
+                    status: 400,
+                });
+            }
             Err(RelayError::Client(e)) => return Err(e),
             Err(RelayError::Upstream(e)) => {
                 debug!(backend = %backend.address, error = %e, "sending request body failed");
