@@ -145,21 +145,22 @@ fn validate_admin(raw: &Spanned<RawAdmin>, listeners: &[Listener]) -> Result<Opt
 }
 
 fn validate_access_log(raw: &RawAccessLog) -> Result<Option<AccessLogSettings>> {
-    let format =
-        match &raw.format {
-            None => AccessLogFormat::Json,
-            Some(f) => match f.get_ref().as_str() {
-                "json" => AccessLogFormat::Json,
-                "logfmt" => AccessLogFormat::Logfmt,
-                "combined" => AccessLogFormat::Combined,
-                other => return Err(Located::new(
+    let format = match &raw.format {
+        None => AccessLogFormat::Json,
+        Some(f) => match f.get_ref().as_str() {
+            "json" => AccessLogFormat::Json,
+            "logfmt" => AccessLogFormat::Logfmt,
+            "combined" => AccessLogFormat::Combined,
+            other => {
+                return Err(Located::new(
                     f.span(),
                     format!(
                         "access_log format {other:?} is not \"json\", \"logfmt\" or \"combined\""
                     ),
-                )),
-            },
-        };
+                ))
+            }
+        },
+    };
     let sample = match &raw.sample {
         None => 1.0,
         Some(s) => {
