@@ -446,7 +446,11 @@ fn bad_admin_access_log_and_log_tables_are_refused_with_line_and_reason() {
         ),
         ("[access_log]\nsample = 1.5\n", 24, "not between 0.0"),
         ("[access_log]\nsample = -1\n", 24, "not between 0.0"),
-        ("[log]\nlevel = \"vipgate=loud\"\n", 24, "RUST_LOG directive"),
+        (
+            "[log]\nlevel = \"vipgate=loud\"\n",
+            24,
+            "RUST_LOG directive",
+        ),
         ("[log]\nlevel = \"\"\n", 24, "log level is empty"),
     ];
     assert_eq!(GOOD.lines().count(), 21);
