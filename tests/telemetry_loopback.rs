@@ -76,7 +76,9 @@ struct Setup {
     _server: AdminServer,
 }
 
-async fn setup() -> Setup {
+/// `fake`: the listener address the config names (accept counters are process-wide by that
+/// address, so each test uses its own).
+async fn setup(fake: &str) -> Setup {
     let be = backend().await;
     let text = format!(
         r#"
@@ -85,7 +87,7 @@ enabled = false
 [access_log]
 format = "json"
 [[listener]]
-bind = "127.0.0.1:1"
+bind = "{fake}"
 [[host]]
 names = ["a.test"]
 [[host.route]]
@@ -114,7 +116,7 @@ backends = ["{be}"]
     let (stop, rx) = watch::channel(false);
     tokio::spawn(listener::serve(
         l,
-        "127.0.0.1:1".parse().unwrap(),
+        fake.parse().unwrap(),
         shared.clone(),
         rx,
         drain.clone(),
@@ -199,7 +201,7 @@ fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
 
 #[tokio::test]
 async fn counters_move_as_requests_flow_and_histograms_are_cumulative() {
-    let t = setup().await;
+    let t = setup("127.0.0.1:1").await;
     let before = scrape(t.admin).await;
     assert_eq!(
         get(
@@ -306,7 +308,7 @@ async fn counters_move_as_requests_flow_and_histograms_are_cumulative() {
 
 #[tokio::test]
 async fn access_log_lines_are_json_with_the_route_and_timings() {
-    let t = setup().await;
+    let t = setup("127.0.0.1:2").await;
     assert_eq!(http(t.proxy, "GET", "a.test", "/api/q?x=1").await.0, 200);
     assert_eq!(http(t.proxy, "GET", "nope.test", "/n").await.0, 404);
     let mut lines = Vec::new();
@@ -342,7 +344,7 @@ async fn access_log_lines_are_json_with_the_route_and_timings() {
 
 #[tokio::test]
 async fn health_readiness_and_the_config_view() {
-    let t = setup().await;
+    let t = setup("127.0.0.1:3").await;
     assert_eq!(
         http(t.admin, "GET", "x", "/healthz").await,
         (200, "ok\n".into())
