@@ -76,7 +76,6 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            vipgate::telemetry::init();
             let cfg = match vipgate::config::load(&config) {
                 Ok(cfg) => cfg,
                 Err(e) => {
@@ -84,6 +83,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
+            vipgate::telemetry::init(&cfg.log.level);
             let runtime = match runtime(Some(cfg.proxy.worker_threads)) {
                 Ok(rt) => rt,
                 Err(code) => return code,

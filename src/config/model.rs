@@ -41,6 +41,64 @@ pub struct Config {
     pub daemon: Daemon,
     /// The VRRP election this node takes part in; without it the node owns its VIPs alone.
     pub vrrp: Option<Vrrp>,
+    /// The admin listener (`[admin]`); `None` when `enabled = false`.
+    pub admin: Option<Admin>,
+    /// The access log (`[access_log]`); `None` without the table or with `enabled = false`.
+    pub access_log: Option<AccessLogSettings>,
+    pub log: LogSettings,
+}
+
+/// Where the admin listener (metrics, health, config view, reload) listens.
+pub const DEFAULT_ADMIN_BIND: SocketAddr =
+    SocketAddr::V4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9901));
+/// The daemon's log level when neither `[log] level` nor RUST_LOG says otherwise.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// `[admin]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admin {
+    pub bind: SocketAddr,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessLogSettings {
+    pub format: AccessLogFormat,
+    /// The share of requests logged, 0.0 to 1.0.
+    pub sample: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    Logfmt,
+    /// Apache/nginx combined, then vipgate's fields as key=value.
+    Combined,
+}
+
+impl AccessLogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogFormat::Json => "json",
+            AccessLogFormat::Logfmt => "logfmt",
+            AccessLogFormat::Combined => "combined",
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// A level or a RUST_LOG-style directive list, checked when the file is validated.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+        }
+    }
 }
 
 /// Process-wide settings (`[daemon]`).

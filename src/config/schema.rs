@@ -22,6 +22,38 @@ pub(super) struct RawConfig {
     pub proxy: Option<Spanned<RawProxy>>,
     pub daemon: Option<Spanned<RawDaemon>>,
     pub vrrp: Option<Spanned<RawVrrp>>,
+    pub admin: Option<Spanned<RawAdmin>>,
+    pub access_log: Option<Spanned<RawAccessLog>>,
+    pub log: Option<Spanned<RawLog>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub enabled: Option<bool>,
+    pub bind: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    pub enabled: Option<bool>,
+    pub format: Option<Spanned<String>>,
+    pub sample: Option<Spanned<RawFraction>>,
+}
+
+/// `sample = 1` and `sample = 0.5` are both numbers to a reader.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawFraction {
+    Int(i64),
+    Float(f64),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub level: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -381,3 +381,93 @@ fn bad_vrrp_tables_are_refused_with_line_and_reason() {
     assert!(err.starts_with("v.toml:2:1:"), "{err}");
     assert!(err.contains("has no [[vip]]"), "{err}");
 }
+
+#[test]
+fn admin_access_log_and_log_defaults() {
+    let c = parse(Path::new("vipgate.toml"), GOOD).expect("valid");
+    assert_eq!(
+        c.admin,
+        Some(Admin {
+            bind: DEFAULT_ADMIN_BIND
+        })
+    );
+    assert_eq!(c.admin.unwrap().bind.to_string(), "127.0.0.1:9901");
+    assert_eq!(c.access_log, None);
+    assert_eq!(c.log.level, "info");
+    let text = format!(
+        "{GOOD}[admin]\nbind = \"127.0.0.1:9100\"\n[access_log]\nformat = \"logfmt\"\nsample = 0.25\n[log]\nlevel = \"debug\"\n"
+    );
+    let c = parse(Path::new("vipgate.toml"), &text).expect("valid");
+    assert_eq!(c.admin.unwrap().bind.to_string(), "127.0.0.1:9100");
+    assert_eq!(
+        c.access_log,
+        Some(AccessLogSettings {
+            format: AccessLogFormat::Logfmt,
+            sample: 0.25
+        })
+    );
+    assert_eq!(c.log.level, "debug");
+    let text = format!("{GOOD}[admin]\nenabled = false\n[access_log]\nsample = 1\n");
+    let c = parse(Path::new("vipgate.toml"), &text).expect("valid");
+    assert_eq!(c.admin, None);
+    assert_eq!(
+        c.access_log,
+        Some(AccessLogSettings {
+            format: AccessLogFormat::Json,
+            sample: 1.0
+        })
+    );
+    let text =
+        format!("{GOOD}[access_log]\nenabled = false\n[log]\nlevel = \"warn,vipgate=debug\"\n");
+    let c = parse(Path::new("vipgate.toml"), &text).expect("valid");
+    assert_eq!(c.access_log, None);
+    assert_eq!(c.log.level, "warn,vipgate=debug");
+}
+
+#[test]
+fn bad_admin_access_log_and_log_tables_are_refused_with_line_and_reason() {
+    // Appended to GOOD after a blank line: the bad value is on line 24.
+    let cases: &[(&str, usize, &str)] = &[
+        (
+            "[admin]\nbind = \"localhost\"\n",
+            24,
+            "not an address with a port",
+        ),
+        (
+            "[admin]\nbind = \"0.0.0.0:80\"\n",
+            24,
+            "takes the port of [[listener]] 192.0.2.200:80",
+        ),
+        ("[admin]\nport = 1\n", 24, "unknown field"),
+        (
+            "[access_log]\nformat = \"xml\"\n",
+            24,
+            "is not \"json\", \"logfmt\" or \"combined\"",
+        ),
+        ("[access_log]\nsample = 1.5\n", 24, "not between 0.0"),
+        ("[access_log]\nsample = -1\n", 24, "not between 0.0"),
+        (
+            "[log]\nlevel = \"vipgate=loud\"\n",
+            24,
+            "RUST_LOG directive",
+        ),
+        ("[log]\nlevel = \"\"\n", 24, "log level is empty"),
+    ];
+    assert_eq!(GOOD.lines().count(), 21);
+    for (extra, line, words) in cases {
+        let text = format!("{GOOD}\n{extra}");
+        let err = parse(Path::new("v.toml"), &text).expect_err(extra);
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!("v.toml:{line}:")),
+            "{extra:?}: {msg}"
+        );
+        assert!(msg.contains(words), "{extra:?}: {msg} lacks {words:?}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    }
+    // The default admin address taken by a listener is pointed out at the listener.
+    let text = GOOD.replace("192.0.2.200:80", "127.0.0.1:9901");
+    let msg = parse(Path::new("v.toml"), &text).unwrap_err().to_string();
+    assert!(msg.starts_with("v.toml:5:1:"), "{msg}");
+    assert!(msg.contains("admin listener's default address"), "{msg}");
+}

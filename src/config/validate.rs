@@ -14,8 +14,8 @@ use toml::Spanned;
 use super::load::{Located, Position};
 use super::model::*;
 use super::schema::{
-    RawBackend, RawConfig, RawDaemon, RawDuration, RawHealth, RawHost, RawListener, RawOutlier,
-    RawPool, RawProxy, RawRoute, RawVip, RawVrrp,
+    RawAccessLog, RawAdmin, RawBackend, RawConfig, RawDaemon, RawDuration, RawFraction, RawHealth,
+    RawHost, RawListener, RawOutlier, RawPool, RawProxy, RawRoute, RawVip, RawVrrp,
 };
 
 /// Upper bounds that keep a typo from turning into a flood or a stall.
@@ -72,6 +72,33 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         }
     }
     let daemon = validate_daemon(raw.daemon.as_ref().map(Spanned::get_ref))?;
+    let admin = match &raw.admin {
+        Some(a) => validate_admin(a, &listeners)?,
+        None => Some(Admin {
+            bind: DEFAULT_ADMIN_BIND,
+        }),
+    };
+    if let Some(a) = &admin {
+        if raw.admin.is_none() {
+            // The default address clashing with a listener: point at the listener.
+            if let Some(i) = listeners.iter().position(|l| binds_overlap(l.bind, a.bind)) {
+                return Err(Located::new(
+                    raw.listener[i].span(),
+                    format!("this listener takes the admin listener's default address {}: set [admin] bind to another address (or enabled = false)", a.bind),
+                ));
+            }
+        }
+    }
+    let access_log = match &raw.access_log {
+        Some(a) => validate_access_log(a.get_ref())?,
+        None => None,
+    };
+    let log = match raw.log.as_ref().and_then(|l| l.get_ref().level.as_ref()) {
+        Some(level) => LogSettings {
+            level: validate_log_level(level)?,
+        },
+        None => LogSettings::default(),
+    };
     Ok(Config {
         source: path.to_path_buf(),
         vips,
@@ -81,7 +108,100 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         proxy,
         daemon,
         vrrp,
+        admin,
+        access_log,
+        log,
     })
+}
+
+/// Whether two listening addresses would take the same port (equal, or one is the wildcard
+/// address of the same family and port).
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn validate_admin(raw: &Spanned<RawAdmin>, listeners: &[Listener]) -> Result<Option<Admin>> {
+    let a = raw.get_ref();
+    let bind = match &a.bind {
+        Some(b) => parse_socket_addr(b, "admin bind")?,
+        None => DEFAULT_ADMIN_BIND,
+    };
+    if !a.enabled.unwrap_or(true) {
+        return Ok(None);
+    }
+    if let Some(l) = listeners.iter().find(|l| binds_overlap(l.bind, bind)) {
+        let span = a.bind.as_ref().map_or(raw.span(), Spanned::span);
+        return Err(Located::new(
+            span,
+            format!(
+                "the admin listener {bind} takes the port of [[listener]] {}",
+                l.bind
+            ),
+        ));
+    }
+    Ok(Some(Admin { bind }))
+}
+
+fn validate_access_log(raw: &RawAccessLog) -> Result<Option<AccessLogSettings>> {
+    let format = match &raw.format {
+        None => AccessLogFormat::Json,
+        Some(f) => match f.get_ref().as_str() {
+            "json" => AccessLogFormat::Json,
+            "logfmt" => AccessLogFormat::Logfmt,
+            "combined" => AccessLogFormat::Combined,
+            other => {
+                return Err(Located::new(
+                    f.span(),
+                    format!(
+                        "access_log format {other:?} is not \"json\", \"logfmt\" or \"combined\""
+                    ),
+                ))
+            }
+        },
+    };
+    let sample = match &raw.sample {
+        None => 1.0,
+        Some(s) => {
+            let v = match s.get_ref() {
+                RawFraction::Int(i) => *i as f64,
+                RawFraction::Float(f) => *f,
+            };
+            if !(0.0..=1.0).contains(&v) {
+                return Err(Located::new(
+                    s.span(),
+                    format!(
+                        "access_log sample {v} is not between 0.0 (none) and 1.0 (every request)"
+                    ),
+                ));
+            }
+            v
+        }
+    };
+    if !raw.enabled.unwrap_or(true) {
+        return Ok(None);
+    }
+    Ok(Some(AccessLogSettings { format, sample }))
+}
+
+fn validate_log_level(level: &Spanned<String>) -> Result<String> {
+    let text = level.get_ref().trim();
+    if text.is_empty() {
+        return Err(Located::new(
+            level.span(),
+            "log level is empty: use error, warn, info, debug or trace",
+        ));
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map_err(|e| {
+            Located::new(
+                level.span(),
+                format!("log level {text:?} is not error, warn, info, debug, trace or a RUST_LOG directive list: {e}"),
+            )
+        })?;
+    Ok(text.to_owned())
 }
 
 fn validate_daemon(raw: Option<&RawDaemon>) -> Result<Daemon> {

@@ -71,16 +71,20 @@ pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonEr
     });
 
     let mut watchdog = notifier.watchdog_interval().map(watchdog_timer);
+    let mut admin_reloads = running.admin_reloads.take();
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
                 info!(config = %path.display(), "SIGHUP: reloading");
-                notifier.notify(State::Reloading);
                 // Refusals are logged and counted by `reload`; the daemon carries on either way.
-                let _ = running.reload(&path).await;
-                notifier.notify(State::Ready { status: &running.status() });
+                let _ = reload(&mut running, &path, &notifier).await;
+            }
+            Some(reply) = next_reload_request(&mut admin_reloads) => {
+                info!(config = %path.display(), "POST /reload: reloading");
+                let outcome = reload(&mut running, &path, &notifier).await;
+                let _ = reply.send(outcome);
             }
             // From this loop and not a timer task of its own, so a stuck loop stops the
             // keep-alives and systemd restarts us.
@@ -97,6 +101,34 @@ pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonEr
     let left = with_watchdog(&notifier, watchdog, running.shutdown()).await;
     info!(connections_cut = left, "stopped");
     Ok(())
+}
+
+/// Reload as SIGHUP and `POST /reload` both do, telling systemd around it.
+async fn reload(
+    running: &mut Running,
+    path: &std::path::Path,
+    notifier: &Notifier,
+) -> crate::telemetry::admin::ReloadOutcome {
+    notifier.notify(State::Reloading);
+    let outcome = running
+        .reload(path)
+        .await
+        .map(|plan| plan.summary())
+        .map_err(|e| e.to_string());
+    notifier.notify(State::Ready {
+        status: &running.status(),
+    });
+    outcome
+}
+
+/// The next `POST /reload`, or never when the admin listener is off.
+async fn next_reload_request(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::telemetry::admin::ReloadRequest>>,
+) -> Option<crate::telemetry::admin::ReloadRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn watchdog_timer(period: std::time::Duration) -> Interval {

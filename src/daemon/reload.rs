@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::running::{bind_all, own, Running, ServedListener};
 use super::DaemonError;
@@ -77,6 +77,18 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         *self == Plan::default()
     }
+
+    /// One line for `POST /reload`'s answer.
+    pub fn summary(&self) -> String {
+        format!(
+            "listeners added {}, removed {}; VIPs added {}, removed {}, moved {}",
+            self.listeners_added.len(),
+            self.listeners_removed.len(),
+            self.vips_added.len(),
+            self.vips_removed.len(),
+            self.vips_moved.len()
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +107,13 @@ impl Running {
             Ok(plan) => {
                 self.reloads.ok += 1;
                 self.reloads.last_error = None;
+                // Telemetry hooks: reload counters, the admin's config view, the log level.
+                crate::telemetry::metrics::process().reload_done(true);
+                self.admin_state.config.store(Arc::new(self.config.clone()));
+                crate::telemetry::set_level(&self.config.log.level);
+                if self.admin.as_ref().map(|a| a.addr) != self.config.admin.map(|a| a.bind) {
+                    warn!("the [admin] listener changes at the next restart, not on reload");
+                }
                 info!(config = %path.display(),
                     listeners_added = plan.listeners_added.len(),
                     listeners_removed = plan.listeners_removed.len(),
@@ -106,6 +125,7 @@ impl Running {
                     "configuration reloaded");
             }
             Err(e) => {
+                crate::telemetry::metrics::process().reload_done(false);
                 self.reloads.failed += 1;
                 self.reloads.last_error = Some(e.to_string());
                 error!("reload refused, keeping the running configuration: {e}");

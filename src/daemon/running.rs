@@ -22,6 +22,7 @@ use crate::ha::Router;
 use crate::l2::{self, Announcer};
 use crate::proxy::drain::Drain;
 use crate::proxy::{listener, Shared, Snapshot};
+use crate::telemetry::admin::{AdminServer, AdminState, ReloadRequest};
 
 /// One listening socket being served.
 pub(super) struct ServedListener {
@@ -84,6 +85,11 @@ pub(super) struct Running {
     /// With `[vrrp]`: the election, which announces the VIPs while this node is master.
     pub router: Option<Router>,
     pub reloads: ReloadCount,
+    /// What the admin listener reads (also when it is disabled: it costs nothing).
+    pub admin_state: Arc<AdminState>,
+    pub admin: Option<AdminServer>,
+    /// `POST /reload` requests; the event loop takes it.
+    pub admin_reloads: Option<tokio::sync::mpsc::Receiver<ReloadRequest>>,
 }
 
 /// Take the VIPs as `config` says: join the election, or announce them all now.
@@ -97,6 +103,14 @@ pub(super) async fn own(config: &Config) -> Result<(Vec<Announcer>, Option<Route
 impl Running {
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
         let bound = bind_all(config.listeners.iter().map(|l| l.bind))?;
+        // The admin port too, before anything is announced.
+        let admin_socket = match &config.admin {
+            Some(a) => Some(listener::bind(a.bind).map_err(|source| DaemonError::Bind {
+                addr: a.bind,
+                source,
+            })?),
+            None => None,
+        };
         let (announcers, router) = own(&config).await?;
         let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
         let drain = Drain::new();
@@ -104,6 +118,13 @@ impl Running {
             .into_iter()
             .map(|(addr, l)| ServedListener::spawn(addr, l, &shared, &drain))
             .collect();
+        let (admin_state, admin_reloads) =
+            AdminState::new(shared.clone(), drain.clone(), config.clone());
+        let admin = admin_socket.map(|l| AdminServer::spawn(l, admin_state.clone()));
+        // Listeners accept and the VIPs are announced (or the election joined): ready.
+        admin_state
+            .ready
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(Running {
             config,
             shared,
@@ -112,6 +133,9 @@ impl Running {
             announcers,
             router,
             reloads: ReloadCount::default(),
+            admin_state,
+            admin,
+            admin_reloads: Some(admin_reloads),
         })
     }
 
@@ -162,6 +186,14 @@ impl Running {
     /// With VRRP the election is left first (a priority 0 advert hands the VIPs to a backup at
     /// once): clients move to the new master, where connections made to us cannot follow.
     pub async fn shutdown(mut self) -> usize {
+        // /readyz answers 503 from now on, so a balancer in front stops sending at once.
+        self.admin_state
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        // With VRRP the handover has already moved the VIP and its local route away: a
+        // connection made to the VIP can neither send nor receive here any more, so waiting for
+        // it would only hold the stop for the whole deadline.
+        let elected = self.router.is_some();
         if let Some(router) = self.router.take() {
             router.stop().await;
         }
@@ -178,7 +210,11 @@ impl Running {
         }
         self.drain.start();
         let open = self.drain.active();
-        let deadline = self.config.daemon.drain_timeout;
+        let deadline = if elected {
+            std::time::Duration::ZERO
+        } else {
+            self.config.daemon.drain_timeout
+        };
         if open > 0 {
             info!(
                 connections = open,
@@ -195,6 +231,9 @@ impl Running {
             );
         }
         l2::stop_all(self.announcers).await;
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
         left
     }
 }

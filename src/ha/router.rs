@@ -325,6 +325,10 @@ impl Election {
             became,
             reassert,
         } = self.machine.handle(Instant::now(), event);
+        if let Some(state) = became {
+            // Telemetry hook: vipgate_vrrp_state and vipgate_vrrp_transitions_total.
+            crate::telemetry::metrics::process().vrrp_state(self.vrid, state, state != before);
+        }
         if let Some(priority) = send {
             self.send(priority);
         }

@@ -192,7 +192,11 @@ impl Announcer {
             interface: iface.name.clone(),
             mac,
             stop: AtomicBool::new(false),
-            stats: Arc::new(ArpStats::default()),
+            // Telemetry hook: the VIP's counters outlive this announcer, so they only grow.
+            stats: crate::telemetry::metrics::process()
+                .vip(vip.address)
+                .arp
+                .clone(),
         });
         let PacketChannel {
             tx,
@@ -240,6 +244,11 @@ impl Announcer {
         info!(vip = %vip.address, interface = %iface.name, %mac,
             garp_count = vip.garp.count, garp_interval = ?vip.garp.interval,
             "announcing VIP");
+        // Telemetry hook: vipgate_vip_owned.
+        crate::telemetry::metrics::process()
+            .vip(vip.address)
+            .owned
+            .store(true, Ordering::Relaxed);
         Ok(announcer)
     }
 
@@ -279,6 +288,11 @@ impl Announcer {
     /// calls this, drains, then calls [`Announcer::stop`]. Calling it twice is harmless.
     pub async fn stop_answering(&mut self) -> Result<(), L2Error> {
         self.signal_stop();
+        // Telemetry hook: vipgate_vip_owned.
+        crate::telemetry::metrics::process()
+            .vip(self.shared.vip)
+            .owned
+            .store(false, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);
         if threads.is_empty() {
             return Ok(());

@@ -30,6 +30,9 @@ use super::upstream::backend::{Backend, Outcome};
 use super::upstream::HashInput;
 use super::{Shared, Snapshot};
 use crate::config::{PoolId, RetryOn};
+use crate::telemetry::access_log::{Record, RequestInfo};
+use crate::telemetry::counted::Counted;
+use crate::telemetry::metrics::Finished;
 
 /// Room made for reading a head: most heads fit, and ten thousand connections reading heads
 /// at once stay small.
@@ -56,7 +59,7 @@ pub async fn serve(
     let _ = client.set_nodelay(true);
     let snap = shared.load_full();
     let mut conn = Conn {
-        client,
+        client: Counted::new(client),
         peer,
         shared,
         snap,
@@ -65,6 +68,7 @@ pub async fn serve(
         wbuf: BytesMut::new(),
         uhead: BytesMut::new(),
         ubuf: BytesMut::new(),
+        req: Track::default(),
     };
     if let Err(e) = conn.run().await {
         debug!(%peer, error = %e, "connection ended");
@@ -72,7 +76,8 @@ pub async fn serve(
 }
 
 struct Conn {
-    client: TcpStream,
+    /// Counts bytes both ways for the request metrics and the access log.
+    client: Counted<TcpStream>,
     peer: SocketAddr,
     shared: Shared,
     /// The configuration this connection's current request runs on. Refreshed between
@@ -88,7 +93,39 @@ struct Conn {
     uhead: BytesMut,
     /// Bytes read from the backend and not yet relayed.
     ubuf: BytesMut,
+    /// Telemetry hook: what the current request did, for its metrics and access log line.
+    req: Track,
 }
+
+/// The current request as telemetry sees it. Reset per request without allocating; the access
+/// log record is built only for a sampled request.
+#[derive(Default)]
+struct Track {
+    /// When the first byte of the head was at hand.
+    start: Option<Instant>,
+    /// `client.read` / `client.written` and the unconsumed `rbuf` bytes when the request began.
+    read_mark: u64,
+    written_mark: u64,
+    leftover: usize,
+    routed: Option<(Target, PoolId)>,
+    backend: Option<SocketAddr>,
+    status: u16,
+    upstream: Option<Duration>,
+    retries: u32,
+    log: Option<Record>,
+}
+
+/// Requests in a bad head cannot be logged with their method and path.
+const EMPTY_INFO: RequestInfo<'static> = RequestInfo {
+    client: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    method: "",
+    version: None,
+    host: b"",
+    path: "",
+    user_agent: b"",
+    referer: b"",
+    request_id: b"",
+};
 
 /// What to do with one request, decided while the head is still borrowed from `rbuf`.
 enum Decision {
@@ -115,6 +152,8 @@ struct Exchange {
     replayable: bool,
     /// The client asked to upgrade (WebSocket): a 101 turns the connection into a tunnel.
     upgrade: bool,
+    /// The `X-Request-Id` vipgate added, for the access log.
+    request_id: Option<[u8; 32]>,
 }
 
 enum Next {
@@ -175,17 +214,28 @@ impl Conn {
             if !Arc::ptr_eq(&current, &self.snap) {
                 self.snap = arc_swap::Guard::into_inner(current);
             }
+            self.req = Track {
+                read_mark: self.client.read,
+                written_mark: self.client.written,
+                leftover: self.rbuf.len(),
+                ..Track::default()
+            };
             let Some(decision) = self.read_request().await? else {
                 return Ok(());
             };
-            let next = match decision {
+            let result = match decision {
                 Decision::Local {
                     status,
                     body,
                     close,
-                } => self.local(status, body, close).await?,
-                Decision::Forward(ex) => self.exchange(ex).await?,
+                } => self.local(status, body, close).await,
+                Decision::Forward(ex) => {
+                    self.req.routed = Some((ex.target, ex.pool));
+                    self.exchange(ex).await
+                }
             };
+            self.finish_request();
+            let next = result?;
             // Draining: the response just sent was the last one (its head said so if it was
             // written after the drain began).
             if matches!(next, Next::Close) || self.guard.is_draining() {
@@ -211,7 +261,11 @@ impl Conn {
             max_headers: settings.max_headers,
         };
         let mut started = !self.rbuf.is_empty();
-        let deadline = Instant::now() + settings.head_timeout;
+        let now = Instant::now();
+        if started {
+            self.req.start = Some(now);
+        }
+        let deadline = now + settings.head_timeout;
         let idle = settings.client_idle_timeout;
         loop {
             if started {
@@ -220,12 +274,27 @@ impl Conn {
                     Ok(Some(req)) => {
                         let head_len = req.head_len;
                         let decision = decide(&self.snap, self.peer, &req, &mut self.uhead);
+                        self.req.log = access_record(&self.snap, self.peer, &req, &decision);
                         self.rbuf.advance(head_len);
                         return Ok(Some(decision));
                     }
                     Ok(None) => {}
                     Err(e) => {
                         debug!(peer = %self.peer, error = %e, "refused request head");
+                        self.req.log =
+                            self.snap
+                                .access_log
+                                .as_ref()
+                                .filter(|l| l.sampled())
+                                .map(|l| {
+                                    Record::new(
+                                        l.format,
+                                        &RequestInfo {
+                                            client: self.peer.ip(),
+                                            ..EMPTY_INFO
+                                        },
+                                    )
+                                });
                         return Ok(Some(Decision::Local {
                             status: e.status(),
                             body: match e.status() {
@@ -266,6 +335,9 @@ impl Conn {
                 // EOF: clean between requests; mid-head the client gave up, nothing to answer.
                 return Ok(None);
             }
+            if !started {
+                self.req.start = Some(Instant::now());
+            }
             started = true;
         }
     }
@@ -304,6 +376,7 @@ impl Conn {
     }
 
     async fn local(&mut self, status: u16, body: &'static str, close: bool) -> io::Result<Next> {
+        self.req.status = status;
         self.wbuf.clear();
         local::write_error(status, body, close, &mut self.wbuf);
         self.client.write_all(&self.wbuf).await?;
@@ -329,6 +402,7 @@ impl Conn {
                     .await;
             };
             let backend = backend.clone();
+            self.req.backend = Some(backend.address);
             let _active = backend.begin();
             let may_retry_status = (retries_left > 0).then_some((&route.retry.on, ex.replayable));
             let attempt = self.try_backend(
@@ -353,6 +427,7 @@ impl Conn {
             };
             match attempt {
                 Attempt::Done { next, status } => {
+                    self.req.status = status;
                     pool.report(
                         &backend,
                         if status >= 500 {
@@ -382,6 +457,7 @@ impl Conn {
                         if let Some(g) = snap.pools.try_begin_retry(pool) {
                             _retry_budget = Some(g);
                             retries_left -= 1;
+                            self.req.retries += 1;
                             avoid = Some(backend.address);
                             continue;
                         }
@@ -392,6 +468,40 @@ impl Conn {
                         .await;
                 }
             }
+        }
+    }
+
+    /// Telemetry hook: count the request that just ended and hand its access log line over.
+    /// A request the client abandoned before any status was decided counts as 499.
+    fn finish_request(&mut self) {
+        let t = &mut self.req;
+        let Some(start) = t.start else { return };
+        let snap = &self.snap;
+        let stats = match t.routed {
+            Some((target, pool)) => snap.metrics.series(target, pool),
+            None => snap.metrics.unrouted(),
+        };
+        let f = Finished {
+            status: if t.status == 0 { 499 } else { t.status },
+            duration: start.elapsed(),
+            upstream: t.upstream,
+            bytes_in: (self.client.read - t.read_mark + t.leftover as u64)
+                .saturating_sub(self.rbuf.len() as u64),
+            bytes_out: self.client.written - t.written_mark,
+            retries: t.retries,
+        };
+        stats.record(&f);
+        if let (Some(mut r), Some(log)) = (t.log.take(), &snap.access_log) {
+            r.time = std::time::SystemTime::now();
+            r.series = t.routed.map(|_| stats.clone());
+            r.backend = t.backend;
+            r.status = f.status;
+            r.bytes_in = f.bytes_in;
+            r.bytes_out = f.bytes_out;
+            r.duration = f.duration;
+            r.upstream = f.upstream;
+            r.retries = f.retries;
+            log.send(r);
         }
     }
 
@@ -414,6 +524,7 @@ impl Conn {
         let head_timeout = per_try_timeout.unwrap_or(settings.backend_timeout);
         let io_timeout = settings.backend_timeout;
         self.wbuf.clear();
+        let tried_at = Instant::now();
         let (mut upstream, reused) = match backend.checkout() {
             Some(s) => (s, true),
             None => match timeout(connect_timeout, TcpStream::connect(backend.address)).await {
@@ -571,6 +682,9 @@ impl Conn {
                 });
             }
             self.ubuf.advance(head_len);
+            if !interim {
+                self.req.upstream = Some(tried_at.elapsed());
+            }
             if interim {
                 // 1xx interim responses mean nothing to an HTTP/1.0 client (RFC 9110 §15.2).
                 if ex.version == Version::Http11 {
@@ -825,6 +939,7 @@ fn decide(
         },
         uhead,
     );
+    let request_id = request_id.is_some().then_some(id_buf);
     Decision::Forward(Exchange {
         target,
         pool: pool_id,
@@ -836,7 +951,44 @@ fn decide(
         head_request: req.method == "HEAD",
         replayable: !has_body && request::is_idempotent(req.method),
         upgrade: req.upgrade.is_some(),
+        request_id,
     })
+}
+
+/// Telemetry hook: the access log record of a sampled request, with what only the head knows.
+fn access_record(
+    snap: &Snapshot,
+    peer: SocketAddr,
+    req: &request::Request<'_, '_>,
+    decision: &Decision,
+) -> Option<Record> {
+    let log = snap.access_log.as_ref().filter(|l| l.sampled())?;
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map_or(&[][..], |h| h.value)
+    };
+    let id = match decision {
+        Decision::Forward(Exchange {
+            request_id: Some(id),
+            ..
+        }) => &id[..],
+        _ => header("x-request-id"),
+    };
+    Some(Record::new(
+        log.format,
+        &RequestInfo {
+            client: forwarded::client_ip(&snap.settings, peer.ip(), req.headers),
+            method: req.method,
+            version: Some(req.version),
+            host: req.authority.unwrap_or_default(),
+            path: req.path,
+            user_agent: header("user-agent"),
+            referer: header("referer"),
+            request_id: id,
+        },
+    ))
 }
 
 /// 128 random bits as 32 hex digits, from the per-thread generator the balancer uses.

@@ -49,6 +49,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     drain: Drain,
 ) {
+    // Telemetry hook: accepted connections per listener.
+    let accepted_total = crate::telemetry::metrics::process().listener(bind);
     loop {
         tokio::select! {
             // The guard wait_for returns is not Send; drop it inside the branch future.
@@ -56,6 +58,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(%peer, "accepted");
+                    accepted_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::spawn(dispatch(stream, peer, bind, shared.clone(), drain.guard()));
                 }
                 Err(e) => {

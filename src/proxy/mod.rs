@@ -20,6 +20,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, Listener, ProxySettings};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::ProxyMetrics;
 
 /// Pending connections per listener (the kernel caps it at net.core.somaxconn).
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -32,25 +34,42 @@ pub struct Snapshot {
     pub settings: ProxySettings,
     /// The listeners' settings, found by bind address when a connection is accepted.
     pub listeners: Vec<Listener>,
+    /// Request counters per host × route × pool, made with their labels here so the request
+    /// path only bumps atomics (telemetry hook).
+    pub metrics: ProxyMetrics,
+    /// `None` when the access log is off.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Snapshot {
     pub fn build(config: &Config) -> Snapshot {
-        Self::with_pools(config, upstream::Pools::build(config))
+        Self::with_pools(config, upstream::Pools::build(config), None)
     }
 
     /// The snapshot of a reloaded `config`: backends that stay keep their health, ejection
     /// and idle connections from `previous`.
     pub fn rebuild(config: &Config, previous: &Snapshot) -> Snapshot {
-        Self::with_pools(config, upstream::Pools::rebuild(config, &previous.pools))
+        Self::with_pools(
+            config,
+            upstream::Pools::rebuild(config, &previous.pools),
+            Some(previous),
+        )
     }
 
-    fn with_pools(config: &Config, pools: upstream::Pools) -> Snapshot {
+    fn with_pools(
+        config: &Config,
+        pools: upstream::Pools,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
+        let routes = route::RouteTable::build(config);
+        let metrics = ProxyMetrics::build(&routes, &pools, previous.map(|p| &p.metrics));
         Snapshot {
-            routes: route::RouteTable::build(config),
+            routes,
             pools,
             settings: config.proxy.clone(),
             listeners: config.listeners.clone(),
+            metrics,
+            access_log: config.access_log.as_ref().map(AccessLog::stdout),
         }
     }
 }

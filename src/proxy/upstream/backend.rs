@@ -90,6 +90,11 @@ impl Backend {
         was != healthy
     }
 
+    /// How many times outlier detection ejected it (for metrics).
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }

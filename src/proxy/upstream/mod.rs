@@ -152,6 +152,11 @@ impl Pools {
         }
     }
 
+    /// Every pool, in configuration order (for metrics).
+    pub fn iter(&self) -> impl Iterator<Item = &PoolState> {
+        self.pools.iter()
+    }
+
     pub fn get(&self, id: PoolId) -> &PoolState {
         // PoolIds come from the same Config these pools were built from.
         &self.pools[id.index()]

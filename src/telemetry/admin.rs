@@ -1,0 +1,618 @@
+//! The admin listener (`[admin]`, 127.0.0.1:9901 by default): a small HTTP/1.1 server for
+//! operators and Prometheus, apart from the proxy's listeners.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /metrics` | the Prometheus text exposition (`metrics::render`) |
+//! | `GET /healthz` | 200 while the process runs its event loop |
+//! | `GET /readyz` | 200 once listeners are up and the configuration is loaded; 503 while stopping |
+//! | `GET /config` | the running configuration, defaults filled in, as JSON |
+//! | `POST /reload` | reload the file as SIGHUP does; 200 with the outcome, 422 with `FILE:LINE:COLUMN: error: …` when refused |
+//!
+//! Owns parsing these requests (with the proxy's own head parser) and writing the answers; one
+//! request per connection. Does not own reloading (it asks the daemon's event loop through a
+//! channel and waits for the outcome) nor what the metrics are.
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::metrics::{self, View};
+use crate::config::{Balance, Config, HashKey, HealthKind, Protocol};
+use crate::proxy::drain::Drain;
+use crate::proxy::http1::{request, MAX_HEADERS};
+use crate::proxy::Shared;
+
+/// How long a client may take to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head accepted.
+const MAX_HEAD: usize = 8 * 1024;
+/// How long `POST /reload` waits for the event loop (a reload that starts announcers or a
+/// VRRP hand-over can take a few seconds).
+const RELOAD_WAIT: Duration = Duration::from_secs(60);
+
+/// The outcome of a reload asked for over HTTP: a summary, or the refusal's message.
+pub type ReloadOutcome = Result<String, String>;
+/// A reload request: the event loop answers on the oneshot.
+pub type ReloadRequest = oneshot::Sender<ReloadOutcome>;
+
+/// What the admin endpoints read; the daemon keeps it current.
+pub struct AdminState {
+    pub shared: Shared,
+    pub drain: Drain,
+    /// The running configuration (replaced on every successful reload).
+    pub config: ArcSwap<Config>,
+    /// Set when listeners are up and VIPs are being announced (or the election joined).
+    pub ready: AtomicBool,
+    /// Set when a graceful stop begins: `/readyz` answers 503 from then on.
+    pub stopping: AtomicBool,
+    reload: mpsc::Sender<ReloadRequest>,
+}
+
+impl AdminState {
+    /// The state and the receiving end of `POST /reload` requests, for the event loop.
+    pub fn new(
+        shared: Shared,
+        drain: Drain,
+        config: Config,
+    ) -> (Arc<AdminState>, mpsc::Receiver<ReloadRequest>) {
+        let (tx, rx) = mpsc::channel(4);
+        let state = AdminState {
+            shared,
+            drain,
+            config: ArcSwap::from_pointee(config),
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            reload: tx,
+        };
+        (Arc::new(state), rx)
+    }
+
+    fn is_ready(&self) -> Result<(), &'static str> {
+        if self.stopping.load(Ordering::Acquire) {
+            Err("stopping: draining connections\n")
+        } else if !self.ready.load(Ordering::Acquire) {
+            Err("starting\n")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The running admin server. Stop it with [`AdminServer::stop`].
+pub struct AdminServer {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Serve on an already bound socket.
+    pub fn spawn(l: TcpListener, state: Arc<AdminState>) -> AdminServer {
+        let addr = l.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let (stop, mut stop_rx) = watch::channel(false);
+        info!(%addr, "admin listener: /metrics /healthz /readyz /config /reload");
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = async { let _ = stop_rx.wait_for(|s| *s).await; } => return,
+                    accepted = l.accept() => match accepted {
+                        Ok((s, peer)) => {
+                            tokio::spawn(serve(s, peer, state.clone()));
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "admin accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                }
+            }
+        });
+        AdminServer { addr, stop, task }
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    allow: Option<&'static str>,
+}
+
+fn text(status: u16, body: impl Into<String>) -> Answer {
+    Answer {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: body.into(),
+        allow: None,
+    }
+}
+
+fn json(status: u16, body: String) -> Answer {
+    Answer {
+        status,
+        content_type: "application/json",
+        body,
+        allow: None,
+    }
+}
+
+async fn serve(mut s: TcpStream, peer: SocketAddr, state: Arc<AdminState>) {
+    let mut buf = Vec::with_capacity(1024);
+    let answer = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut s, &mut buf)).await {
+        Ok(Ok(Some(()))) => {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let limits = request::Limits {
+                max_request_line: MAX_HEAD,
+                max_head_size: MAX_HEAD,
+                max_headers: 32,
+            };
+            match request::parse(&buf, &mut headers, &limits) {
+                Ok(Some(req)) => {
+                    let (method, path) = (req.method.to_owned(), req.path.to_owned());
+                    debug!(%peer, %method, %path, "admin request");
+                    answer(&method, &path, &state).await
+                }
+                Ok(None) => text(400, "bad request\n"),
+                Err(e) => text(e.status(), "bad request\n"),
+            }
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(_)) => return,
+        Err(_) => text(408, "request head not received in time\n"),
+    };
+    let mut out = String::with_capacity(answer.body.len() + 160);
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        answer.status,
+        reason(answer.status),
+        answer.content_type,
+        answer.body.len()
+    );
+    if let Some(allow) = answer.allow {
+        let _ = write!(out, "Allow: {allow}\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&answer.body);
+    let _ = s.write_all(out.as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// Read until a blank line ends the head. `None` if the client closed first.
+async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Option<()>> {
+    loop {
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= MAX_HEAD {
+            return Ok(Some(()));
+        }
+        let mut chunk = [0u8; 1024];
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(if buf.is_empty() { None } else { Some(()) });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        422 => "Unprocessable Content",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+async fn answer(method: &str, path: &str, state: &AdminState) -> Answer {
+    let path = path.split('?').next().unwrap_or(path);
+    let get = matches!(method, "GET" | "HEAD");
+    let allowed = |allow: &'static str| Answer {
+        allow: Some(allow),
+        ..text(405, "method not allowed\n")
+    };
+    match path {
+        "/metrics" if get => {
+            let snapshot = state.shared.load();
+            let config = state.config.load();
+            Answer {
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                ..text(
+                    200,
+                    metrics::render(&View {
+                        snapshot: &snapshot,
+                        config: &config,
+                        connections_active: state.drain.active(),
+                    }),
+                )
+            }
+        }
+        "/healthz" if get => text(200, "ok\n"),
+        "/readyz" if get => match state.is_ready() {
+            Ok(()) => text(200, "ready\n"),
+            Err(why) => text(503, why),
+        },
+        "/config" if get => json(200, config_json(&state.config.load())),
+        "/reload" if method == "POST" => reload(state).await,
+        "/metrics" | "/healthz" | "/readyz" | "/config" => allowed("GET, HEAD"),
+        "/reload" => allowed("POST"),
+        _ => text(
+            404,
+            "not found: try /metrics, /healthz, /readyz, /config or POST /reload\n",
+        ),
+    }
+}
+
+async fn reload(state: &AdminState) -> Answer {
+    if state.stopping.load(Ordering::Acquire) {
+        return json(
+            503,
+            r#"{"status":"refused","error":"stopping"}"#.to_owned() + "\n",
+        );
+    }
+    let (tx, rx) = oneshot::channel();
+    if state.reload.send(tx).await.is_err() {
+        return json(
+            503,
+            r#"{"status":"refused","error":"the daemon does not take reloads now"}"#.to_owned()
+                + "\n",
+        );
+    }
+    let mut body = String::new();
+    match tokio::time::timeout(RELOAD_WAIT, rx).await {
+        Ok(Ok(Ok(summary))) => {
+            body.push_str(r#"{"status":"reloaded","summary":"#);
+            json_str(&summary, &mut body);
+            body.push_str("}\n");
+            json(200, body)
+        }
+        Ok(Ok(Err(error))) => {
+            body.push_str(r#"{"status":"refused","error":"#);
+            json_str(&error, &mut body);
+            body.push_str("}\n");
+            json(422, body)
+        }
+        Ok(Err(_)) => json(
+            503,
+            r#"{"status":"refused","error":"the daemon is stopping"}"#.to_owned() + "\n",
+        ),
+        Err(_) => json(
+            504,
+            r#"{"status":"unknown","error":"no outcome within 60 s; see the daemon log"}"#
+                .to_owned()
+                + "\n",
+        ),
+    }
+}
+
+fn json_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A tiny JSON writer: enough for the configuration view, with commas handled.
+struct J {
+    out: String,
+    first: bool,
+}
+
+impl J {
+    fn new() -> J {
+        J {
+            out: String::with_capacity(4096),
+            first: true,
+        }
+    }
+    fn sep(&mut self) {
+        if !self.first {
+            self.out.push(',');
+        }
+        self.first = false;
+    }
+    fn key(&mut self, k: &str) -> &mut J {
+        self.sep();
+        json_str(k, &mut self.out);
+        self.out.push(':');
+        self.first = true;
+        self
+    }
+    fn open(&mut self, c: char) -> &mut J {
+        if !self.first_value() {
+            self.sep();
+        }
+        self.out.push(c);
+        self.first = true;
+        self
+    }
+    /// After `key` the next value needs no comma.
+    fn first_value(&self) -> bool {
+        self.out.ends_with(':')
+    }
+    fn close(&mut self, c: char) -> &mut J {
+        self.out.push(c);
+        self.first = false;
+        self
+    }
+    fn raw(&mut self, v: impl std::fmt::Display) -> &mut J {
+        if !self.first_value() {
+            self.sep();
+        }
+        let _ = write!(self.out, "{v}");
+        self.first = false;
+        self
+    }
+    fn str(&mut self, v: &str) -> &mut J {
+        if !self.first_value() {
+            self.sep();
+        }
+        json_str(v, &mut self.out);
+        self.first = false;
+        self
+    }
+    fn ms(&mut self, k: &str, d: Duration) -> &mut J {
+        self.key(k).raw(d.as_millis())
+    }
+}
+
+/// The running configuration with every default filled in, keys named as in the file.
+pub fn config_json(c: &Config) -> String {
+    let mut j = J::new();
+    j.open('{');
+    j.key("source").str(&c.source.display().to_string());
+    j.key("vip").open('[');
+    for v in &c.vips {
+        j.open('{');
+        j.key("address").str(&v.address.to_string());
+        j.key("interface").str(&v.interface);
+        j.key("garp_count").raw(v.garp.count);
+        j.ms("garp_interval_ms", v.garp.interval);
+        j.close('}');
+    }
+    j.close(']');
+    j.key("vrrp");
+    match &c.vrrp {
+        None => {
+            j.raw("null");
+        }
+        Some(v) => {
+            j.open('{');
+            j.key("vrid").raw(v.vrid);
+            j.key("priority").raw(v.priority);
+            j.key("interface").str(&v.interface);
+            j.ms("advert_interval_ms", v.advert_interval.duration());
+            j.key("peers").open('[');
+            for p in &v.peers {
+                j.str(&p.to_string());
+            }
+            j.close(']');
+            j.key("preempt").raw(v.preempt);
+            j.ms("preempt_delay_ms", v.preempt_delay);
+            match v.garp_refresh {
+                Some(d) => j.ms("garp_refresh_ms", d),
+                None => j.key("garp_refresh_ms").raw("null"),
+            };
+            j.close('}');
+        }
+    }
+    j.key("listener").open('[');
+    for l in &c.listeners {
+        j.open('{');
+        j.key("bind").str(&l.bind.to_string());
+        j.key("protocol").str(l.protocol.as_str());
+        if let Protocol::Tcp {
+            pool,
+            send_proxy_v2,
+        } = l.protocol
+        {
+            j.key("pool").str(&c.pool(pool).name);
+            j.key("send_proxy_protocol")
+                .str(if send_proxy_v2 { "v2" } else { "off" });
+        }
+        j.key("accept_proxy_protocol").raw(l.accept_proxy_protocol);
+        j.close('}');
+    }
+    j.close(']');
+    j.key("host").open('[');
+    for h in &c.hosts {
+        j.open('{');
+        j.key("names").open('[');
+        for n in &h.names {
+            j.str(&n.to_string());
+        }
+        j.close(']');
+        cidrs(&mut j, "allow", &h.access.allow);
+        cidrs(&mut j, "deny", &h.access.deny);
+        j.key("route").open('[');
+        for r in &h.routes {
+            j.open('{');
+            j.key("prefix").str(&r.prefix);
+            j.key("split").open('[');
+            for w in &r.split {
+                j.open('{');
+                j.key("pool").str(&c.pool(w.pool).name);
+                j.key("weight").raw(w.weight);
+                j.close('}');
+            }
+            j.close(']');
+            j.key("retries").raw(r.retry.retries);
+            let on = r.retry.on;
+            j.key("retry_on").open('[');
+            for (set, name) in [
+                (on.connect_failure, "connect-failure"),
+                (on.reset, "reset"),
+                (on.timeout, "timeout"),
+                (on.gateway_error, "gateway-error"),
+                (on.server_error, "5xx"),
+            ] {
+                if set {
+                    j.str(name);
+                }
+            }
+            j.close(']');
+            opt_ms(&mut j, "per_try_timeout_ms", r.retry.per_try_timeout);
+            opt_ms(&mut j, "timeout_ms", r.timeout);
+            match r.max_body_bytes {
+                Some(n) => j.key("max_body_bytes").raw(n),
+                None => j.key("max_body_bytes").raw("null"),
+            };
+            cidrs(&mut j, "allow", &r.access.allow);
+            cidrs(&mut j, "deny", &r.access.deny);
+            j.close('}');
+        }
+        j.close(']');
+        j.close('}');
+    }
+    j.close(']');
+    j.key("pool").open('{');
+    for p in &c.pools {
+        j.key(&p.name).open('{');
+        j.key("backends").open('[');
+        for b in &p.backends {
+            j.open('{');
+            j.key("address").str(&b.address.to_string());
+            j.key("weight").raw(b.weight);
+            j.close('}');
+        }
+        j.close(']');
+        let (balance, key) = match &p.balance {
+            Balance::RoundRobin => ("round_robin", None),
+            Balance::LeastRequest => ("least_request", None),
+            Balance::Maglev(k) => (
+                "maglev",
+                Some(match k {
+                    HashKey::ClientIp => "client_ip".to_owned(),
+                    HashKey::Header(h) => format!("header:{h}"),
+                    HashKey::Cookie(c) => format!("cookie:{c}"),
+                }),
+            ),
+        };
+        j.key("balance").str(balance);
+        if let Some(k) = key {
+            j.key("hash_key").str(&k);
+        }
+        j.key("health");
+        match &p.health {
+            None => {
+                j.raw("null");
+            }
+            Some(h) => {
+                j.open('{');
+                match &h.kind {
+                    HealthKind::Tcp => {
+                        j.key("type").str("tcp");
+                    }
+                    HealthKind::Http { path, host } => {
+                        j.key("type").str("http");
+                        j.key("path").str(path);
+                        match host {
+                            Some(host) => j.key("host").str(host),
+                            None => j.key("host").raw("null"),
+                        };
+                    }
+                }
+                j.ms("interval_ms", h.interval);
+                j.ms("timeout_ms", h.timeout);
+                j.key("healthy_threshold").raw(h.healthy_threshold);
+                j.key("unhealthy_threshold").raw(h.unhealthy_threshold);
+                j.close('}');
+            }
+        }
+        let o = p.outlier;
+        j.key("outlier").open('{');
+        j.key("consecutive_failures").raw(o.consecutive_failures);
+        j.ms("base_ejection_ms", o.base_ejection);
+        j.ms("max_ejection_ms", o.max_ejection);
+        j.key("max_ejection_percent").raw(o.max_ejection_percent);
+        j.close('}');
+        j.close('}');
+    }
+    j.close('}');
+    let s = &c.proxy;
+    j.key("proxy").open('{');
+    j.ms("head_timeout_ms", s.head_timeout);
+    j.ms("client_idle_timeout_ms", s.client_idle_timeout);
+    j.ms("connect_timeout_ms", s.connect_timeout);
+    j.ms("backend_timeout_ms", s.backend_timeout);
+    j.ms("backend_idle_timeout_ms", s.backend_idle_timeout);
+    j.key("backend_max_idle").raw(s.backend_max_idle);
+    j.key("max_request_line").raw(s.max_request_line);
+    j.key("max_head_size").raw(s.max_head_size);
+    j.key("max_headers").raw(s.max_headers);
+    cidrs(&mut j, "trusted_proxies", &s.trusted_proxies);
+    j.key("client_ip_header").str(match s.client_ip_header {
+        crate::config::ClientIpHeader::XForwardedFor => "x-forwarded-for",
+        crate::config::ClientIpHeader::CfConnectingIp => "cf-connecting-ip",
+    });
+    j.key("request_id").raw(s.request_id);
+    j.key("retry_budget_percent").raw(s.retry_budget_percent);
+    j.key("worker_threads").raw(s.worker_threads);
+    j.close('}');
+    j.key("daemon").open('{');
+    j.ms("drain_timeout_ms", c.daemon.drain_timeout);
+    j.close('}');
+    j.key("admin").open('{');
+    j.key("enabled").raw(c.admin.is_some());
+    match &c.admin {
+        Some(a) => j.key("bind").str(&a.bind.to_string()),
+        None => j.key("bind").raw("null"),
+    };
+    j.close('}');
+    j.key("access_log").open('{');
+    j.key("enabled").raw(c.access_log.is_some());
+    if let Some(a) = &c.access_log {
+        j.key("format").str(a.format.as_str());
+        j.key("sample").raw(a.sample);
+    }
+    j.close('}');
+    j.key("log").open('{');
+    j.key("level").str(&c.log.level);
+    j.close('}');
+    j.close('}');
+    j.out.push('\n');
+    j.out
+}
+
+fn cidrs(j: &mut J, key: &str, list: &[crate::config::Cidr]) {
+    j.key(key).open('[');
+    for c in list {
+        j.str(&c.to_string());
+    }
+    j.close(']');
+}
+
+fn opt_ms(j: &mut J, key: &str, d: Option<Duration>) {
+    match d {
+        Some(d) => j.ms(key, d),
+        None => j.key(key).raw("null"),
+    };
+}

@@ -1,0 +1,813 @@
+//! Metrics: the counters and gauges vipgate keeps, and their Prometheus text exposition.
+//!
+//! Owns two kinds of state and how they are read out:
+//! - per request, [`RequestStats`] for each host × route × pool, pre-created with their labels
+//!   when a [`crate::proxy::Snapshot`] is built ([`ProxyMetrics`]) and carried over by label on
+//!   reload, so a counter never goes back. The request path finds its series by index and bumps
+//!   atomics: no allocation, no lock, no label formatting.
+//! - process-wide, [`Process`]: reloads, the VRRP state, per VIP ownership and ARP counters,
+//!   accepted connections per listener and the access log's own counters. Registering a VIP or
+//!   a listener takes a lock (once, at start); counting never does.
+//!
+//! Backend health, ejections, requests in flight and pool sizes are not copied anywhere: they
+//! are read from the live `upstream` state when scraped. Does not own serving the text (that
+//! is `admin`) nor deciding what a request's status is (`proxy::conn`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::PoolId;
+use crate::ha::machine::State as VrrpState;
+use crate::l2::ArpStats;
+use crate::proxy::route::{RouteTable, Target};
+use crate::proxy::upstream::backend::now_ms;
+use crate::proxy::upstream::Pools;
+
+/// Upper bounds of the latency buckets, in microseconds (0.5 ms to 10 s, then +Inf).
+pub const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+const NBUCKETS: usize = BUCKETS_US.len() + 1;
+
+/// A latency histogram over atomics: one bucket and the sum are bumped per observation
+/// (the buckets are stored apart and made cumulative when read).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; NBUCKETS],
+    sum_us: AtomicU64,
+}
+
+/// One reading of a [`Histogram`]: cumulative counts per bucket (the last is +Inf).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramReading {
+    pub cumulative: [u64; NBUCKETS],
+    pub sum_seconds: f64,
+}
+
+impl HistogramReading {
+    pub fn count(&self) -> u64 {
+        self.cumulative[NBUCKETS - 1]
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(NBUCKETS - 1);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn read(&self) -> HistogramReading {
+        let mut cumulative = [0u64; NBUCKETS];
+        let mut total = 0;
+        for (c, b) in cumulative.iter_mut().zip(&self.buckets) {
+            total += b.load(Ordering::Relaxed);
+            *c = total;
+        }
+        HistogramReading {
+            cumulative,
+            sum_seconds: self.sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+/// The status classes requests are counted by.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// The counters of one host × route × pool. `host`, `route` and `pool` are empty for requests
+/// refused before they were routed (bad head, unknown host, no route).
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    pub host: Box<str>,
+    pub route: Box<str>,
+    pub pool: Box<str>,
+    requests: [AtomicU64; 5],
+    duration: Histogram,
+    upstream: Histogram,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// What the request path reports when a request ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    pub status: u16,
+    pub duration: Duration,
+    /// From the try that answered: connecting (or reusing) to its response head.
+    pub upstream: Option<Duration>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub retries: u32,
+}
+
+impl RequestStats {
+    pub fn labelled(host: &str, route: &str, pool: &str) -> RequestStats {
+        RequestStats {
+            host: host.into(),
+            route: route.into(),
+            pool: pool.into(),
+            ..RequestStats::default()
+        }
+    }
+
+    pub fn record(&self, f: &Finished) {
+        self.requests[class_index(f.status)].fetch_add(1, Ordering::Relaxed);
+        self.duration.observe(f.duration);
+        if let Some(u) = f.upstream {
+            self.upstream.observe(u);
+        }
+        self.bytes_in.fetch_add(f.bytes_in, Ordering::Relaxed);
+        self.bytes_out.fetch_add(f.bytes_out, Ordering::Relaxed);
+        if f.retries > 0 {
+            self.retries
+                .fetch_add(u64::from(f.retries), Ordering::Relaxed);
+        }
+    }
+
+    pub fn requests(&self, class: usize) -> u64 {
+        self.requests[class].load(Ordering::Relaxed)
+    }
+}
+
+type SeriesKey = (Box<str>, Box<str>, Box<str>);
+/// The pools one route can send to, each with its series.
+type RouteSeries = Vec<(PoolId, Arc<RequestStats>)>;
+
+/// Every request series of one configuration, indexed like its route table.
+#[derive(Debug)]
+pub struct ProxyMetrics {
+    /// `[host][route]`: each pool the route can send to, with its series.
+    routes: Vec<Vec<RouteSeries>>,
+    unrouted: Arc<RequestStats>,
+}
+
+impl ProxyMetrics {
+    /// The series for `table`'s routes; those whose labels existed in `previous` keep their
+    /// counts.
+    pub fn build(table: &RouteTable, pools: &Pools, previous: Option<&ProxyMetrics>) -> Self {
+        let mut old: HashMap<SeriesKey, Arc<RequestStats>> = HashMap::new();
+        if let Some(p) = previous {
+            for s in p.all() {
+                old.insert((s.host.clone(), s.route.clone(), s.pool.clone()), s.clone());
+            }
+        }
+        let mut take = |host: &str, route: &str, pool: &str| {
+            old.remove(&(host.into(), route.into(), pool.into()))
+                .unwrap_or_else(|| Arc::new(RequestStats::labelled(host, route, pool)))
+        };
+        let unrouted = take("", "", "");
+        let routes = table
+            .describe()
+            .map(|(host, routes)| {
+                routes
+                    .iter()
+                    .map(|r| {
+                        r.pools()
+                            .iter()
+                            .map(|w| (w.pool, take(host, &r.prefix, &pools.get(w.pool).name)))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        ProxyMetrics { routes, unrouted }
+    }
+
+    /// The series of a routed request.
+    pub fn series(&self, target: Target, pool: PoolId) -> &Arc<RequestStats> {
+        self.routes
+            .get(target.host)
+            .and_then(|h| h.get(target.route))
+            .and_then(|r| r.iter().find(|(p, _)| *p == pool))
+            .map_or(&self.unrouted, |(_, s)| s)
+    }
+
+    /// The series of requests refused before routing.
+    pub fn unrouted(&self) -> &Arc<RequestStats> {
+        &self.unrouted
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<RequestStats>> {
+        std::iter::once(&self.unrouted)
+            .chain(self.routes.iter().flatten().flatten().map(|(_, s)| s))
+    }
+}
+
+/// One VIP's state: whether this node holds it now, and its ARP counters (kept across
+/// announcer restarts, so they only grow).
+#[derive(Debug, Default)]
+pub struct VipStats {
+    pub owned: AtomicBool,
+    pub arp: Arc<ArpStats>,
+}
+
+/// Process-wide counters; see [`process`].
+#[derive(Debug)]
+pub struct Process {
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// 1 until a reload is refused, then 0 until one succeeds.
+    pub last_reload_ok: AtomicBool,
+    pub last_reload_success_unix: AtomicU64,
+    pub access_log_lines: AtomicU64,
+    pub access_log_dropped: AtomicU64,
+    /// 0 without `[vrrp]`.
+    vrrp_vrid: AtomicU32,
+    vrrp_state: AtomicU8,
+    pub vrrp_transitions: AtomicU64,
+    vips: Mutex<Vec<(Ipv4Addr, Arc<VipStats>)>>,
+    listeners: Mutex<Vec<(SocketAddr, Arc<AtomicU64>)>>,
+    start_unix: AtomicU64,
+}
+
+static PROCESS: Process = Process {
+    reloads_ok: AtomicU64::new(0),
+    reloads_failed: AtomicU64::new(0),
+    last_reload_ok: AtomicBool::new(true),
+    last_reload_success_unix: AtomicU64::new(0),
+    access_log_lines: AtomicU64::new(0),
+    access_log_dropped: AtomicU64::new(0),
+    vrrp_vrid: AtomicU32::new(0),
+    vrrp_state: AtomicU8::new(0),
+    vrrp_transitions: AtomicU64::new(0),
+    vips: Mutex::new(Vec::new()),
+    listeners: Mutex::new(Vec::new()),
+    start_unix: AtomicU64::new(0),
+};
+
+/// The process-wide counters.
+pub fn process() -> &'static Process {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| PROCESS.start_unix.store(unix_now(), Ordering::Relaxed));
+    &PROCESS
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The data is a list of Arcs: a panic elsewhere cannot leave it half-written.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn vrrp_code(s: VrrpState) -> u8 {
+    match s {
+        VrrpState::Initialize => 1,
+        VrrpState::Backup => 2,
+        VrrpState::Master => 3,
+    }
+}
+
+impl Process {
+    /// The counters of `vip`, created on first use.
+    pub fn vip(&self, vip: Ipv4Addr) -> Arc<VipStats> {
+        let mut vips = lock(&self.vips);
+        if let Some((_, s)) = vips.iter().find(|(a, _)| *a == vip) {
+            return s.clone();
+        }
+        let s = Arc::new(VipStats::default());
+        vips.push((vip, s.clone()));
+        s
+    }
+
+    /// The accepted-connections counter of the listener bound to `bind`.
+    pub fn listener(&self, bind: SocketAddr) -> Arc<AtomicU64> {
+        let mut ls = lock(&self.listeners);
+        if let Some((_, c)) = ls.iter().find(|(a, _)| *a == bind) {
+            return c.clone();
+        }
+        let c = Arc::new(AtomicU64::new(0));
+        ls.push((bind, c.clone()));
+        c
+    }
+
+    pub fn reload_done(&self, ok: bool) {
+        if ok {
+            self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            self.last_reload_success_unix
+                .store(unix_now(), Ordering::Relaxed);
+        } else {
+            self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_reload_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// The election of `vrid` entered `state` (`transition`: from another state).
+    pub fn vrrp_state(&self, vrid: u8, state: VrrpState, transition: bool) {
+        self.vrrp_vrid.store(u32::from(vrid), Ordering::Relaxed);
+        self.vrrp_state.store(vrrp_code(state), Ordering::Relaxed);
+        if transition {
+            self.vrrp_transitions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a scrape reads besides the process-wide counters.
+pub struct View<'a> {
+    pub snapshot: &'a crate::proxy::Snapshot,
+    pub config: &'a crate::config::Config,
+    /// Client connections open now (HTTP and TCP).
+    pub connections_active: usize,
+}
+
+/// A label value escaped for the text format (backslash, double quote, newline).
+struct Esc<'a>(&'a str);
+
+impl std::fmt::Display for Esc<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => f.write_str("\\\\")?,
+                '"' => f.write_str("\\\"")?,
+                '\n' => f.write_str("\\n")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A float as the text format wants it (`+Inf`, integers without a fraction).
+fn num(v: f64) -> String {
+    if v.is_infinite() {
+        "+Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramReading) {
+    for (i, c) in h.cumulative.iter().enumerate() {
+        let le = BUCKETS_US
+            .get(i)
+            .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {c}", num(le));
+    }
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", num(h.sum_seconds));
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+}
+
+/// The whole exposition, in Prometheus text format 0.0.4.
+pub fn render(view: &View<'_>) -> String {
+    let p = process();
+    let mut out = String::with_capacity(16 * 1024);
+
+    header(
+        &mut out,
+        "vipgate_build_info",
+        "gauge",
+        "Always 1; the version in a label.",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    header(
+        &mut out,
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch.",
+    );
+    let _ = writeln!(
+        out,
+        "process_start_time_seconds {}",
+        p.start_unix.load(Ordering::Relaxed)
+    );
+
+    let series: Vec<&Arc<RequestStats>> = view.snapshot.metrics.all().collect();
+    let labels = |s: &RequestStats| {
+        format!(
+            "host=\"{}\",route=\"{}\",pool=\"{}\"",
+            Esc(&s.host),
+            Esc(&s.route),
+            Esc(&s.pool)
+        )
+    };
+    header(
+        &mut out,
+        "vipgate_http_requests_total",
+        "counter",
+        "HTTP requests answered, by host, route, pool and status class (empty labels: refused before routing).",
+    );
+    for s in &series {
+        let l = labels(s);
+        for (i, class) in CODE_CLASSES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "vipgate_http_requests_total{{{l},code_class=\"{class}\"}} {}",
+                s.requests(i)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "vipgate_http_request_duration_seconds",
+        "histogram",
+        "From the first byte of the request head to the end of the response.",
+    );
+    for s in &series {
+        histogram(
+            &mut out,
+            "vipgate_http_request_duration_seconds",
+            &labels(s),
+            &s.duration.read(),
+        );
+    }
+    header(
+        &mut out,
+        "vipgate_http_upstream_duration_seconds",
+        "histogram",
+        "From connecting to (or reusing a connection to) the backend to its response head, for the try that answered.",
+    );
+    for s in &series {
+        histogram(
+            &mut out,
+            "vipgate_http_upstream_duration_seconds",
+            &labels(s),
+            &s.upstream.read(),
+        );
+    }
+    for (name, help, get) in [
+        (
+            "vipgate_http_request_bytes_total",
+            "Bytes received from clients (request heads and bodies).",
+            &s_bytes_in as &dyn Fn(&RequestStats) -> u64,
+        ),
+        (
+            "vipgate_http_response_bytes_total",
+            "Bytes sent to clients (response heads and bodies).",
+            &s_bytes_out,
+        ),
+        (
+            "vipgate_http_retries_total",
+            "Tries sent to another backend after a failed one.",
+            &s_retries,
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for s in &series {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(s), get(s));
+        }
+    }
+
+    header(
+        &mut out,
+        "vipgate_connections_active",
+        "gauge",
+        "Client connections open now (HTTP and TCP listeners).",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_connections_active {}",
+        view.connections_active
+    );
+    header(
+        &mut out,
+        "vipgate_connections_total",
+        "counter",
+        "Client connections accepted, by listener.",
+    );
+    {
+        let ls = lock(&p.listeners);
+        for l in &view.config.listeners {
+            if let Some((_, c)) = ls.iter().find(|(a, _)| *a == l.bind) {
+                let _ = writeln!(
+                    out,
+                    "vipgate_connections_total{{listener=\"{}\"}} {}",
+                    l.bind,
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+
+    render_backends(&mut out, view);
+    render_vips(&mut out, view);
+
+    header(
+        &mut out,
+        "vipgate_vrrp_state",
+        "gauge",
+        "1 for the state the VRRP election is in (initialize, backup, master).",
+    );
+    let vrid = p.vrrp_vrid.load(Ordering::Relaxed);
+    if let Some(v) = &view.config.vrrp {
+        let code = if vrid == u32::from(v.vrid.get()) {
+            p.vrrp_state.load(Ordering::Relaxed)
+        } else {
+            1
+        };
+        for (c, name) in [(1, "initialize"), (2, "backup"), (3, "master")] {
+            let _ = writeln!(
+                out,
+                "vipgate_vrrp_state{{vrid=\"{}\",state=\"{name}\"}} {}",
+                v.vrid.get(),
+                u8::from(code == c)
+            );
+        }
+        header(
+            &mut out,
+            "vipgate_vrrp_transitions_total",
+            "counter",
+            "Changes of VRRP state since the process started.",
+        );
+        let _ = writeln!(
+            out,
+            "vipgate_vrrp_transitions_total{{vrid=\"{}\"}} {}",
+            v.vrid.get(),
+            p.vrrp_transitions.load(Ordering::Relaxed)
+        );
+    }
+
+    header(
+        &mut out,
+        "vipgate_config_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP or POST /reload), by result.",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_config_reloads_total{{result=\"success\"}} {}\nvipgate_config_reloads_total{{result=\"failure\"}} {}",
+        p.reloads_ok.load(Ordering::Relaxed),
+        p.reloads_failed.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "vipgate_config_last_reload_successful",
+        "gauge",
+        "0 while the file on disk was refused by the last reload, 1 otherwise.",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_config_last_reload_successful {}",
+        u8::from(p.last_reload_ok.load(Ordering::Relaxed))
+    );
+    header(
+        &mut out,
+        "vipgate_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the configuration was last reloaded successfully (0: never).",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_config_last_reload_success_timestamp_seconds {}",
+        p.last_reload_success_unix.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "vipgate_access_log_lines_total",
+        "counter",
+        "Access log lines written.",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_access_log_lines_total {}",
+        p.access_log_lines.load(Ordering::Relaxed)
+    );
+    header(
+        &mut out,
+        "vipgate_access_log_dropped_total",
+        "counter",
+        "Access log lines dropped because the writer was behind (the request path never waits).",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_access_log_dropped_total {}",
+        p.access_log_dropped.load(Ordering::Relaxed)
+    );
+    out
+}
+
+fn s_bytes_in(s: &RequestStats) -> u64 {
+    s.bytes_in.load(Ordering::Relaxed)
+}
+fn s_bytes_out(s: &RequestStats) -> u64 {
+    s.bytes_out.load(Ordering::Relaxed)
+}
+fn s_retries(s: &RequestStats) -> u64 {
+    s.retries.load(Ordering::Relaxed)
+}
+
+fn render_backends(out: &mut String, view: &View<'_>) {
+    let now = now_ms();
+    let pools = &view.snapshot.pools;
+    let all: Vec<_> = pools.iter().collect();
+    type Get = fn(&crate::proxy::upstream::backend::Backend, u64) -> u64;
+    let per_backend: [(&str, &str, &str, Get); 5] = [
+        (
+            "vipgate_backend_up",
+            "gauge",
+            "1 if the backend takes requests (healthy and not ejected).",
+            |b, now| u64::from(b.is_available(now)),
+        ),
+        (
+            "vipgate_backend_healthy",
+            "gauge",
+            "The active health checks' verdict (1 without checks).",
+            |b, _| u64::from(b.is_healthy()),
+        ),
+        (
+            "vipgate_backend_ejected",
+            "gauge",
+            "1 while passive outlier detection keeps the backend out.",
+            |b, now| u64::from(b.is_ejected(now)),
+        ),
+        (
+            "vipgate_backend_ejections_total",
+            "counter",
+            "Times outlier detection ejected the backend.",
+            |b, _| u64::from(b.ejections()),
+        ),
+        (
+            "vipgate_backend_active_requests",
+            "gauge",
+            "Requests (and TCP streams) in flight to the backend.",
+            |b, _| b.active() as u64,
+        ),
+    ];
+    for (name, kind, help, get) in per_backend {
+        header(out, name, kind, help);
+        for pool in &all {
+            for b in pool.backends() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pool=\"{}\",backend=\"{}\"}} {}",
+                    Esc(&pool.name),
+                    b.address,
+                    get(b, now)
+                );
+            }
+        }
+    }
+    header(
+        out,
+        "vipgate_pool_backends",
+        "gauge",
+        "Backends configured in the pool.",
+    );
+    for pool in &all {
+        let _ = writeln!(
+            out,
+            "vipgate_pool_backends{{pool=\"{}\"}} {}",
+            Esc(&pool.name),
+            pool.backends().len()
+        );
+    }
+    header(
+        out,
+        "vipgate_pool_backends_available",
+        "gauge",
+        "Backends of the pool that take requests now.",
+    );
+    for pool in &all {
+        let _ = writeln!(
+            out,
+            "vipgate_pool_backends_available{{pool=\"{}\"}} {}",
+            Esc(&pool.name),
+            pool.backends()
+                .iter()
+                .filter(|b| b.is_available(now))
+                .count()
+        );
+    }
+}
+
+fn render_vips(out: &mut String, view: &View<'_>) {
+    let p = process();
+    let stats: Vec<(Ipv4Addr, Arc<VipStats>)> = view
+        .config
+        .vips
+        .iter()
+        .map(|v| (v.address, p.vip(v.address)))
+        .collect();
+    header(
+        out,
+        "vipgate_vip_owned",
+        "gauge",
+        "1 while this node holds the VIP (answers ARP for it, has its local route).",
+    );
+    for (vip, s) in &stats {
+        let _ = writeln!(
+            out,
+            "vipgate_vip_owned{{vip=\"{vip}\"}} {}",
+            u8::from(s.owned.load(Ordering::Relaxed))
+        );
+    }
+    type Get = fn(&crate::l2::ArpStatsSnapshot) -> u64;
+    let counters: [(&str, &str, Get); 5] = [
+        (
+            "vipgate_arp_replies_sent_total",
+            "ARP replies sent for the VIP.",
+            |s| s.replies_sent,
+        ),
+        (
+            "vipgate_arp_requests_seen_total",
+            "ARP requests for the VIP seen from other stations.",
+            |s| s.requests_seen,
+        ),
+        (
+            "vipgate_garps_sent_total",
+            "Gratuitous ARPs sent for the VIP.",
+            |s| s.garps_sent,
+        ),
+        (
+            "vipgate_arp_conflicts_total",
+            "Frames from another station using the VIP as its sender address.",
+            |s| s.conflicts_seen,
+        ),
+        (
+            "vipgate_arp_send_errors_total",
+            "ARP replies or gratuitous ARPs the socket refused.",
+            |s| s.send_errors,
+        ),
+    ];
+    let readings: Vec<_> = stats.iter().map(|(v, s)| (v, s.arp.snapshot())).collect();
+    for (name, help, get) in counters {
+        header(out, name, "counter", help);
+        for (vip, r) in &readings {
+            let _ = writeln!(out, "{name}{{vip=\"{vip}\"}} {}", get(r));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_bounded_inclusively() {
+        let h = Histogram::default();
+        for us in [0, 500, 501, 1_000, 20_000_000] {
+            h.observe(Duration::from_micros(us));
+        }
+        let r = h.read();
+        assert_eq!(r.cumulative[0], 2, "0 and 500 µs are <= 0.0005 s");
+        assert_eq!(r.cumulative[1], 4);
+        assert_eq!(r.cumulative[NBUCKETS - 2], 4);
+        assert_eq!(r.count(), 5, "20 s lands in +Inf only");
+        assert!((r.sum_seconds - 20.002001).abs() < 1e-9);
+        assert!(r.cumulative.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn status_classes() {
+        for (status, class) in [
+            (100, 0),
+            (101, 0),
+            (200, 1),
+            (304, 2),
+            (404, 3),
+            (499, 3),
+            (502, 4),
+            (0, 0),
+            (999, 4),
+        ] {
+            assert_eq!(class_index(status), class, "{status}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(Esc("a\"b\\c\nd").to_string(), "a\\\"b\\\\c\\nd");
+        assert_eq!(Esc("/api").to_string(), "/api");
+    }
+
+    #[test]
+    fn histogram_text_has_le_labels_sum_and_count() {
+        let h = Histogram::default();
+        h.observe(Duration::from_millis(3));
+        let mut out = String::new();
+        histogram(&mut out, "x_seconds", "a=\"b\"", &h.read());
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "x_seconds_bucket{a=\"b\",le=\"0.0005\"} 0");
+        assert_eq!(lines[3], "x_seconds_bucket{a=\"b\",le=\"0.005\"} 1");
+        assert_eq!(
+            lines[NBUCKETS - 1],
+            "x_seconds_bucket{a=\"b\",le=\"+Inf\"} 1"
+        );
+        assert_eq!(lines[NBUCKETS], "x_seconds_sum{a=\"b\"} 0.003");
+        assert_eq!(lines[NBUCKETS + 1], "x_seconds_count{a=\"b\"} 1");
+    }
+}
