@@ -122,7 +122,8 @@ vg_forget "$slow_pid"
 read -r slow_code slow_time <<<"$(cat "$slow_out")"
 slow_end_ms=$(now_ms)
 assert_eq "the slow in-flight request finished with 200" 200 "$slow_code"
-assert_match "… from a web backend, whole" "$(cat "$VG_TMP/slow.body")" 'backend=be[12] method=GET host=blog\.example\.test path=/slow\?ms=4000 body_len=0'
+assert_match "… from a web backend, whole" "$(cat "$VG_TMP/slow.body")" \
+  "backend=be[12] method=GET host=blog\\.example\\.test path=/slow\\?ms=4000 body_len=0 peer=${LB_IP//./\\.}"
 note "slow request took ${slow_time}s"
 assert_match "… and its response, written while draining, says Connection: close" "$(tr -d '\r' <"$VG_TMP/slow.head" | grep -i '^connection:' || true)" '[Cc]onnection: close'
 vg_wait_gone 50 "$VG_PID" || true
