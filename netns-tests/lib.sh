@@ -493,9 +493,11 @@ arp_from_vip() { # FILE
 
 HA_HOST=ha.example.test
 HA_VRID=${HA_VRID:-51}
+# The backend (IP:PORT) ha_config and ha_serve_config route to; the first backend.py if unset.
+HA_BACKEND=${HA_BACKEND:-}
 
 # FILE PRIORITY [LINE...]: a config holding the VIP through VRRP (vrid HA_VRID, advert
-# HA_ADVERT or 100ms) and serving $HA_HOST from the first backend; each LINE is added to
+# HA_ADVERT or 100ms) and serving $HA_HOST from HA_BACKEND or the first backend; each LINE is added to
 # [vrrp] (like 'preempt = false').
 ha_config() {
   local file=$1 prio=$2 line
@@ -515,7 +517,7 @@ prefix = "/"
 pool = "web"
 
 [pool.web]
-backends = ["${BE_IP[0]}:$BACKEND_PORT"]
+backends = ["${HA_BACKEND:-${BE_IP[0]}:$BACKEND_PORT}"]
 
 [vrrp]
 vrid = $HA_VRID
@@ -563,6 +565,23 @@ probe_wait() { # waits for the prober (≤ its duration + 10 s)
   wait "$PROBE_PID" 2>/dev/null || true
   vg_forget "$PROBE_PID"
 }
+# IP TENTHS [N]: waits (≤ TENTHS/10 s) until the last N (20) probes that ended were all
+# answered through IP: the clients have settled on that node.
+probe_until() {
+  local i n=${3:-20}
+  for ((i = 0; i < $2 * 2; i++)); do
+    if tail -n "$n" "$PROBE_FILE" 2>/dev/null | awk -v ip="$1" -v n="$n" '$3 != ip { bad = 1 } END { exit (NR < n || bad) }'; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  return 1
+}
+# Stops the prober before its duration is over; probes still in flight are not written.
+probe_stop() {
+  kill -TERM "$PROBE_PID" 2>/dev/null || true
+  probe_wait
+}
 # OLD_IP NEW_IP: the prober's outage line for a move from OLD to NEW (see prober.py); sets
 # OUTAGE_MS (a number, or 'none'), OLD_AFTER and PROBE_FAILS too.
 probe_outage() {
@@ -582,17 +601,72 @@ assert_outage() {
   fi
 }
 
-# NS CONFIG: keepalived (VRRP only, in the foreground, logging to a file) in NS. Sets KA_PID
-# and KA_LOG; the process is tracked and removed with the rest.
+# A config serving $HA_HOST on VIP:80 from HA_BACKEND or the first backend, with no [[vip]] and no [vrrp]:
+# the HTTP side of a node whose VIP keepalived holds as an interface address.
+ha_serve_config() { # FILE
+  cat >"$1" <<EOC
+[[listener]]
+bind = "$VIP:80"
+[[host]]
+names = ["$HA_HOST"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+[pool.web]
+backends = ["${HA_BACKEND:-${BE_IP[0]}:$BACKEND_PORT}"]
+EOC
+}
+
+# FILE PRIORITY SRC_IP PEER_IP: a keepalived VRRPv3 instance (vrid HA_VRID, advert HA_ADVERT
+# or 100ms, unicast from SRC_IP to PEER_IP, preempting) that puts the VIP on eth0 while master.
+keepalived_config() {
+  local adv=${HA_ADVERT:-100ms} int
+  case $adv in
+    *ms) int=$(awk -v ms="${adv%ms}" 'BEGIN { printf "%g", ms / 1000 }') ;;
+    *s) int=${adv%s} ;;
+    *) int=$adv ;;
+  esac
+  cat >"$1" <<EOC
+global_defs {
+  vrrp_version 3
+}
+vrrp_instance VI {
+  state BACKUP
+  interface eth0
+  virtual_router_id $HA_VRID
+  priority $2
+  advert_int $int
+  unicast_src_ip $3
+  unicast_peer {
+    $4
+  }
+  virtual_ipaddress {
+    $VIP/32
+  }
+}
+EOC
+}
+
+# NS CONFIG: keepalived (VRRP only, in the foreground, logging to a file) in NS. Sets KA_PID,
+# KA_LOG and KA_VRRP_PIDFILE (where its VRRP child writes its PID); the process is tracked and
+# removed with the rest.
 keepalived_start() {
   local ns=$1 cfg=$2
   VG_SEQ=$((VG_SEQ + 1))
   KA_LOG=$VG_TMP/keepalived.$VG_SEQ.log
+  KA_VRRP_PIDFILE=$VG_TMP/ka-vrrp.$VG_SEQ.pid
   VG_LOGS+=("$KA_LOG")
   ip netns exec "$ns" keepalived -n -l -D -P -f "$cfg" -p "$VG_TMP/ka.$VG_SEQ.pid" \
-    -r "$VG_TMP/ka-vrrp.$VG_SEQ.pid" >"$KA_LOG" 2>&1 &
+    -r "$KA_VRRP_PIDFILE" >"$KA_LOG" 2>&1 &
   KA_PID=$!
   vg_track "$KA_PID"
+}
+# PID: SIGTERM to a keepalived this run started; waits ≤ 5 s for it to exit (then SIGKILL).
+keepalived_stop() {
+  kill -TERM "$1" 2>/dev/null || true
+  vg_wait_gone 50 "$1" || kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  vg_forget "$1"
 }
 # LOG: the state keepalived last entered (MASTER, BACKUP, FAULT), or nothing.
 keepalived_state() { sed -n 's/.*Entering \([A-Z]*\) STATE.*/\1/p' "$1" | tail -n 1; }

@@ -15,43 +15,12 @@ mac_a=$(ns_mac "$NS_LB") mac_b=$(ns_mac "$NS_LB2")
 cfg_a=$VG_TMP/a.toml
 ha_config "$cfg_a" 150 "peers = [\"$B\"]"
 
-ka_config() { # FILE PRIORITY
-  cat >"$1" <<EOC
-global_defs {
-  vrrp_version 3
-}
-vrrp_instance VI {
-  state BACKUP
-  interface eth0
-  virtual_router_id $HA_VRID
-  priority $2
-  advert_int 0.1
-  unicast_src_ip $B
-  unicast_peer {
-    $A
-  }
-  virtual_ipaddress {
-    $VIP/32
-  }
-}
-EOC
-}
 ka_low=$VG_TMP/ka-100.conf ka_high=$VG_TMP/ka-200.conf
-ka_config "$ka_low" 100
-ka_config "$ka_high" 200
+keepalived_config "$ka_low" 100 "$B" "$A"
+keepalived_config "$ka_high" 200 "$B" "$A"
 # keepalived's node: the VIP is an interface address while it is master; vipgate only serves.
 cfg_b=$VG_TMP/b-serve.toml
-cat >"$cfg_b" <<EOC
-[[listener]]
-bind = "$VIP:80"
-[[host]]
-names = ["$HA_HOST"]
-[[host.route]]
-prefix = "/"
-pool = "web"
-[pool.web]
-backends = ["${BE_IP[0]}:$BACKEND_PORT"]
-EOC
+ha_serve_config "$cfg_b"
 start_vipgate_in "$NS_LB2" "$cfg_b" || abort "node b's listener-only vipgate starts"
 note "node a: vipgate $A $mac_a priority 150; node b: keepalived $B $mac_b"
 
@@ -90,10 +59,7 @@ assert_eq "keepalived went back to backup" BACKUP "$(keepalived_state "$KA_LOG")
 one_owner "vipgate preempted keepalived" "$mac_a"
 stop_vipgate_pid "$PID_A"
 wait_keepalived_state "$KA_LOG" MASTER 30 || fail "keepalived takes over after vipgate's SIGTERM"
-kill -TERM "$KA_PID"
-vg_wait_gone 50 "$KA_PID" || kill -KILL "$KA_PID"
-wait "$KA_PID" 2>/dev/null || true
-vg_forget "$KA_PID"
+keepalived_stop "$KA_PID"
 
 section "keepalived as the master of a vipgate backup"
 keepalived_start "$NS_LB2" "$ka_high"
@@ -114,9 +80,7 @@ probe_outage "$B" "$A"
 assert_outage "SIGTERM of the keepalived master (priority 0), vipgate takes over" 1000
 assert_eq "vipgate is master" Master "$(vrrp_state "$LOG_A")"
 one_owner "vipgate took over from keepalived" "$mac_a"
-vg_wait_gone 50 "$KA_PID" || kill -KILL "$KA_PID"
-wait "$KA_PID" 2>/dev/null || true
-vg_forget "$KA_PID"
+keepalived_stop "$KA_PID"
 
 stop_vipgate_pid "$PID_A"
 summary
