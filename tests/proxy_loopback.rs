@@ -97,16 +97,18 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, V
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        let mut chunk = [0u8; 4096];
-        let n = s.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_some(s, buf).await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     buf.drain(..head_end);
     let lower = head.to_ascii_lowercase();
+    let body = read_body(s, buf, &lower).await?;
+    Some((head, body))
+}
+
+/// The body a head (`lower`, lower-cased) announces, by Content-Length or chunked, read from
+/// `buf` and then `s`; bytes after it stay in `buf`. `None` if the stream ends first.
+async fn read_body(s: &mut TcpStream, buf: &mut Vec<u8>, lower: &str) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     if let Some(cl) = lower
         .lines()
@@ -114,12 +116,7 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, V
     {
         let n: usize = cl.trim().parse().unwrap();
         while buf.len() < n {
-            let mut chunk = [0u8; 4096];
-            let r = s.read(&mut chunk).await.unwrap_or(0);
-            if r == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..r]);
+            read_some(s, buf).await?;
         }
         body = buf.drain(..n).collect();
     } else if lower.contains("transfer-encoding: chunked") {
@@ -130,15 +127,17 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, V
             if p.done {
                 break;
             }
-            let mut chunk = [0u8; 4096];
-            let r = s.read(&mut chunk).await.unwrap_or(0);
-            if r == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..r]);
+            read_some(s, buf).await?;
         }
     }
-    Some((head, body))
+    Some(body)
+}
+
+async fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    let n = s.read(&mut chunk).await.unwrap_or(0);
+    buf.extend_from_slice(&chunk[..n]);
+    (n > 0).then_some(())
 }
 
 /// A port that was just free: connecting to it is refused.
@@ -183,15 +182,22 @@ backends = ["{dead}"]
 
 /// Start the front on a loopback port with `hosts_and_pools` (a config without listeners).
 fn proxy_with(hosts_and_pools: &str) -> (SocketAddr, watch::Sender<bool>) {
-    let text = format!("[[listener]]\nbind = \"127.0.0.1:1\"\n{hosts_and_pools}");
-    let config = vipgate::config::parse(Path::new("test.toml"), &text).unwrap();
+    serve_config(
+        &format!("[[listener]]\nbind = \"127.0.0.1:1\"\n{hosts_and_pools}"),
+        "127.0.0.1:1",
+    )
+}
+
+/// Serve the listener configured as `bind` in `text` on a free loopback port instead.
+fn serve_config(text: &str, bind: &str) -> (SocketAddr, watch::Sender<bool>) {
+    let config = vipgate::config::parse(Path::new("test.toml"), text).unwrap();
     let l = listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = l.local_addr().unwrap();
     let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
     let (tx, rx) = watch::channel(false);
     tokio::spawn(listener::serve(
         l,
-        "127.0.0.1:1".parse().unwrap(),
+        bind.parse().unwrap(),
         shared,
         rx,
         Drain::new(),
@@ -221,34 +227,15 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String, Ve
     buf.drain(..head_end);
     let status: u16 = head[9..12].parse().unwrap();
     let lower = head.to_ascii_lowercase();
-    let mut body = Vec::new();
+    let body;
     if (100..200).contains(&status) || status == 204 || status == 304 {
         // No body, whatever the head says.
-    } else if let Some(cl) = lower
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-    {
-        let n: usize = cl.trim().parse().unwrap();
-        while buf.len() < n {
-            let mut chunk = [0u8; 4096];
-            let r = s.read(&mut chunk).await.unwrap();
-            assert!(r > 0);
-            buf.extend_from_slice(&chunk[..r]);
-        }
-        body = buf.drain(..n).collect();
-    } else if lower.contains("transfer-encoding: chunked") {
-        let mut d = ChunkedDecoder::new();
-        loop {
-            let p = d.feed(buf, |b| body.extend_from_slice(b)).unwrap();
-            buf.drain(..p.consumed);
-            if p.done {
-                break;
-            }
-            let mut chunk = [0u8; 4096];
-            let r = s.read(&mut chunk).await.unwrap();
-            assert!(r > 0);
-            buf.extend_from_slice(&chunk[..r]);
-        }
+        body = Vec::new();
+    } else if lower.contains("content-length: ") || lower.contains("transfer-encoding: chunked") {
+        body = tokio::time::timeout(Duration::from_secs(5), read_body(s, buf, &lower))
+            .await
+            .expect("body in time")
+            .expect("closed inside the body");
     } else {
         s.read_to_end(buf).await.unwrap();
         body = std::mem::take(buf);
@@ -777,18 +764,7 @@ accept_proxy_protocol = true
 backends = ["{dead}", "{be}"]
 "#
     );
-    let config = vipgate::config::parse(Path::new("tcp.toml"), &config_text).unwrap();
-    let l = listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = l.local_addr().unwrap();
-    let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
-    let (_stop, rx) = watch::channel(false);
-    tokio::spawn(listener::serve(
-        l,
-        "127.0.0.1:2".parse().unwrap(),
-        shared,
-        rx,
-        Drain::new(),
-    ));
+    let (addr, _stop) = serve_config(&config_text, "127.0.0.1:2");
 
     for _ in 0..2 {
         // Twice: one of the two starts on the dead backend and is retried on the live one.
