@@ -661,6 +661,7 @@ fn render_backends(out: &mut String, view: &View<'_>) {
             }
         }
     }
+    render_upstream_tls(out, &all);
     header(
         out,
         "vipgate_pool_backends",
@@ -691,6 +692,48 @@ fn render_backends(out: &mut String, view: &View<'_>) {
                 .filter(|b| b.is_available(now))
                 .count()
         );
+    }
+}
+
+/// TLS to backends, for the backends of pools with `[pool.NAME.tls]` only.
+fn render_upstream_tls(out: &mut String, pools: &[&crate::proxy::upstream::PoolState]) {
+    use crate::proxy::upstream::stream::TlsFailure;
+    header(
+        out,
+        "vipgate_upstream_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed with the backend.",
+    );
+    for pool in pools {
+        for b in pool.backends().iter().filter(|b| b.uses_tls()) {
+            let _ = writeln!(
+                out,
+                "vipgate_upstream_tls_handshakes_total{{pool=\"{}\",backend=\"{}\"}} {}",
+                Esc(&pool.name),
+                b.address,
+                b.tls_handshakes()
+            );
+        }
+    }
+    header(
+        out,
+        "vipgate_upstream_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes with the backend that failed, by reason (each also a connect failure).",
+    );
+    for pool in pools {
+        for b in pool.backends().iter().filter(|b| b.uses_tls()) {
+            for reason in TlsFailure::ALL {
+                let _ = writeln!(
+                    out,
+                    "vipgate_upstream_tls_handshake_failures_total{{pool=\"{}\",backend=\"{}\",reason=\"{}\"}} {}",
+                    Esc(&pool.name),
+                    b.address,
+                    reason.label(),
+                    b.tls_failures(reason)
+                );
+            }
+        }
     }
 }
 

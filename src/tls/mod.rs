@@ -21,6 +21,8 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod client;
+
 /// What went wrong with a certificate, key or CA file. Each message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -228,4 +230,4 @@ pub fn format_unix(secs: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

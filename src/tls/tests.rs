@@ -5,17 +5,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
 
-struct Dir(PathBuf);
+/// A temporary directory removed on drop (shared with the config tests).
+pub(crate) struct Dir(pub(crate) PathBuf);
 
 impl Dir {
-    fn new(tag: &str) -> Dir {
+    pub(crate) fn new(tag: &str) -> Dir {
         let dir = std::env::temp_dir().join(format!("vipgate-tls-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("temp dir");
         Dir(dir)
     }
 
-    fn write(&self, name: &str, text: &str) -> PathBuf {
+    pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         fs::write(&path, text).expect("write");
         path
@@ -29,7 +30,7 @@ impl Drop for Dir {
 }
 
 /// A self-signed certificate for `names`; `expired` makes one that ended in 2001.
-fn self_signed(names: &[&str], expired: bool) -> (String, String) {
+pub(crate) fn self_signed(names: &[&str], expired: bool) -> (String, String) {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let mut params = rcgen::CertificateParams::new(names).expect("params");
     if expired {
