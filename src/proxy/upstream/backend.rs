@@ -248,7 +248,7 @@ impl Backend {
             warn!(
                 %pool,
                 backend = %self.address,
-                reason = reason.label(),
+                reason = %reason.label(),
                 unreported_failures = more,
                 "TLS handshake with the backend failed: {}: {error}",
                 reason.explain()

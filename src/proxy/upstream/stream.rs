@@ -215,7 +215,8 @@ pub async fn connect(backend: &Backend, limit: Duration) -> Result<UpstreamStrea
 pub enum TlsFailure {
     /// The certificate does not name `server_name` (or the backend's IP address).
     NameMismatch,
-    /// The certificate does not chain to the pool's `ca`.
+    /// The certificate does not chain to the pool's `ca` (no issuer of that name, or one of
+    /// that name that did not sign it).
     UnknownCa,
     /// The certificate expired or is not valid yet.
     Expired,
@@ -308,7 +309,10 @@ impl TlsFailure {
             E::InvalidCertificate(c) => match c {
                 CertificateError::NotValidForName
                 | CertificateError::NotValidForNameContext { .. } => TlsFailure::NameMismatch,
-                CertificateError::UnknownIssuer => TlsFailure::UnknownCa,
+                // A CA of the same name that did not sign it is as unknown as any other.
+                CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                    TlsFailure::UnknownCa
+                }
                 CertificateError::Expired
                 | CertificateError::ExpiredContext { .. }
                 | CertificateError::NotValidYet
@@ -371,6 +375,10 @@ mod tests {
             ),
             (
                 E::InvalidCertificate(CertificateError::BadSignature),
+                TlsFailure::UnknownCa,
+            ),
+            (
+                E::InvalidCertificate(CertificateError::BadEncoding),
                 TlsFailure::BadCertificate,
             ),
             (
