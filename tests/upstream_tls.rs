@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use vipgate::proxy::drain::Drain;
+use vipgate::proxy::proxy_protocol;
 use vipgate::proxy::upstream::stream::TlsFailure;
 use vipgate::proxy::{listener, Shared, Snapshot};
 
@@ -100,22 +101,7 @@ fn pki(tag: &str) -> Pki {
 /// answers `conn=N req=M path=P client=yes|no`, an `Upgrade: echo` with a 101 and an echo.
 /// Counts health checks (User-Agent vipgate-health) in `health`.
 async fn tls_backend(pki: &Pki, health: Arc<AtomicUsize>) -> SocketAddr {
-    let provider = vipgate::tls::provider();
-    let mut roots = RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .unwrap();
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            pki.server_chain.clone(),
-            PrivateKeyDer::Pkcs8(pki.server_key.clone_key()),
-        )
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = acceptor(pki);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
@@ -171,6 +157,26 @@ async fn tls_backend(pki: &Pki, health: Arc<AtomicUsize>) -> SocketAddr {
         }
     });
     addr
+}
+
+/// The backends' TLS side: their certificate, and a client certificate from the CA required.
+fn acceptor(pki: &Pki) -> TlsAcceptor {
+    let provider = vipgate::tls::provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            pki.server_chain.clone(),
+            PrivateKeyDer::Pkcs8(pki.server_key.clone_key()),
+        )
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
 }
 
 /// A request head (requests here have no body); `None` at EOF or on an error.
@@ -454,4 +460,98 @@ async fn an_http_health_check_without_the_client_certificate_fails() {
     assert_eq!(health.load(Ordering::Relaxed), 0, "no check got through");
     let mut c = TcpStream::connect(addr).await.unwrap();
     assert_eq!(request(&mut c, "/").await.0, 503);
+}
+
+/// A TCP backend that reads a PROXY v2 header in clear, then a TLS handshake that requires the
+/// client certificate, says `proxied=SRC client=yes` over TLS and echoes until the client ends.
+async fn proxy_then_tls_echo_backend(pki: &Pki) -> SocketAddr {
+    let acceptor = acceptor(pki);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 28];
+                if tcp.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let Ok(Some(h)) = proxy_protocol::parse(&head) else {
+                    return;
+                };
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let client = s.get_ref().1.peer_certificates().is_some();
+                let Some((source, _)) = h.addrs else {
+                    return;
+                };
+                let hello = format!("proxied={source} client={client}\n");
+                if s.write_all(hello.as_bytes()).await.is_err() || s.flush().await.is_err() {
+                    return;
+                }
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 || s.write_all(&chunk[..n]).await.is_err() || s.flush().await.is_err()
+                    {
+                        break;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_tcp_listener_originates_tls_after_the_proxy_header() {
+    let pki = pki("l4");
+    let backend = proxy_then_tls_echo_backend(&pki).await;
+    let text = format!(
+        "[[listener]]\nbind = \"127.0.0.1:2\"\nprotocol = \"tcp\"\npool = \"db\"\nsend_proxy_protocol = \"v2\"\n[pool.db]\nbackends = [\"{backend}\"]\n[pool.db.tls]\nca = \"ca.pem\"\nserver_name = \"was.internal\"\ncert = \"client.pem\"\nkey = \"client.key\"\n"
+    );
+    let config = vipgate::config::parse(&pki.dir.join("vipgate.toml"), &text).unwrap();
+    let l = listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
+    let (_stop, rx) = watch::channel(false);
+    tokio::spawn(listener::serve(
+        l,
+        "127.0.0.1:2".parse().unwrap(),
+        shared.clone(),
+        rx,
+        Drain::new(),
+    ));
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let me = c.local_addr().unwrap();
+    c.write_all(b"ping").await.unwrap();
+    let want = format!("proxied={me} client=true\nping");
+    let mut got = vec![0u8; want.len()];
+    tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut got))
+        .await
+        .expect("in time")
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    // The client's half-close ends the echo, and the backend's close reaches the client.
+    c.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    assert!(rest.is_empty());
+    assert_eq!(handshakes(&shared), 1);
+
+    // Without the client certificate the backend refuses: the client's connection is closed.
+    let text = text.replace("cert = \"client.pem\"\nkey = \"client.key\"\n", "");
+    let config = vipgate::config::parse(&pki.dir.join("vipgate.toml"), &text).unwrap();
+    shared.store(Arc::new(Snapshot::build(&config)));
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"ping").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    assert!(rest.is_empty(), "{rest:?}");
 }

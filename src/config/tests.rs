@@ -612,22 +612,6 @@ mod pool_tls {
     }
 
     #[test]
-    fn a_tcp_listener_refuses_a_tls_pool() {
-        let dir = files("cfg-tcp");
-        let text = GOOD.replace(
-            "[pool.web]",
-            "[[listener]]\nbind = \"192.0.2.200:5432\"\nprotocol = \"tcp\"\npool = \"db\"\n[pool.db]\nbackends = [\"192.0.2.30:5432\"]\n[pool.db.tls]\ninsecure_skip_verify = true\n[pool.web]",
-        );
-        let err = parse(&dir.0.join("v.toml"), &text).expect_err("tcp + tls");
-        let msg = err.to_string();
-        assert!(msg.contains("v.toml:21:"), "{msg}");
-        assert!(
-            msg.contains("tcp listener forwards the client's bytes unchanged"),
-            "{msg}"
-        );
-    }
-
-    #[test]
     fn same_as_sees_changed_certificates_behind_the_same_paths() {
         let dir = files("cfg-same");
         let table = "ca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client.key\"\n";

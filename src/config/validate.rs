@@ -50,7 +50,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
     };
     let base = path.parent().unwrap_or(Path::new("."));
     let (pools, pool_ids) = validate_pools(&raw.pool, base)?;
-    let listeners = validate_listeners(&raw.listener, &pool_ids, &pools)?;
+    let listeners = validate_listeners(&raw.listener, &pool_ids)?;
     let hosts = validate_hosts(&raw.host, &pool_ids, text)?;
     let proxy = match &raw.proxy {
         Some(p) => validate_proxy(p.get_ref())?,
@@ -458,11 +458,7 @@ fn bounded(v: Option<&Spanned<i64>>, min: i64, max: i64, key: &str) -> Result<Op
     }
 }
 
-fn validate_listeners(
-    raw: &[Spanned<RawListener>],
-    pool_ids: &PoolIds,
-    pools: &[Pool],
-) -> Result<Vec<Listener>> {
+fn validate_listeners(raw: &[Spanned<RawListener>], pool_ids: &PoolIds) -> Result<Vec<Listener>> {
     let mut listeners: Vec<Listener> = Vec::with_capacity(raw.len());
     for l in raw {
         let l = l.get_ref();
@@ -507,12 +503,6 @@ fn validate_listeners(
                     }
                 };
                 let id = lookup_pool(pool, pool_ids, "listener")?;
-                if pools[id.0].tls.is_some() {
-                    return Err(Located::new(
-                        pool.span(),
-                        format!("pool {:?} has a [pool.{}.tls] table, but a tcp listener forwards the client's bytes unchanged: TLS to backends is for http listeners (use a pool without tls here)", pool.get_ref(), pool.get_ref()),
-                    ));
-                }
                 Protocol::Tcp {
                     pool: id,
                     send_proxy_v2,

@@ -528,7 +528,7 @@ impl Conn {
         let tried_at = Instant::now();
         let (mut upstream, reused) = match backend.checkout() {
             Some(s) => (s, true),
-            None => match stream::connect(backend, connect_timeout).await {
+            None => match stream::connect(backend, connect_timeout, &[]).await {
                 Ok(s) => (s, false),
                 Err(e) => {
                     debug!(backend = %backend.address, error = %e, "connect failed");

@@ -48,7 +48,7 @@ pub(super) async fn run(pool: String, backend: Arc<Backend>, check: HealthCheck)
 }
 
 async fn probe(backend: &Backend, check: &HealthCheck) -> Result<(), String> {
-    let mut stream = stream::connect(backend, check.timeout)
+    let mut stream = stream::connect(backend, check.timeout, &[])
         .await
         .map_err(|e| e.to_string())?;
     let HealthKind::Http { path, host } = &check.kind else {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rustls::{AlertDescription, CertificateError};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
@@ -170,18 +170,30 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// Open a new connection to `backend` within `limit`: TCP, then the TLS handshake when the
-/// backend's pool has `[pool.NAME.tls]`. A failed handshake is counted and reported (at most
-/// once per period) on the backend.
-pub async fn connect(backend: &Backend, limit: Duration) -> Result<UpstreamStream, ConnectError> {
+/// Open a new connection to `backend` within `limit`: TCP, `preamble` (a PROXY protocol
+/// header, which belongs to the TCP connection and so goes before any TLS), then the TLS
+/// handshake when the backend's pool has `[pool.NAME.tls]`. A failed handshake is counted and
+/// reported (at most once per period) on the backend.
+pub async fn connect(
+    backend: &Backend,
+    limit: Duration,
+    preamble: &[u8],
+) -> Result<UpstreamStream, ConnectError> {
     let deadline = Instant::now() + limit;
-    let tcp = match timeout_at(deadline, TcpStream::connect(backend.address)).await {
+    let mut tcp = match timeout_at(deadline, TcpStream::connect(backend.address)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
         Err(_) => return Err(ConnectError::Timeout),
     };
     // Small heads should leave at once rather than wait for Nagle.
     let _ = tcp.set_nodelay(true);
+    if !preamble.is_empty() {
+        match timeout_at(deadline, tcp.write_all(preamble)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
+            Err(_) => return Err(ConnectError::Timeout),
+        }
+    }
     let Some(origin) = backend.tls() else {
         return Ok(UpstreamStream::Plain(tcp));
     };
