@@ -27,6 +27,7 @@ mkdir -p "$pki"
 "$TESTCERT" ca "$pki/other-ca"
 "$TESTCERT" leaf "$pki/ca" "$pki/server" was.internal "$BE"
 "$TESTCERT" leaf "$pki/ca" "$pki/client" vipgate-client --client
+"$TESTCERT" leaf "$pki/ca" "$pki/client2" vipgate-client-2 --client
 "$TESTCERT" leaf "$pki/ca" "$pki/old-client" old-client --client --expired
 
 # --- the backends: nginx (mTLS) and openssl s_server (strict mTLS) in be1's namespace ----------
@@ -45,7 +46,7 @@ http {
   fastcgi_temp_path $ngx/fastcgi;
   uwsgi_temp_path $ngx/uwsgi;
   scgi_temp_path $ngx/scgi;
-  log_format tls '\$remote_addr conn=\$connection req=\$connection_requests status=\$status ua="\$http_user_agent" client="\$ssl_client_s_dn" verify=\$ssl_client_verify';
+  log_format tls '\$remote_addr conn=\$connection req=\$connection_requests status=\$status ua="\$http_user_agent" client="\$ssl_client_s_dn" verify=\$ssl_client_verify reused=\$ssl_session_reused';
   access_log $ngx/access.log tls;
   keepalive_requests 1000;
   keepalive_timeout 60s;
@@ -148,6 +149,8 @@ done
 hc=$(grep 'ua="vipgate-health"' "$ngx/access.log" | tail -n 1 || true)
 assert_contains "nginx logs a health check with the client certificate" "$hc" 'status=200 ua="vipgate-health" client="CN=vipgate-client" verify=SUCCESS'
 
+assert_num "health checks resume TLS sessions (nginx \$ssl_session_reused)" "$(grep -c 'ua="vipgate-health".* reused=r' "$ngx/access.log" || true)" -ge 1
+
 section "failures: 502 with the reason, daemon stays up"
 http strict.example.test /
 assert_eq "no client certificate, backend refuses the handshake: 502" 502 "$HTTP_CODE"
@@ -193,6 +196,13 @@ assert_contains "the refusal names the file" "$RELOAD_LINE" "old-client.pem: the
 http mtls.example.test /still
 assert_eq "the running configuration stays: mTLS still 200" 200 "$HTTP_CODE"
 assert_contains "still with the good client certificate" "$HTTP_BODY" "client=CN=vipgate-client"
+
+# A rotated client certificate behind a reload: the pooled connection (made with the old one)
+# is dropped and the next request handshakes with the new one.
+write_config pki/client2.pem pki/client2.key
+if reload_vipgate; then pass "a reload with a new client certificate is taken"; else fail "a reload with a new client certificate is taken: $RELOAD_LINE"; fi
+http mtls.example.test /rotated
+assert_contains "the next request presents the new client certificate" "$HTTP_BODY" "client=CN=vipgate-client-2 verify=SUCCESS"
 
 stop_vipgate
 kill -TERM "$NGINX_PID" 2>/dev/null || true
