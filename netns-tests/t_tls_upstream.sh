@@ -172,6 +172,8 @@ assert_eq "metric: unknown_ca counted for each of the 8 tries" 8 "$(m wrongca un
 assert_num "metric: name_mismatch counted" "$(m wrongname name_mismatch)" -ge 1
 assert_num "metric: client_certificate_required counted" "$(m strict client_certificate_required)" -ge 1
 assert_num "metric: handshakes on the mTLS pool" "$(grep -E "^vipgate_upstream_tls_handshakes_total\{pool=\"mtls\"" <<<"$metrics" | awk '{print $2}')" -ge 1
+exp=$(sed -n 's/^vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds{pool="mtls"} //p' <<<"$metrics")
+assert_num "metric: the client certificate's expiry lies ahead (90 days)" "$exp" -gt "$(($(date +%s) + 80 * 86400))"
 assert_eq "vipgate is still running" 0 "$(vg_alive "$VG_PID" && echo 0 || echo 1)"
 http mtls.example.test /after
 assert_eq "the mTLS pool still answers after the failures" 200 "$HTTP_CODE"

@@ -661,7 +661,7 @@ fn render_backends(out: &mut String, view: &View<'_>) {
             }
         }
     }
-    render_upstream_tls(out, &all);
+    render_upstream_tls(out, &all, view.config);
     header(
         out,
         "vipgate_pool_backends",
@@ -696,8 +696,28 @@ fn render_backends(out: &mut String, view: &View<'_>) {
 }
 
 /// TLS to backends, for the backends of pools with `[pool.NAME.tls]` only.
-fn render_upstream_tls(out: &mut String, pools: &[&crate::proxy::upstream::PoolState]) {
+fn render_upstream_tls(
+    out: &mut String,
+    pools: &[&crate::proxy::upstream::PoolState],
+    config: &crate::config::Config,
+) {
     use crate::proxy::upstream::stream::TlsFailure;
+    header(
+        out,
+        "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "When the pool's client certificate (mutual TLS to its backends) expires, Unix seconds.",
+    );
+    for p in &config.pools {
+        if let Some(c) = p.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
+            let _ = writeln!(
+                out,
+                "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds{{pool=\"{}\"}} {}",
+                Esc(&p.name),
+                c.not_after
+            );
+        }
+    }
     header(
         out,
         "vipgate_upstream_tls_handshakes_total",
