@@ -502,9 +502,8 @@ fn validate_listeners(raw: &[Spanned<RawListener>], pool_ids: &PoolIds) -> Resul
                         ))
                     }
                 };
-                let id = lookup_pool(pool, pool_ids, "listener")?;
                 Protocol::Tcp {
-                    pool: id,
+                    pool: lookup_pool(pool, pool_ids, "listener")?,
                     send_proxy_v2,
                 }
             }
