@@ -88,6 +88,8 @@ pub struct Reread {
     pub refused: Vec<TlsError>,
     /// Stamps of refused files, so the same bad file is not reported every poll.
     pub stamps: Vec<(usize, [Option<Stamp>; 2])>,
+    /// Entries read anew (indexes into `set`'s entries).
+    pub changed: Vec<usize>,
 }
 
 impl CertSet {
@@ -161,7 +163,7 @@ impl CertSet {
     /// Re-read the files that changed since they were read. Changed files that fail their
     /// checks keep the old certificate.
     pub fn reread(&self, now: SystemTime) -> Reread {
-        let mut changed = false;
+        let mut changed = Vec::new();
         let mut refused = Vec::new();
         let mut stamps = Vec::new();
         let mut entries = self.entries.clone();
@@ -181,7 +183,7 @@ impl CertSet {
                 Ok(loaded) => {
                     e.loaded = loaded;
                     e.stamps = current;
-                    changed = true;
+                    changed.push(i);
                 }
                 Err(err) => {
                     refused.push(err);
@@ -190,7 +192,7 @@ impl CertSet {
             }
         }
         Reread {
-            set: changed.then(|| {
+            set: (!changed.is_empty()).then(|| {
                 let mut set = CertSet::new(entries);
                 for (i, s) in &stamps {
                     set.entries[*i].stamps = *s;
@@ -199,6 +201,7 @@ impl CertSet {
             }),
             refused,
             stamps,
+            changed,
         }
     }
 

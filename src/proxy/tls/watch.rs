@@ -47,7 +47,7 @@ pub fn spawn(shared: Shared) -> JoinHandle<()> {
             }
             let next = match found.set {
                 Some(set) => {
-                    for e in &set.entries {
+                    for e in found.changed.iter().filter_map(|&i| set.entries.get(i)) {
                         info!(cert = %e.cert.display(), subject = %e.loaded.subject,
                             not_after = %crate::tls::format_unix(e.loaded.not_after),
                             "certificate file changed; new handshakes get the new certificate");
