@@ -555,3 +555,36 @@ async fn changed_certificate_files_are_served_to_new_handshakes() {
     assert_eq!(status, 200);
     watcher.abort();
 }
+
+#[tokio::test]
+async fn proxy_protocol_header_before_the_handshake() {
+    let pki = Pki::new("proxyproto");
+    certs(&pki);
+    let text = config(backend().await, "accept_proxy_protocol = true")
+        + "\n[proxy]\ntrusted_proxies = [\"127.0.0.1\"]\n";
+    let (addr, _shared, _stop) = serve(&pki, &text, "127.0.0.1:1");
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    // Corked, the header and the ClientHello leave in one segment (the kernel sends corked
+    // data after 200 ms at the latest), so vipgate reads TLS bytes with the header and must
+    // hand them to the handshake.
+    socket2::SockRef::from(&tcp).set_tcp_cork(true).unwrap();
+    tcp.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 40000 443\r\n")
+        .await
+        .unwrap();
+    let name = ServerName::try_from("a.test".to_string()).unwrap();
+    let mut s = tokio::time::timeout(
+        Duration::from_secs(5),
+        pki.client(ALL, None).connect(name, tcp),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    socket2::SockRef::from(s.get_ref().0)
+        .set_tcp_cork(false)
+        .unwrap();
+    let mut buf = Vec::new();
+    let (status, _, body) =
+        exchange(&mut s, &mut buf, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("proto=https"), "{body}");
+}
