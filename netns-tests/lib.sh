@@ -441,6 +441,38 @@ http() {
     -w '%{http_code}' "$@" "http://$VIP$path" 2>"$VG_TMP/http.err") || HTTP_RC=$?
   HTTP_BODY=$(tr -d '\0' <"$HTTP_FILE" 2>/dev/null || true)
 }
+# HOST PATH [curl args...]: like `http`, over TLS to the VIP's port TLS_PORT (443) with SNI
+# HOST (curl --resolve), trusting the CA in TLS_CA. Also sets HTTP_ERR: curl -v's stderr,
+# which names the certificate presented (`subject:`, `expire date:`).
+https() {
+  local host=$1 path=$2
+  shift 2
+  HTTP_FILE=$VG_TMP/http.body
+  HTTP_ERR=$VG_TMP/http.err
+  rm -f "$HTTP_FILE"
+  HTTP_RC=0
+  HTTP_CODE=$(in_client curl -sSv --max-time 15 --cacert "$TLS_CA" \
+    --resolve "$host:${TLS_PORT:-443}:$VIP" -o "$HTTP_FILE" -w '%{http_code}' "$@" \
+    "https://$host:${TLS_PORT:-443}$path" 2>"$HTTP_ERR") || HTTP_RC=$?
+  HTTP_BODY=
+  if [[ -f $HTTP_FILE ]]; then HTTP_BODY=$(tr -d '\0' <"$HTTP_FILE"); fi
+}
+# The subject of the certificate the last `https` call was shown.
+tls_subject() { sed -n 's/^\*  subject: //p' "$HTTP_ERR" | head -n 1; }
+
+# examples/testcert (`cargo build --examples` builds it): test CAs and certificates.
+TESTCERT_BIN=${TESTCERT_BIN:-$VG_ROOT/target/debug/examples/testcert}
+testcert() { "$TESTCERT_BIN" "$@"; }
+# DIR NAME ARGS...: `testcert leaf DIR/ca DIR/NAME ARGS...` written beside and renamed over
+# NAME.pem and NAME.key, as certbot and cert-manager replace files (never half-written).
+testcert_replace() {
+  local dir=$1 name=$2
+  shift 2
+  testcert leaf "$dir/ca" "$dir/.$name.new" "$@"
+  mv -f "$dir/.$name.new.key" "$dir/$name.key"
+  mv -f "$dir/.$name.new.pem" "$dir/$name.pem"
+}
+
 # The backend named in the last response body (`backend=NAME ...`), nothing if none.
 backend_of() { sed -n '1s/^backend=\([^ ]*\).*/\1/p' <<<"$HTTP_BODY"; }
 

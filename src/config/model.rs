@@ -46,6 +46,33 @@ pub struct Config {
     /// The access log (`[access_log]`); `None` without the table or with `enabled = false`.
     pub access_log: Option<AccessLogSettings>,
     pub log: LogSettings,
+    /// `[[certificate]]`, in file order; loaded and checked (see [`Certificate`]).
+    pub certificates: Vec<Certificate>,
+}
+
+/// A certificate chain and key for `https` listeners, read and checked when the file was
+/// validated (parses, key matches, not expired).
+#[derive(Debug, Clone)]
+pub struct Certificate {
+    /// Paths as resolved against the config file's directory.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The names written in `names`; `None`: the certificate's DNS subjectAltNames (taken
+    /// again from the file whenever it is reloaded).
+    pub names: Option<Vec<HostName>>,
+    /// Served when SNI is missing or matches no certificate (and the listener allows it).
+    pub default: bool,
+    pub loaded: crate::tls::LoadedCert,
+}
+
+impl Certificate {
+    /// The names this certificate is chosen for, lower-case, wildcards as `*.suffix`.
+    pub fn serves(&self) -> Vec<String> {
+        match &self.names {
+            Some(names) => names.iter().map(ToString::to_string).collect(),
+            None => self.loaded.dns_names.clone(),
+        }
+    }
 }
 
 /// Where the admin listener (metrics, health, config view, reload) listens.
@@ -142,6 +169,8 @@ pub enum Protocol {
         /// Open each backend connection with a PROXY protocol v2 header naming the client.
         send_proxy_v2: bool,
     },
+    /// HTTP/1 over TLS, routed by `[[host]]`; the TLS settings are in `Listener::tls`.
+    Https,
 }
 
 impl Protocol {
@@ -149,7 +178,13 @@ impl Protocol {
         match self {
             Protocol::Http => "http",
             Protocol::Tcp { .. } => "tcp",
+            Protocol::Https => "https",
         }
+    }
+
+    /// Whether connections carry HTTP requests routed by `[[host]]`.
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https)
     }
 }
 
@@ -160,7 +195,61 @@ pub struct Listener {
     /// Expect a PROXY protocol (v1 or v2) header from peers in `[proxy] trusted_proxies`; a
     /// connection from any other peer, or without the header, is refused.
     pub accept_proxy_protocol: bool,
+    /// `https` listeners: always `Some`; others `None`.
+    pub tls: Option<ListenerTls>,
+    /// `http` listeners: answer every request with this redirect (301 or 308) to `https://`.
+    pub redirect_https: Option<u16>,
 }
+
+/// The TLS settings of an `https` listener. Certificates are shared by every `https`
+/// listener (`Config::certificates`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub sni_fallback: SniFallback,
+    pub min_version: TlsVersion,
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// What a handshake gets when its SNI names no certificate (or it sent none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SniFallback {
+    /// The `default = true` certificate (else the first one).
+    Default,
+    /// No certificate: the handshake fails.
+    Refuse,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        }
+    }
+}
+
+/// Client certificates checked against a CA bundle.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    pub roots: std::sync::Arc<rustls::RootCertStore>,
+    /// `false`: a client without a certificate is let in (with no subject).
+    pub required: bool,
+}
+
+impl PartialEq for ClientAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca == other.ca && self.required == other.required
+    }
+}
+
+impl Eq for ClientAuth {}
 
 /// A set of host names sharing one list of routes.
 #[derive(Debug, Clone)]
@@ -170,6 +259,9 @@ pub struct Host {
     pub access: AccessList,
     /// In file order; the route table ranks them by prefix length.
     pub routes: Vec<Route>,
+    /// Non-empty: only requests on TLS connections whose verified client certificate has
+    /// one of these subjects (RFC 4514, as `CN=client,O=example`) may use the host (else 403).
+    pub allow_client_subjects: Vec<String>,
 }
 
 /// A host name pattern, stored lower-case.

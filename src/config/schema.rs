@@ -25,6 +25,19 @@ pub(super) struct RawConfig {
     pub admin: Option<Spanned<RawAdmin>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
     pub log: Option<Spanned<RawLog>>,
+    #[serde(default)]
+    pub certificate: Vec<Spanned<RawCertificate>>,
+}
+
+/// `[[certificate]]`: a PEM chain and key served on `https` listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCertificate {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    /// Without it the names are the certificate's DNS subjectAltNames.
+    pub names: Option<Vec<Spanned<String>>>,
+    pub default: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +112,13 @@ pub(super) struct RawListener {
     pub pool: Option<Spanned<String>>,
     pub send_proxy_protocol: Option<Spanned<String>>,
     pub accept_proxy_protocol: Option<bool>,
+    /// `https` listeners only.
+    pub sni_fallback: Option<Spanned<String>>,
+    pub min_tls_version: Option<Spanned<String>>,
+    pub client_ca: Option<Spanned<String>>,
+    pub client_auth: Option<Spanned<String>>,
+    /// `http` listeners only.
+    pub redirect_https: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +127,7 @@ pub(super) struct RawHost {
     pub names: Spanned<Vec<Spanned<String>>>,
     pub allow: Option<Vec<Spanned<String>>>,
     pub deny: Option<Vec<Spanned<String>>>,
+    pub allow_client_subjects: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub route: Vec<Spanned<RawRoute>>,
 }

@@ -627,3 +627,233 @@ mod pool_tls {
         assert!(!c.same_as(&d), "another server name");
     }
 }
+
+/// `https` listeners and `[[certificate]]`: files made here with rcgen, next to the config.
+mod tls {
+    use super::*;
+    use std::path::PathBuf;
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A directory with `a.pem`/`a.key` (a.test, *.apps.test), `b.pem`/`b.key` (b.test),
+    /// `old.pem`/`old.key` (expired), `ca.pem`.
+    fn files(tag: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("vipgate-cfg-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let write = |name: &str, names: &[&str], expired: bool| {
+            let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+            let mut p = rcgen::CertificateParams::new(names).unwrap();
+            if expired {
+                p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+                p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+            }
+            let k = rcgen::KeyPair::generate().unwrap();
+            let c = p.self_signed(&k).unwrap();
+            std::fs::write(d.join(format!("{name}.pem")), c.pem()).unwrap();
+            std::fs::write(d.join(format!("{name}.key")), k.serialize_pem()).unwrap();
+        };
+        write("a", &["a.test", "*.apps.test"], false);
+        write("b", &["b.test"], false);
+        write("old", &["old.test"], true);
+        std::fs::copy(d.join("a.pem"), d.join("ca.pem")).unwrap();
+        Dir(d)
+    }
+
+    const HTTPS: &str = r#"[[listener]]
+bind = "192.0.2.200:443"
+protocol = "https"
+
+[[listener]]
+bind = "192.0.2.200:80"
+redirect_https = 308
+
+[[certificate]]
+cert = "a.pem"
+key = "a.key"
+
+[[certificate]]
+cert = "b.pem"
+key = "b.key"
+default = true
+
+[[host]]
+names = ["a.test"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+
+[pool.web]
+backends = ["192.0.2.21:8080"]
+"#;
+
+    fn parse_in(d: &Dir, text: &str) -> Result<Config, ConfigError> {
+        parse(&d.0.join("vipgate.toml"), text)
+    }
+
+    #[test]
+    fn https_listener_with_certificates_is_accepted() {
+        let d = files("ok");
+        let c = parse_in(&d, HTTPS).expect("valid");
+        assert_eq!(c.listeners[0].protocol, Protocol::Https);
+        let tls = c.listeners[0].tls.as_ref().expect("tls settings");
+        assert_eq!(tls.sni_fallback, SniFallback::Default);
+        assert_eq!(tls.min_version, TlsVersion::Tls12);
+        assert!(tls.client_auth.is_none());
+        assert_eq!(c.listeners[1].redirect_https, Some(308));
+        assert_eq!(c.certificates.len(), 2);
+        assert_eq!(c.certificates[0].serves(), ["a.test", "*.apps.test"]);
+        assert_eq!(c.certificates[0].cert, d.0.join("a.pem"));
+        assert!(c.certificates[1].default && !c.certificates[0].default);
+    }
+
+    #[test]
+    fn listener_tls_keys_are_read() {
+        let d = files("keys");
+        let text = HTTPS.replace(
+            "protocol = \"https\"",
+            "protocol = \"https\"\nsni_fallback = \"refuse\"\nmin_tls_version = \"1.3\"\nclient_ca = \"ca.pem\"\nclient_auth = \"optional\"",
+        )
+        .replace("cert = \"b.pem\"\nkey = \"b.key\"", "cert = \"b.pem\"\nkey = \"b.key\"\nnames = [\"B.test\", \"*.b.test\"]")
+        .replace("names = [\"a.test\"]", "names = [\"a.test\"]\nallow_client_subjects = [\"CN=client one\"]");
+        let c = parse_in(&d, &text).expect("valid");
+        let tls = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.sni_fallback, SniFallback::Refuse);
+        assert_eq!(tls.min_version, TlsVersion::Tls13);
+        let auth = tls.client_auth.as_ref().unwrap();
+        assert!(!auth.required);
+        assert_eq!(auth.ca, d.0.join("ca.pem"));
+        assert_eq!(c.certificates[1].serves(), ["b.test", "*.b.test"]);
+        assert_eq!(c.hosts[0].allow_client_subjects, ["CN=client one"]);
+    }
+
+    #[test]
+    fn bad_tls_settings_are_refused_at_their_line() {
+        let d = files("bad");
+        let cases: &[(&str, &str, usize, &str)] = &[
+            // Bad files: the cert (or key) line and the file name with the reason.
+            (
+                "cert = \"a.pem\"\nkey = \"a.key\"",
+                "cert = \"old.pem\"\nkey = \"old.key\"",
+                10,
+                "old.pem: the certificate expired at 2001-01-01T00:00:00Z",
+            ),
+            (
+                "key = \"a.key\"",
+                "key = \"b.key\"",
+                11,
+                "b.key: the private key does not belong to the certificate in",
+            ),
+            (
+                "cert = \"a.pem\"",
+                "cert = \"missing.pem\"",
+                10,
+                "missing.pem: cannot read",
+            ),
+            (
+                "cert = \"a.pem\"",
+                "cert = \"a.key\"",
+                10,
+                "a.key: no CERTIFICATE block",
+            ),
+            (
+                "key = \"a.key\"",
+                "key = \"ca.pem\"",
+                11,
+                "ca.pem: no PRIVATE KEY block",
+            ),
+            // Listener keys.
+            (
+                "protocol = \"https\"",
+                "protocol = \"https\"\nsni_fallback = \"first\"",
+                4,
+                "sni_fallback \"first\" is not",
+            ),
+            (
+                "protocol = \"https\"",
+                "protocol = \"https\"\nmin_tls_version = \"1.1\"",
+                4,
+                "min_tls_version \"1.1\" is not",
+            ),
+            (
+                "protocol = \"https\"",
+                "protocol = \"https\"\nclient_auth = \"required\"",
+                4,
+                "client_auth needs client_ca",
+            ),
+            (
+                "protocol = \"https\"",
+                "protocol = \"https\"\nclient_ca = \"old.key\"",
+                4,
+                "old.key: no CERTIFICATE block",
+            ),
+            (
+                "redirect_https = 308",
+                "redirect_https = 302",
+                7,
+                "redirect_https = 302: use 301",
+            ),
+            (
+                "protocol = \"https\"",
+                "protocol = \"https\"\nredirect_https = 301",
+                4,
+                "redirect_https applies only to protocol = \"http\"",
+            ),
+            (
+                "redirect_https = 308",
+                "sni_fallback = \"refuse\"",
+                7,
+                "apply only to protocol = \"https\"",
+            ),
+            // Certificates among themselves.
+            (
+                "default = true",
+                "default = true\nnames = [\"a.test\"]",
+                13,
+                "name a.test is served by two certificates",
+            ),
+            (
+                "cert = \"a.pem\"",
+                "cert = \"a.pem\"\ndefault = true",
+                17,
+                "only one [[certificate]] may be the default",
+            ),
+            (
+                "default = true",
+                "names = [\"*\"]",
+                16,
+                "mark it default = true instead",
+            ),
+            (
+                "names = [\"a.test\"]",
+                "names = [\"a.test\"]\nallow_client_subjects = [\"client\"]",
+                20,
+                "is not a distinguished name",
+            ),
+        ];
+        for (from, to, line, reason) in cases {
+            assert!(HTTPS.contains(from), "{from}");
+            let text = HTTPS.replacen(from, to, 1);
+            let e = parse_in(&d, &text).expect_err(to).to_string();
+            assert!(e.contains(reason), "{to}: {e}");
+            assert!(e.contains(&format!("vipgate.toml:{line}:")), "{to}: {e}");
+        }
+        // No certificate at all.
+        let start = HTTPS.find("[[certificate]]").unwrap();
+        let end = HTTPS.find("[[host]]").unwrap();
+        let text = format!("{}{}", &HTTPS[..start], &HTTPS[end..]);
+        let e = parse_in(&d, &text).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "vipgate.toml:1:1: error: an https listener needs at least one [[certificate]]"
+            ),
+            "{e}"
+        );
+    }
+}

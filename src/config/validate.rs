@@ -13,6 +13,7 @@ use toml::Spanned;
 
 use super::load::{Located, Position};
 use super::model::*;
+use super::schema::RawCertificate;
 use super::schema::{
     RawAccessLog, RawAdmin, RawBackend, RawConfig, RawDaemon, RawDuration, RawFraction, RawHealth,
     RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawRoute, RawVip, RawVrrp,
@@ -50,17 +51,29 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
     };
     let base = path.parent().unwrap_or(Path::new("."));
     let (pools, pool_ids) = validate_pools(&raw.pool, base)?;
-    let listeners = validate_listeners(&raw.listener, &pool_ids)?;
+    let listeners = validate_listeners(&raw.listener, &pool_ids, base)?;
+    let certificates = validate_certificates(&raw.certificate, base)?;
+    if certificates.is_empty() {
+        if let Some(i) = listeners.iter().position(|l| l.tls.is_some()) {
+            return Err(Located::new(
+                raw.listener[i].span(),
+                "an https listener needs at least one [[certificate]]",
+            ));
+        }
+    }
     let hosts = validate_hosts(&raw.host, &pool_ids, text)?;
     let proxy = match &raw.proxy {
         Some(p) => validate_proxy(p.get_ref())?,
         None => ProxySettings::default(),
     };
-    if let Some(i) = listeners.iter().position(|l| l.protocol == Protocol::Http) {
+    if let Some(i) = listeners
+        .iter()
+        .position(|l| l.protocol.is_http() && l.redirect_https.is_none())
+    {
         if hosts.is_empty() {
             return Err(Located::new(
                 raw.listener[i].span(),
-                "an http listener needs at least one [[host]] to route to",
+                "an http or https listener needs at least one [[host]] to route to",
             ));
         }
     }
@@ -112,6 +125,174 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         admin,
         access_log,
         log,
+        certificates,
+    })
+}
+
+/// `[[certificate]]`: each file read and checked now, so `check` refuses a bad one with its
+/// reason; names unique across certificates; at most one `default`.
+fn validate_certificates(raw: &[Spanned<RawCertificate>], base: &Path) -> Result<Vec<Certificate>> {
+    let now = std::time::SystemTime::now();
+    let mut out: Vec<Certificate> = Vec::with_capacity(raw.len());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, c) in raw.iter().enumerate() {
+        let table = c.span();
+        let c = c.get_ref();
+        let cert = resolve(base, &c.cert)?;
+        let key = resolve(base, &c.key)?;
+        let loaded = crate::tls::load_cert_and_key(&cert, &key, now).map_err(|e| {
+            // The certificate file is read first: an error about it points at `cert`.
+            let span = match e {
+                crate::tls::TlsError::KeyMismatch { .. } => c.key.span(),
+                crate::tls::TlsError::Invalid { ref path, .. }
+                | crate::tls::TlsError::Read { ref path, .. }
+                    if *path == key && *path != cert =>
+                {
+                    c.key.span()
+                }
+                _ => c.cert.span(),
+            };
+            Located::new(span, e.to_string())
+        })?;
+        let names = match &c.names {
+            None => None,
+            Some(list) => {
+                if list.is_empty() {
+                    return Err(Located::new(
+                        table,
+                        "names is empty: list the names, or leave it out to use the certificate's",
+                    ));
+                }
+                let mut names = Vec::with_capacity(list.len());
+                for n in list {
+                    let name = parse_host_name(n)?;
+                    if name == HostName::Wildcard(String::new()) {
+                        return Err(Located::new(
+                            n.span(),
+                            "a certificate cannot be chosen for \"*\": mark it default = true instead",
+                        ));
+                    }
+                    names.push(name);
+                }
+                Some(names)
+            }
+        };
+        let default = c.default.as_ref().is_some_and(|d| *d.get_ref());
+        if default && out.iter().any(|o| o.default) {
+            let span = c.default.as_ref().map_or(table.clone(), Spanned::span);
+            return Err(Located::new(
+                span,
+                "only one [[certificate]] may be the default",
+            ));
+        }
+        let certificate = Certificate {
+            cert,
+            key,
+            names,
+            default,
+            loaded,
+        };
+        let serves = certificate.serves();
+        if serves.is_empty() {
+            return Err(Located::new(
+                c.cert.span(),
+                format!(
+                    "{}: the certificate has no DNS subjectAltName: set names = [...]",
+                    certificate.cert.display()
+                ),
+            ));
+        }
+        for name in serves {
+            if let Some(first) = seen.insert(name.clone(), i) {
+                return Err(Located::new(
+                    table,
+                    format!(
+                        "name {name} is served by two certificates ({} and {})",
+                        out[first].cert.display(),
+                        certificate.cert.display()
+                    ),
+                ));
+            }
+        }
+        out.push(certificate);
+    }
+    Ok(out)
+}
+
+/// A file named in the config: relative paths are relative to the config file's directory.
+fn resolve(base: &Path, s: &Spanned<String>) -> Result<std::path::PathBuf> {
+    let text = s.get_ref().trim();
+    if text.is_empty() {
+        return Err(Located::new(s.span(), "file name is empty"));
+    }
+    Ok(base.join(text))
+}
+
+fn validate_listener_tls(l: &RawListener, base: &Path) -> Result<ListenerTls> {
+    let sni_fallback = match l.sni_fallback.as_ref() {
+        None => SniFallback::Default,
+        Some(v) => match v.get_ref().as_str() {
+            "default" => SniFallback::Default,
+            "refuse" => SniFallback::Refuse,
+            other => {
+                return Err(Located::new(
+                    v.span(),
+                    format!("sni_fallback {other:?} is not \"default\" or \"refuse\""),
+                ))
+            }
+        },
+    };
+    let min_version = match l.min_tls_version.as_ref() {
+        None => TlsVersion::Tls12,
+        Some(v) => match v.get_ref().as_str() {
+            "1.2" => TlsVersion::Tls12,
+            "1.3" => TlsVersion::Tls13,
+            other => {
+                return Err(Located::new(
+                    v.span(),
+                    format!("min_tls_version {other:?} is not \"1.2\" or \"1.3\""),
+                ))
+            }
+        },
+    };
+    let required = match l.client_auth.as_ref() {
+        None => true,
+        Some(v) => match v.get_ref().as_str() {
+            "required" => true,
+            "optional" => false,
+            other => {
+                return Err(Located::new(
+                    v.span(),
+                    format!("client_auth {other:?} is not \"required\" or \"optional\""),
+                ))
+            }
+        },
+    };
+    let client_auth = match l.client_ca.as_ref() {
+        None => {
+            if let Some(v) = l.client_auth.as_ref() {
+                return Err(Located::new(
+                    v.span(),
+                    "client_auth needs client_ca = \"CA.pem\" (the CAs client certificates are checked against)",
+                ));
+            }
+            None
+        }
+        Some(ca) => {
+            let path = resolve(base, ca)?;
+            let roots = crate::tls::load_roots(&path)
+                .map_err(|e| Located::new(ca.span(), e.to_string()))?;
+            Some(ClientAuth {
+                ca: path,
+                roots: std::sync::Arc::new(roots),
+                required,
+            })
+        }
+    };
+    Ok(ListenerTls {
+        sni_fallback,
+        min_version,
+        client_auth,
     })
 }
 
@@ -458,7 +639,11 @@ fn bounded(v: Option<&Spanned<i64>>, min: i64, max: i64, key: &str) -> Result<Op
     }
 }
 
-fn validate_listeners(raw: &[Spanned<RawListener>], pool_ids: &PoolIds) -> Result<Vec<Listener>> {
+fn validate_listeners(
+    raw: &[Spanned<RawListener>],
+    pool_ids: &PoolIds,
+    base: &Path,
+) -> Result<Vec<Listener>> {
     let mut listeners: Vec<Listener> = Vec::with_capacity(raw.len());
     for l in raw {
         let l = l.get_ref();
@@ -476,14 +661,18 @@ fn validate_listeners(raw: &[Spanned<RawListener>], pool_ids: &PoolIds) -> Resul
             ));
         }
         let protocol = match l.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
-            None | Some((_, "http")) => {
+            None | Some((_, "http" | "https")) => {
                 if let Some(p) = l.pool.as_ref().or(l.send_proxy_protocol.as_ref()) {
                     return Err(Located::new(
                         p.span(),
-                        "pool and send_proxy_protocol apply only to protocol = \"tcp\" (http listeners route by [[host]])",
+                        "pool and send_proxy_protocol apply only to protocol = \"tcp\" (http and https listeners route by [[host]])",
                     ));
                 }
-                Protocol::Http
+                if p_is(&l.protocol, "https") {
+                    Protocol::Https
+                } else {
+                    Protocol::Http
+                }
             }
             Some((p, "tcp")) => {
                 let pool = l.pool.as_ref().ok_or_else(|| {
@@ -510,17 +699,61 @@ fn validate_listeners(raw: &[Spanned<RawListener>], pool_ids: &PoolIds) -> Resul
             Some((p, other)) => {
                 return Err(Located::new(
                     p.span(),
-                    format!("unknown listener protocol {other:?} (supported: \"http\", \"tcp\")"),
+                    format!(
+                    "unknown listener protocol {other:?} (supported: \"http\", \"https\", \"tcp\")"
+                ),
                 ))
             }
+        };
+        let tls_keys = [
+            &l.sni_fallback,
+            &l.min_tls_version,
+            &l.client_ca,
+            &l.client_auth,
+        ];
+        let tls = if protocol == Protocol::Https {
+            Some(validate_listener_tls(l, base)?)
+        } else {
+            if let Some(k) = tls_keys.iter().find_map(|k| k.as_ref()) {
+                return Err(Located::new(
+                    k.span(),
+                    "sni_fallback, min_tls_version, client_ca and client_auth apply only to protocol = \"https\"",
+                ));
+            }
+            None
+        };
+        let redirect_https = match &l.redirect_https {
+            None => None,
+            Some(v) if protocol != Protocol::Http => {
+                return Err(Located::new(
+                    v.span(),
+                    "redirect_https applies only to protocol = \"http\"",
+                ))
+            }
+            Some(v) => match *v.get_ref() {
+                301 => Some(301),
+                308 => Some(308),
+                n => {
+                    return Err(Located::new(
+                        v.span(),
+                        format!("redirect_https = {n}: use 301 (Moved Permanently) or 308 (Permanent Redirect, keeps the method)"),
+                    ))
+                }
+            },
         };
         listeners.push(Listener {
             bind,
             protocol,
             accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
+            tls,
+            redirect_https,
         });
     }
     Ok(listeners)
+}
+
+fn p_is(p: &Option<Spanned<String>>, value: &str) -> bool {
+    p.as_ref().is_some_and(|p| p.get_ref() == value)
 }
 
 fn parse_socket_addr(s: &Spanned<String>, what: &str) -> Result<SocketAddr> {
@@ -1143,10 +1376,22 @@ fn validate_hosts(raw: &[Spanned<RawHost>], pool_ids: &PoolIds, text: &str) -> R
             routes.push(route);
         }
         let access = parse_access(host.allow.as_deref(), host.deny.as_deref())?;
+        let mut allow_client_subjects = Vec::new();
+        for s in host.allow_client_subjects.iter().flatten() {
+            let subject = s.get_ref().trim();
+            if subject.is_empty() || !subject.contains('=') {
+                return Err(Located::new(
+                    s.span(),
+                    format!("client subject {subject:?} is not a distinguished name such as \"CN=client.example.test\""),
+                ));
+            }
+            allow_client_subjects.push(subject.to_owned());
+        }
         hosts.push(Host {
             names,
             access,
             routes,
+            allow_client_subjects,
         });
     }
     Ok(hosts)

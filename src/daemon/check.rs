@@ -42,7 +42,30 @@ pub fn describe(config: &Config) -> String {
         );
     }
     for l in &config.listeners {
-        let _ = writeln!(out, "listener {} {}", l.bind, l.protocol.as_str());
+        let _ = write!(out, "listener {} {}", l.bind, l.protocol.as_str());
+        if let Some(code) = l.redirect_https {
+            let _ = write!(out, " (redirect to https, {code})");
+        }
+        if let Some(a) = l.tls.as_ref().and_then(|t| t.client_auth.as_ref()) {
+            let _ = write!(
+                out,
+                " (client certificates {} by {})",
+                if a.required { "required" } else { "optional" },
+                a.ca.display()
+            );
+        }
+        let _ = writeln!(out);
+    }
+    for c in &config.certificates {
+        let _ = writeln!(
+            out,
+            "certificate {} for {}{}, {}, valid until {}",
+            c.cert.display(),
+            c.serves().join(", "),
+            if c.default { " (default)" } else { "" },
+            c.loaded.subject,
+            crate::tls::format_unix(c.loaded.not_after)
+        );
     }
     let table = RouteTable::build(config);
     for ((label, routes), host) in table.describe().zip(config.hosts.iter()) {

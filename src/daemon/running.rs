@@ -90,6 +90,8 @@ pub(super) struct Running {
     pub admin: Option<AdminServer>,
     /// `POST /reload` requests; the event loop takes it.
     pub admin_reloads: Option<tokio::sync::mpsc::Receiver<ReloadRequest>>,
+    /// Re-reads certificate files that changed on disk (`proxy::tls::watch`).
+    pub cert_watch: JoinHandle<()>,
 }
 
 /// Take the VIPs as `config` says: join the election, or announce them all now.
@@ -114,6 +116,7 @@ impl Running {
         let (announcers, router) = own(&config).await?;
         let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
         let drain = Drain::new();
+        let cert_watch = crate::proxy::tls::watch::spawn(shared.clone());
         let listeners = bound
             .into_iter()
             .map(|(addr, l)| ServedListener::spawn(addr, l, &shared, &drain))
@@ -136,6 +139,7 @@ impl Running {
             admin_state,
             admin,
             admin_reloads: Some(admin_reloads),
+            cert_watch,
         })
     }
 
@@ -208,6 +212,7 @@ impl Running {
         for l in self.listeners {
             l.stop().await;
         }
+        self.cert_watch.abort();
         self.drain.start();
         let open = self.drain.active();
         let deadline = if elected {

@@ -8,6 +8,7 @@
 //! backend ends in a status for the client, or in closing the client connection if the response
 //! had already started; it never reaches beyond this task.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use super::http1::request::{self, Forwarding};
 use super::http1::response::{self, ClientFraming};
 use super::http1::{local, Framing, Version, MAX_HEADERS};
 use super::route::{Miss, Target};
+use super::tls::TlsInfo;
 use super::upstream::backend::{Backend, Outcome};
 use super::upstream::stream::{self, TlsFailure, UpstreamStream};
 use super::upstream::HashInput;
@@ -47,20 +49,41 @@ const BUFFER_RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// Response bytes up to this size, already read with the head, are written with it.
 const MERGE_LIMIT: usize = 64 * 1024;
 
+/// The client side of a connection: plain TCP, or TLS over it (`super::tls`).
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Resolves when a read would make progress (data, EOF or an error), without reading.
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_;
+}
+
+impl ClientStream for TcpStream {
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>> + Send + '_ {
+        TcpStream::readable(self)
+    }
+}
+
+/// What the listener a connection arrived on tells the request loop.
+#[derive(Debug, Clone, Default)]
+pub struct Front {
+    /// Set on https listeners: the handshake's SNI, version, cipher and client subject.
+    pub tls: Option<Arc<TlsInfo>>,
+    /// `http` listeners with `redirect_https`: every request gets this redirect.
+    pub redirect_https: Option<u16>,
+}
+
 /// Serve one client connection. `early` holds bytes already read from it (what followed a
 /// PROXY protocol header); `peer` is the real client; `guard` counts it for a graceful stop.
-pub async fn serve(
-    client: TcpStream,
+pub async fn serve<S: ClientStream>(
+    client: S,
     peer: SocketAddr,
     early: BytesMut,
     shared: Shared,
     guard: ConnGuard,
+    front: Front,
 ) {
-    // Small heads and responses should leave at once rather than wait for Nagle.
-    let _ = client.set_nodelay(true);
     let snap = shared.load_full();
     let mut conn = Conn {
         client: Counted::new(client),
+        front,
         peer,
         shared,
         snap,
@@ -76,9 +99,10 @@ pub async fn serve(
     }
 }
 
-struct Conn {
+struct Conn<S> {
     /// Counts bytes both ways for the request metrics and the access log.
-    client: Counted<TcpStream>,
+    client: Counted<S>,
+    front: Front,
     peer: SocketAddr,
     shared: Shared,
     /// The configuration this connection's current request runs on. Refreshed between
@@ -135,6 +159,12 @@ enum Decision {
     Local {
         status: u16,
         body: &'static str,
+        close: bool,
+    },
+    /// `redirect_https`: the status (301 or 308) and the Location.
+    Redirect {
+        status: u16,
+        location: String,
         close: bool,
     },
 }
@@ -208,7 +238,7 @@ impl Failure {
     }
 }
 
-impl Conn {
+impl<S: ClientStream> Conn<S> {
     async fn run(&mut self) -> io::Result<()> {
         loop {
             let current = self.shared.load();
@@ -230,6 +260,11 @@ impl Conn {
                     body,
                     close,
                 } => self.local(status, body, close).await,
+                Decision::Redirect {
+                    status,
+                    location,
+                    close,
+                } => self.redirect(status, &location, close).await,
                 Decision::Forward(ex) => {
                     self.req.routed = Some((ex.target, ex.pool));
                     self.exchange(ex).await
@@ -274,8 +309,10 @@ impl Conn {
                 match request::parse(&self.rbuf, &mut headers, &limits) {
                     Ok(Some(req)) => {
                         let head_len = req.head_len;
-                        let decision = decide(&self.snap, self.peer, &req, &mut self.uhead);
-                        self.req.log = access_record(&self.snap, self.peer, &req, &decision);
+                        let decision =
+                            decide(&self.snap, &self.front, self.peer, &req, &mut self.uhead);
+                        self.req.log =
+                            access_record(&self.snap, &self.front, self.peer, &req, &decision);
                         self.rbuf.advance(head_len);
                         return Ok(Some(decision));
                     }
@@ -368,10 +405,10 @@ impl Conn {
 
     /// `Some(Ok(true))` when the client sent something, `Some(Ok(false))` when draining began,
     /// `None` when `limit` passed.
-    async fn readable_within(&self, limit: Duration) -> Option<io::Result<bool>> {
+    async fn readable_within(&mut self, limit: Duration) -> Option<io::Result<bool>> {
         tokio::select! {
             biased;
-            r = timeout(limit, self.client.readable()) => r.ok().map(|r| r.map(|()| true)),
+            r = timeout(limit, self.client.inner_mut().readable()) => r.ok().map(|r| r.map(|()| true)),
             () = self.guard.draining() => Some(Ok(false)),
         }
     }
@@ -380,7 +417,15 @@ impl Conn {
         self.req.status = status;
         self.wbuf.clear();
         local::write_error(status, body, close, &mut self.wbuf);
-        self.client.write_all(&self.wbuf).await?;
+        send(&mut self.client, &self.wbuf).await?;
+        Ok(if close { Next::Close } else { Next::KeepOpen })
+    }
+
+    async fn redirect(&mut self, status: u16, location: &str, close: bool) -> io::Result<Next> {
+        self.req.status = status;
+        self.wbuf.clear();
+        local::write_redirect(status, location, close, &mut self.wbuf);
+        send(&mut self.client, &self.wbuf).await?;
         Ok(if close { Next::Close } else { Next::KeepOpen })
     }
 
@@ -553,7 +598,7 @@ impl Conn {
         if ex.expect_continue && !*continue_sent {
             // We ask for the body ourselves rather than wait for the backend's 100, so the
             // backend never sees Expect and the client never stalls on us.
-            self.client.write_all(local::CONTINUE).await?;
+            send(&mut self.client, local::CONTINUE).await?;
             *continue_sent = true;
         }
         let body_sent = ex.framing != Framing::Empty;
@@ -695,7 +740,7 @@ impl Conn {
             if interim {
                 // 1xx interim responses mean nothing to an HTTP/1.0 client (RFC 9110 §15.2).
                 if ex.version == Version::Http11 {
-                    self.client.write_all(&self.wbuf).await?;
+                    send(&mut self.client, &self.wbuf).await?;
                 }
                 self.wbuf.clear();
                 continue;
@@ -733,7 +778,7 @@ impl Conn {
                     _ => {}
                 }
             }
-            self.client.write_all(&self.wbuf).await?;
+            send(&mut self.client, &self.wbuf).await?;
             if status == 101 {
                 self.tunnel(upstream).await;
                 return Ok(Attempt::Done {
@@ -820,7 +865,7 @@ impl Conn {
         let early_client = std::mem::take(&mut self.rbuf);
         let early_backend = std::mem::take(&mut self.ubuf);
         if (!early_client.is_empty() && upstream.write_all(&early_client).await.is_err())
-            || (!early_backend.is_empty() && self.client.write_all(&early_backend).await.is_err())
+            || (!early_backend.is_empty() && send(&mut self.client, &early_backend).await.is_err())
         {
             return;
         }
@@ -860,6 +905,7 @@ impl Conn {
 
 fn decide(
     snap: &Snapshot,
+    front: &Front,
     peer: SocketAddr,
     req: &request::Request<'_, '_>,
     uhead: &mut BytesMut,
@@ -873,6 +919,32 @@ fn decide(
             close: true,
         };
     };
+    if let Some(status) = front.redirect_https {
+        return match https_location(authority, req.path) {
+            // A request body is not read: the connection closes after the redirect.
+            Some(location) => Decision::Redirect {
+                status,
+                location,
+                close: !keep,
+            },
+            None => Decision::Local {
+                status: 400,
+                body: "invalid Host",
+                close: true,
+            },
+        };
+    }
+    let tls = front.tls.as_deref();
+    if let Some(sni) = tls.and_then(|t| t.sni.as_deref()) {
+        if !same_host(authority, sni) {
+            debug!(%peer, sni, host = %String::from_utf8_lossy(authority), "Host does not match SNI");
+            return Decision::Local {
+                status: 421,
+                body: "misdirected request: the Host does not match the TLS server name",
+                close: !keep,
+            };
+        }
+    }
     let target = match snap.routes.lookup(authority, req.path) {
         Ok(t) => t,
         Err(Miss::BadHost) => {
@@ -905,6 +977,17 @@ fn decide(
         return Decision::Local {
             status: 403,
             body: "forbidden",
+            close: !keep,
+        };
+    }
+    if !snap
+        .routes
+        .admits_client(target, tls.and_then(|t| t.client_subject.as_deref()))
+    {
+        debug!(%peer, subject = ?tls.and_then(|t| t.client_subject.as_deref()), "client certificate subject not allowed");
+        return Decision::Local {
+            status: 403,
+            body: "forbidden: client certificate required",
             close: !keep,
         };
     }
@@ -941,7 +1024,7 @@ fn decide(
             peer: peer.ip(),
             client: client_ip,
             peer_trusted: forwarded::peer_is_trusted(settings, peer.ip()),
-            proto: "http",
+            proto: if tls.is_some() { "https" } else { "http" },
             request_id,
         },
         uhead,
@@ -965,6 +1048,7 @@ fn decide(
 /// Telemetry hook: the access log record of a sampled request, with what only the head knows.
 fn access_record(
     snap: &Snapshot,
+    front: &Front,
     peer: SocketAddr,
     req: &request::Request<'_, '_>,
     decision: &Decision,
@@ -983,7 +1067,7 @@ fn access_record(
         }) => &id[..],
         _ => header("x-request-id"),
     };
-    Some(Record::new(
+    let mut record = Record::new(
         log.format,
         &RequestInfo {
             client: forwarded::client_ip(&snap.settings, peer.ip(), req.headers),
@@ -995,7 +1079,57 @@ fn access_record(
             referer: header("referer"),
             request_id: id,
         },
-    ))
+    );
+    record.tls = front.tls.clone();
+    Some(record)
+}
+
+/// The host part of an authority (`Host` value): without the port and a trailing dot.
+fn host_part(authority: &[u8]) -> &[u8] {
+    let host = if authority.first() == Some(&b'[') {
+        // An IPv6 literal: up to and with the closing bracket.
+        match authority.iter().position(|&b| b == b']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        }
+    } else {
+        match authority.iter().rposition(|&b| b == b':') {
+            Some(colon) => &authority[..colon],
+            None => authority,
+        }
+    };
+    host.strip_suffix(b".").unwrap_or(host)
+}
+
+/// Whether the request's Host names the TLS server name: case-insensitive, port ignored.
+fn same_host(authority: &[u8], sni: &str) -> bool {
+    host_part(authority).eq_ignore_ascii_case(sni.as_bytes())
+}
+
+/// `https://HOST/PATH?QUERY` for a redirect, or `None` if the Host holds bytes that have no
+/// place in a Location field.
+fn https_location(authority: &[u8], path: &str) -> Option<String> {
+    let host = host_part(authority);
+    let ok = !host.is_empty()
+        && host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    if !ok {
+        return None;
+    }
+    let path = if path.starts_with('/') { path } else { "/" };
+    let mut location = String::with_capacity(8 + host.len() + path.len());
+    location.push_str("https://");
+    location.push_str(std::str::from_utf8(host).ok()?);
+    location.push_str(path);
+    Some(location)
+}
+
+/// Write all of `data` to the client and push it out: TLS may hold the tail of a write back
+/// until flushed, and nobody would flush it while we wait for the next request.
+async fn send<W: AsyncWrite + Unpin>(dst: &mut W, data: &[u8]) -> io::Result<()> {
+    dst.write_all(data).await?;
+    dst.flush().await
 }
 
 /// 128 random bits as 32 hex digits, from the per-thread generator the balancer uses.
@@ -1046,7 +1180,7 @@ async fn read_more<R: AsyncRead + Unpin>(
 }
 
 async fn write<W: AsyncWrite + Unpin>(dst: &mut W, data: &[u8]) -> Result<(), RelayError> {
-    dst.write_all(data).await.map_err(RelayError::Upstream)
+    send(dst, data).await.map_err(RelayError::Upstream)
 }
 
 /// Copy exactly `n` body bytes: first those already in `buf`, then from `src`. Bytes beyond
@@ -1172,6 +1306,54 @@ where
                 return write(dst, b"0\r\n\r\n").await;
             }
             r => r?,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_compared_with_sni_without_port_or_case() {
+        let cases: &[(&[u8], &str, bool)] = &[
+            (b"a.test", "a.test", true),
+            (b"A.Test:443", "a.test", true),
+            (b"a.test.", "a.test", true),
+            (b"a.test:8443", "a.test", true),
+            (b"b.test", "a.test", false),
+            (b"a.test.evil", "a.test", false),
+            (b"x.a.test", "a.test", false),
+            (b"[2001:db8::1]:443", "[2001:db8::1]", true),
+        ];
+        for (host, sni, want) in cases {
+            assert_eq!(
+                same_host(host, sni),
+                *want,
+                "{}",
+                String::from_utf8_lossy(host)
+            );
+        }
+    }
+
+    #[test]
+    fn redirect_location_keeps_path_and_query_and_drops_the_port() {
+        let cases: &[(&[u8], &str, Option<&str>)] = &[
+            (b"a.test", "/x?y=1", Some("https://a.test/x?y=1")),
+            (b"a.test:80", "/", Some("https://a.test/")),
+            (b"A.test", "*", Some("https://A.test/")),
+            (b"[2001:db8::1]:80", "/p", Some("https://[2001:db8::1]/p")),
+            (b"a test", "/", None),
+            (b"a.test\"><", "/", None),
+            (b"", "/", None),
+        ];
+        for (host, path, want) in cases {
+            assert_eq!(
+                https_location(host, path).as_deref(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(host)
+            );
         }
     }
 }

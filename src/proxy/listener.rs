@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::drain::{ConnGuard, Drain};
-use super::{conn, forwarded, l4, proxy_protocol, Shared, LISTEN_BACKLOG};
+use super::{conn, forwarded, l4, proxy_protocol, tls, Shared, LISTEN_BACKLOG};
 use crate::config::Protocol as ListenerProtocol;
 
 /// Bind a listener for `addr`.
@@ -102,8 +102,35 @@ async fn dispatch(
     } else {
         (peer, local, BytesMut::new())
     };
+    if spec.protocol.is_http() {
+        // Small heads and responses should leave at once rather than wait for Nagle.
+        let _ = stream.set_nodelay(true);
+    }
     match spec.protocol {
-        ListenerProtocol::Http => conn::serve(stream, peer, early, shared, guard).await,
+        ListenerProtocol::Http => {
+            let front = conn::Front {
+                tls: None,
+                redirect_https: spec.redirect_https,
+            };
+            conn::serve(stream, peer, early, shared, guard, front).await
+        }
+        ListenerProtocol::Https => {
+            let Some(acceptor) = snap.tls.acceptor(bind) else {
+                return;
+            };
+            let limit = snap.settings.head_timeout;
+            drop(snap);
+            // The handshake counts as part of the connection for a graceful stop.
+            let Some((stream, info)) = tls::handshake(acceptor, stream, early, limit, peer).await
+            else {
+                return;
+            };
+            let front = conn::Front {
+                tls: Some(std::sync::Arc::new(info)),
+                redirect_https: None,
+            };
+            conn::serve(stream, peer, BytesMut::new(), shared, guard, front).await
+        }
         ListenerProtocol::Tcp {
             pool,
             send_proxy_v2,

@@ -2,7 +2,8 @@
 //!
 //! Owns accepting connections on the configured addresses and relaying each request to the
 //! backend its route names. Submodules: `http1` (wire format, pure), `route` (Host and path
-//! table, pure), `upstream` (pools and balancing), `listener` (sockets), `conn` (one client
+//! table, pure), `upstream` (pools and balancing), `listener` (sockets), `tls` (https
+//! listeners: certificates by SNI, handshakes), `conn` (one client
 //! connection's life), `drain` (counting connections and telling them to finish on stop). It does not own the VIP: `l2` makes the kernel deliver VIP traffic here.
 
 pub mod conn;
@@ -13,6 +14,7 @@ pub mod l4;
 pub mod listener;
 pub mod proxy_protocol;
 pub mod route;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct Snapshot {
     pub metrics: ProxyMetrics,
     /// `None` when the access log is off.
     pub access_log: Option<AccessLog>,
+    /// Certificates and the rustls configuration of each https listener.
+    pub tls: tls::TlsFront,
 }
 
 impl Snapshot {
@@ -70,6 +74,7 @@ impl Snapshot {
             listeners: config.listeners.clone(),
             metrics,
             access_log: config.access_log.as_ref().map(AccessLog::stdout),
+            tls: tls::TlsFront::build(config, previous.map(|p| &p.tls)),
         }
     }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::metrics::{process, RequestStats};
 use crate::config::{AccessLogFormat, AccessLogSettings};
 use crate::proxy::http1::Version;
+use crate::proxy::tls::TlsInfo;
 
 /// Records the writer may be behind by before lines are dropped.
 pub const QUEUE: usize = 16 * 1024;
@@ -48,6 +49,8 @@ pub struct Record {
     pub duration: Duration,
     pub upstream: Option<Duration>,
     pub retries: u32,
+    /// The TLS session of an https connection (version, cipher, client subject).
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 /// What is known of a request when it is routed (or refused before).
@@ -99,6 +102,7 @@ impl Record {
             duration: Duration::ZERO,
             upstream: None,
             retries: 0,
+            tls: None,
         }
     }
 
@@ -231,7 +235,7 @@ fn seconds(d: Duration) -> f64 {
 }
 
 /// Fields in the order every format writes them.
-fn fields(r: &Record) -> [(&'static str, Value<'_>); 18] {
+fn fields(r: &Record) -> [(&'static str, Value<'_>); 21] {
     let (route, pool) = match &r.series {
         Some(s) => (&*s.route, &*s.pool),
         None => ("", ""),
@@ -261,6 +265,18 @@ fn fields(r: &Record) -> [(&'static str, Value<'_>); 18] {
             Value::OptStr(Some(r.referer()).filter(|s| !s.is_empty())),
         ),
         ("request_id", Value::OptStr(r.request_id())),
+        (
+            "tls_version",
+            Value::OptStr(r.tls.as_ref().map(|t| t.version)),
+        ),
+        (
+            "tls_cipher",
+            Value::OptStr(r.tls.as_ref().map(|t| t.cipher)),
+        ),
+        (
+            "client_subject",
+            Value::OptStr(r.tls.as_ref().and_then(|t| t.client_subject.as_deref())),
+        ),
     ]
 }
 
@@ -557,7 +573,8 @@ mod tests {
                 r#""status":200,"route":"/api","pool":"was","backend":"192.0.2.23:8080","#,
                 r#""bytes_in":78,"bytes_out":1234,"duration":0.001500,"#,
                 r#""upstream_duration":0.001200,"retries":1,"user_agent":"curl/7.88.1","#,
-                r#""referer":null,"request_id":"0123456789abcdef0123456789abcdef"}"#
+                r#""referer":null,"request_id":"0123456789abcdef0123456789abcdef","#,
+                r#""tls_version":null,"tls_cipher":null,"client_subject":null}"#
             )
         );
     }
@@ -574,6 +591,12 @@ mod tests {
         let mut r = record(AccessLogFormat::Logfmt);
         r.upstream = None;
         r.backend = None;
+        r.tls = Some(Arc::new(TlsInfo {
+            sni: Some("blog.example.test".into()),
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_128_GCM_SHA256",
+            client_subject: Some("CN=client one".into()),
+        }));
         let mut s = String::new();
         format_line(&r, &mut s);
         assert_eq!(
@@ -582,7 +605,8 @@ mod tests {
                 "time=2026-11-25T10:00:00.123Z client=192.0.2.10 method=GET host=blog.example.test ",
                 r#"path="/api/x?q=\"1\"" protocol=HTTP/1.1 status=200 route=/api pool=was backend= "#,
                 "bytes_in=78 bytes_out=1234 duration=0.001500 upstream_duration= retries=1 ",
-                "user_agent=curl/7.88.1 referer= request_id=0123456789abcdef0123456789abcdef"
+                "user_agent=curl/7.88.1 referer= request_id=0123456789abcdef0123456789abcdef ",
+                r#"tls_version=TLSv1.3 tls_cipher=TLS13_AES_128_GCM_SHA256 client_subject="CN=client one""#
             )
         );
     }

@@ -439,6 +439,46 @@ pub fn config_json(c: &Config) -> String {
                 .str(if send_proxy_v2 { "v2" } else { "off" });
         }
         j.key("accept_proxy_protocol").raw(l.accept_proxy_protocol);
+        if let Some(t) = &l.tls {
+            j.key("sni_fallback").str(match t.sni_fallback {
+                crate::config::SniFallback::Default => "default",
+                crate::config::SniFallback::Refuse => "refuse",
+            });
+            j.key("min_tls_version").str(t.min_version.as_str());
+            match &t.client_auth {
+                Some(a) => {
+                    j.key("client_ca").str(&a.ca.display().to_string());
+                    j.key("client_auth")
+                        .str(if a.required { "required" } else { "optional" });
+                }
+                None => {
+                    j.key("client_ca").raw("null");
+                }
+            }
+        }
+        if l.protocol == Protocol::Http {
+            match l.redirect_https {
+                Some(code) => j.key("redirect_https").raw(code),
+                None => j.key("redirect_https").raw("null"),
+            };
+        }
+        j.close('}');
+    }
+    j.close(']');
+    j.key("certificate").open('[');
+    for cert in &c.certificates {
+        j.open('{');
+        j.key("cert").str(&cert.cert.display().to_string());
+        j.key("key").str(&cert.key.display().to_string());
+        j.key("names").open('[');
+        for n in cert.serves() {
+            j.str(&n);
+        }
+        j.close(']');
+        j.key("default").raw(cert.default);
+        j.key("subject").str(&cert.loaded.subject);
+        j.key("not_after")
+            .str(&crate::tls::format_unix(cert.loaded.not_after));
         j.close('}');
     }
     j.close(']');
@@ -452,6 +492,11 @@ pub fn config_json(c: &Config) -> String {
         j.close(']');
         cidrs(&mut j, "allow", &h.access.allow);
         cidrs(&mut j, "deny", &h.access.deny);
+        j.key("allow_client_subjects").open('[');
+        for subject in &h.allow_client_subjects {
+            j.str(subject);
+        }
+        j.close(']');
         j.key("route").open('[');
         for r in &h.routes {
             j.open('{');

@@ -24,6 +24,13 @@ impl<S> Counted<S> {
     }
 }
 
+impl<S> Counted<S> {
+    /// The stream itself, for what is not a read or a write (readiness).
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
 impl<S> std::ops::Deref for Counted<S> {
     type Target = S;
     fn deref(&self) -> &S {

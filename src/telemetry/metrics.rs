@@ -232,6 +232,59 @@ pub struct Process {
     vips: Mutex<Vec<(Ipv4Addr, Arc<VipStats>)>>,
     listeners: Mutex<Vec<(SocketAddr, Arc<AtomicU64>)>>,
     start_unix: AtomicU64,
+    /// Completed TLS handshakes on https listeners.
+    pub tls_handshakes: AtomicU64,
+    tls_failures: [AtomicU64; TlsFailure::ALL.len()],
+    /// Certificate files re-read after they changed on disk: accepted, refused.
+    pub certificate_reloads: [AtomicU64; 2],
+    /// (first name, file, not_after) of each certificate served.
+    tls_certificates: Mutex<Vec<(String, String, i64)>>,
+}
+
+/// Why a TLS handshake failed, the `reason` label of `vipgate_tls_handshake_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// Not done within `[proxy] head_timeout_ms`.
+    Timeout,
+    /// The client closed or reset the connection during the handshake.
+    Closed,
+    /// SNI named no certificate and the listener has `sni_fallback = "refuse"`.
+    NoCertificate,
+    /// A client certificate was required and missing, or did not verify.
+    ClientCertificate,
+    /// The client sent a fatal alert (such as unknown_ca: it does not trust our certificate).
+    AlertReceived,
+    /// No protocol version, cipher suite or ALPN protocol in common.
+    Incompatible,
+    /// Malformed or unexpected TLS messages (including plain HTTP sent to an https port).
+    Protocol,
+    Other,
+}
+
+impl TlsFailure {
+    pub const ALL: [TlsFailure; 8] = [
+        TlsFailure::Timeout,
+        TlsFailure::Closed,
+        TlsFailure::NoCertificate,
+        TlsFailure::ClientCertificate,
+        TlsFailure::AlertReceived,
+        TlsFailure::Incompatible,
+        TlsFailure::Protocol,
+        TlsFailure::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::Closed => "closed",
+            TlsFailure::NoCertificate => "no_certificate",
+            TlsFailure::ClientCertificate => "client_certificate",
+            TlsFailure::AlertReceived => "alert_received",
+            TlsFailure::Incompatible => "incompatible",
+            TlsFailure::Protocol => "protocol",
+            TlsFailure::Other => "other",
+        }
+    }
 }
 
 static PROCESS: Process = Process {
@@ -247,6 +300,10 @@ static PROCESS: Process = Process {
     vips: Mutex::new(Vec::new()),
     listeners: Mutex::new(Vec::new()),
     start_unix: AtomicU64::new(0),
+    tls_handshakes: AtomicU64::new(0),
+    tls_failures: [const { AtomicU64::new(0) }; TlsFailure::ALL.len()],
+    certificate_reloads: [const { AtomicU64::new(0) }; 2],
+    tls_certificates: Mutex::new(Vec::new()),
 };
 
 /// The process-wide counters.
@@ -296,6 +353,23 @@ impl Process {
         let c = Arc::new(AtomicU64::new(0));
         ls.push((bind, c.clone()));
         c
+    }
+
+    pub fn tls_failure(&self, reason: TlsFailure) {
+        self.tls_failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tls_failures(&self, reason: TlsFailure) -> u64 {
+        self.tls_failures[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn certificate_reload_done(&self, ok: bool) {
+        self.certificate_reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The certificates served now: (first name, file, not_after in Unix seconds).
+    pub fn tls_certificates(&self, certs: Vec<(String, String, i64)>) {
+        *lock(&self.tls_certificates) = certs;
     }
 
     pub fn reload_done(&self, ok: bool) {
@@ -597,7 +671,63 @@ pub fn render(view: &View<'_>) -> String {
         "vipgate_access_log_dropped_total {}",
         p.access_log_dropped.load(Ordering::Relaxed)
     );
+    render_tls(&mut out, p);
     out
+}
+
+fn render_tls(out: &mut String, p: &Process) {
+    header(
+        out,
+        "vipgate_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed on https listeners.",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_tls_handshakes_total {}",
+        p.tls_handshakes.load(Ordering::Relaxed)
+    );
+    header(
+        out,
+        "vipgate_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that failed, by reason.",
+    );
+    for r in TlsFailure::ALL {
+        let _ = writeln!(
+            out,
+            "vipgate_tls_handshake_failures_total{{reason=\"{}\"}} {}",
+            r.as_str(),
+            p.tls_failures(r)
+        );
+    }
+    header(
+        out,
+        "vipgate_tls_certificate_reloads_total",
+        "counter",
+        "Certificate files re-read after they changed on disk, by result (refused: the old certificate stays).",
+    );
+    for (i, result) in ["ok", "refused"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "vipgate_tls_certificate_reloads_total{{result=\"{result}\"}} {}",
+            p.certificate_reloads[i].load(Ordering::Relaxed)
+        );
+    }
+    header(
+        out,
+        "vipgate_tls_certificate_not_after_seconds",
+        "gauge",
+        "When each certificate served expires (Unix time), by its first name and file.",
+    );
+    for (name, file, not_after) in lock(&p.tls_certificates).iter() {
+        let _ = writeln!(
+            out,
+            "vipgate_tls_certificate_not_after_seconds{{name=\"{}\",file=\"{}\"}} {not_after}",
+            Esc(name),
+            Esc(file)
+        );
+    }
 }
 
 fn s_bytes_in(s: &RequestStats) -> u64 {

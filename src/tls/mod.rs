@@ -166,6 +166,13 @@ struct Leaf {
     not_after: i64,
 }
 
+/// The subject of a DER certificate, RFC 4514 style (`CN=client.example.test`), as access
+/// lists and the access log name a verified TLS client. `None` if it does not parse.
+pub fn subject_of(der: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    Some(cert.subject().to_string())
+}
+
 fn describe_leaf(path: &Path, der: &CertificateDer<'_>) -> Result<Leaf, TlsError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
         .map_err(|e| invalid(path, format!("cannot parse the first certificate: {e}")))?;

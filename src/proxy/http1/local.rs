@@ -22,8 +22,22 @@ pub fn write_error(status: u16, body: &str, close: bool, out: &mut BytesMut) {
     out.put_u8(b'\n');
 }
 
+/// Write a redirect to `location` (already checked to hold no control characters).
+pub fn write_redirect(status: u16, location: &str, close: bool, out: &mut BytesMut) {
+    let _ = std::fmt::Write::write_fmt(
+        &mut Fmt(out),
+        format_args!(
+            "HTTP/1.1 {status} {}\r\nLocation: {location}\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n",
+            reason(status),
+            if close { "close" } else { "keep-alive" },
+        ),
+    );
+}
+
 pub fn reason(status: u16) -> &'static str {
     match status {
+        301 => "Moved Permanently",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         404 => "Not Found",
         408 => "Request Timeout",
@@ -50,6 +64,16 @@ mod tests {
         assert_eq!(
             &out[..],
             &b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 9\r\nCache-Control: no-store\r\nConnection: keep-alive\r\n\r\nno route\n"[..]
+        );
+    }
+
+    #[test]
+    fn redirect_names_the_location_and_has_no_body() {
+        let mut out = BytesMut::new();
+        write_redirect(308, "https://a.test/x?y=1", true, &mut out);
+        assert_eq!(
+            &out[..],
+            &b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://a.test/x?y=1\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"[..]
         );
     }
 }

@@ -36,6 +36,8 @@ struct HostRoutes {
     /// What the host was configured as (its first name), for logs and `check`.
     label: String,
     access: AccessList,
+    /// Client certificate subjects admitted (empty: no client certificate needed).
+    client_subjects: Box<[Box<str>]>,
     /// Longest prefix first, so the first match is the best.
     routes: Vec<RouteEntry>,
 }
@@ -123,6 +125,11 @@ impl RouteTable {
             table.hosts.push(HostRoutes {
                 label: host.names[0].to_string(),
                 access: host.access.clone(),
+                client_subjects: host
+                    .allow_client_subjects
+                    .iter()
+                    .map(|s| s.as_str().into())
+                    .collect(),
                 routes,
             });
         }
@@ -168,6 +175,13 @@ impl RouteTable {
 
     pub fn host_access(&self, t: Target) -> &AccessList {
         &self.hosts[t.host].access
+    }
+
+    /// Whether a request whose TLS client presented `subject` (`None`: no verified client
+    /// certificate) may use the host of `t`.
+    pub fn admits_client(&self, t: Target, subject: Option<&str>) -> bool {
+        let allowed = &self.hosts[t.host].client_subjects;
+        allowed.is_empty() || subject.is_some_and(|s| allowed.iter().any(|a| **a == *s))
     }
 
     /// Every host with its routes in the order they are tried, for `check`.
