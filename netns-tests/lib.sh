@@ -28,6 +28,11 @@ CLIENT_IP=192.0.2.10
 LB_IP=192.0.2.2
 LB2_IP=192.0.2.3 # the second node of HA tests (lb2_up)
 BACKEND_PORT=8080
+# IPv6 on the same LAN (lan_v6_up), 2001:db8::/64 only.
+VIP6=2001:db8::200
+CLIENT_IP6=2001:db8::10
+LB_IP6=2001:db8::2
+LB2_IP6=2001:db8::3
 
 # Unique per run, so parallel or leftover runs never collide; netns-tests/run sets it to know
 # what to sweep if a test dies without cleaning up.
@@ -233,6 +238,48 @@ lan_up() {
 lb2_up() {
   vg_attach "$NS_LB2" lb2 "$LB2_IP" 02:00:c0:00:02:03
 }
+
+# IPv6 on the LAN built by lan_up (and lb2_up if called first): CLIENT_IP6, LB_IP6, LB2_IP6 as
+# /64 on each eth0 (no DAD: the test owns the LAN). Waits ≤ 5 s until every link-local
+# address has finished its DAD, since VRRP over IPv6 sends from it.
+lan_v6_up() {
+  local ns ip i
+  for ns in "$NS_CLIENT" "$NS_LB" "$NS_LB2"; do
+    case $ns in
+      "$NS_CLIENT") ip=$CLIENT_IP6 ;;
+      "$NS_LB") ip=$LB_IP6 ;;
+      *) ip=$LB2_IP6 ;;
+    esac
+    [[ -e /run/netns/$ns ]] || continue
+    ip -n "$ns" -6 addr add "$ip/64" dev eth0 nodad
+  done
+  for ((i = 0; i < 50; i++)); do
+    if ! for ns in "$NS_CLIENT" "$NS_LB" "$NS_LB2"; do
+      ip -n "$ns" -6 addr show dev eth0 tentative 2>/dev/null
+    done | grep -q inet6; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# IP: the MAC(s) answering Neighbor Solicitations for IP on the client's LAN (lower case,
+# sorted, space-separated), nothing if none. ndisc6 -m waits for every answer.
+ndp_mac() {
+  local out
+  out=$(in_client ndisc6 -m -n -r 2 -w 700 "$1" eth0 2>&1) || true
+  printf '%s\n' "$out" | sed -n 's/.*[Tt]arget link-layer address: \([0-9A-Fa-f:]*\).*/\1/p' |
+    tr 'A-F' 'a-f' | sort -u | paste -sd' ' -
+}
+
+# NS: that namespace's `local VIP6 dev lo` route line(s), nothing if none.
+local_route6() {
+  ip -n "$1" -6 route show table local | grep -E "^local $VIP6 dev lo( |$)" || true
+}
+
+# The client's IPv6 neighbour entry for VIP6, nothing if none.
+client_neigh6() { ip -n "$NS_CLIENT" -6 neigh show "$VIP6" dev eth0; }
 
 # NS up|down: the bridge-side end of a node's link (port v-lb, v-lb2, v-client...), as if its
 # cable were pulled: the node itself sees its eth0 lose carrier.
