@@ -694,6 +694,14 @@ vrrp_instance VI {
 EOC
 }
 
+# FILE PRIORITY: a keepalived VRRPv3 instance for VIP6 (vrid HA_VRID, advert HA_ADVERT or
+# 100ms, multicast to ff02::12: keepalived 2.2.7 sends its unicast IPv6 adverts with hop limit
+# 64, which RFC 9568 receivers drop) that puts VIP6 on eth0 while master.
+keepalived_config6() {
+  keepalived_config "$1" "$2" - -
+  sed -i -e '/unicast_src_ip/d' -e '/unicast_peer {/,/}/d' -e "s|$VIP/32|$VIP6/128|" "$1"
+}
+
 # NS CONFIG: keepalived (VRRP only, in the foreground, logging to a file) in NS. Sets KA_PID,
 # KA_LOG and KA_VRRP_PIDFILE (where its VRRP child writes its PID); the process is tracked and
 # removed with the rest.
@@ -716,7 +724,7 @@ keepalived_stop() {
   vg_forget "$1"
 }
 # LOG: the state keepalived last entered (MASTER, BACKUP, FAULT), or nothing.
-keepalived_state() { sed -n 's/.*Entering \([A-Z]*\) STATE.*/\1/p' "$1" | tail -n 1; }
+keepalived_state() { sed -n 's/.*Entering \([A-Z]*\) STATE.*/\1/p' "$1" 2>/dev/null | tail -n 1; }
 wait_keepalived_state() { # LOG STATE TENTHS
   local i
   for ((i = 0; i < $3; i++)); do

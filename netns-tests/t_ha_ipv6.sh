@@ -6,6 +6,8 @@
 # (VRRPv3 over IPv6, ff02::12): the master answers ndisc6; SIGKILL of the master moves the
 # client's neighbour entry to the backup by its unsolicited NA alone, exactly one node answers
 # afterwards, requests go through the new master, and its graceful stop releases the route.
+# keepalived 2.2.7 over IPv6 (multicast) as a peer: a vipgate backup of a keepalived master
+# takes over on its priority 0 advert, and keepalived backs up a vipgate master.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -167,5 +169,48 @@ VG_PID=$PID_B VG_LOG=$LOG_B
 stop_vipgate
 assert_eq "SIGTERM of master b removes its local route" "" "$(local_route6 "$NS_LB2")"
 assert_eq "nobody answers NS for the VIP" "" "$(ndp_mac "$VIP6")"
+
+section "keepalived over IPv6 as the master of a vipgate backup"
+command -v keepalived >/dev/null || abort "keepalived is installed (scripts/test installs it)"
+ka_high=$VG_TMP/ka6-200.conf ka_low=$VG_TMP/ka6-100.conf
+keepalived_config6 "$ka_high" 200
+keepalived_config6 "$ka_low" 100
+keepalived_start "$NS_LB2" "$ka_high"
+wait_keepalived_state "$KA_LOG" MASTER 50 || abort "keepalived (priority 200) becomes master"
+start_vipgate_in "$NS_LB" "$cfg_a" || abort "node a starts"
+PID_A=$VG_PID LOG_A=$VG_LOG
+wait_state "$LOG_A" Backup 30 || abort "vipgate becomes backup"
+sleep 1
+assert_eq "vipgate stays backup next to keepalived's higher priority (it reads its IPv6 adverts)" \
+  Backup "$(vrrp_state "$LOG_A")"
+assert_eq "exactly one node (keepalived's) answers NS for the VIP" "$mac_b" "$(ndp_mac "$VIP6")"
+assert_eq "vipgate's node has no local route for the VIP" "" "$(local_route6 "$NS_LB")"
+t0=$(now_ms)
+kill -TERM "$KA_PID"
+wait_state "$LOG_A" Master 30 || abort "vipgate takes over after keepalived's SIGTERM"
+note "vipgate master $(($(now_ms) - t0)) ms after SIGTERM to keepalived (its priority 0 advert)"
+keepalived_stop "$KA_PID"
+sleep 0.3
+assert_contains "the client's neighbour entry moved to vipgate's node" "$(client_neigh6)" "lladdr $mac_a"
+assert_eq "exactly one node (vipgate's) answers NS for the VIP" "$mac_a" "$(ndp_mac "$VIP6")"
+assert_eq "requests to the VIP go through node a" "200 $LB_IP" "$(get6)"
+
+section "keepalived over IPv6 as the backup of a vipgate master"
+keepalived_start "$NS_LB2" "$ka_low"
+wait_keepalived_state "$KA_LOG" BACKUP 50 || abort "keepalived enters BACKUP"
+sleep 1
+assert_eq "keepalived stays backup next to vipgate's higher priority (it reads vipgate's adverts)" \
+  BACKUP "$(keepalived_state "$KA_LOG")"
+assert_eq "vipgate stays master" Master "$(vrrp_state "$LOG_A")"
+kill_pid "$PID_A"
+wait_keepalived_state "$KA_LOG" MASTER 30 || abort "keepalived takes over after SIGKILL of vipgate"
+pass "keepalived takes over after SIGKILL of vipgate"
+sleep 0.3
+assert_eq "exactly one node (keepalived's) answers NS for the VIP" "$mac_b" "$(ndp_mac "$VIP6")"
+assert_contains "the client's neighbour entry moved to keepalived's node" "$(client_neigh6)" "lladdr $mac_b"
+keepalived_stop "$KA_PID"
+vipgate_cmd release --config "$cfg_a"
+assert_eq "vipgate release removes the route the killed node left" "0" "$CMD_RC"
+assert_eq "the killed node's route is gone" "" "$(local_route6 "$NS_LB")"
 
 summary
