@@ -597,12 +597,12 @@ wait_state() {
   return 1
 }
 
-# SECONDS: the prober on the client, one request to the VIP every 10 ms for SECONDS (≤ 60)
-# in the background. Sets PROBE_PID and PROBE_FILE.
+# SECONDS [TARGET]: the prober on the client, one request to TARGET (VIP:80; [VIP6]:80 for
+# IPv6) every 10 ms for SECONDS (≤ 60) in the background. Sets PROBE_PID and PROBE_FILE.
 probe_start() {
   VG_SEQ=$((VG_SEQ + 1))
   PROBE_FILE=$VG_TMP/probe.$VG_SEQ.txt
-  in_client "$VG_PYTHON" "$VG_ROOT/netns-tests/prober.py" probe --target "$VIP:80" \
+  in_client "$VG_PYTHON" "$VG_ROOT/netns-tests/prober.py" probe --target "${2:-$VIP:80}" \
     --host "$HA_HOST" --interval-ms 10 --duration "$1" >"$PROBE_FILE" 2>"$PROBE_FILE.err" &
   PROBE_PID=$!
   vg_track "$PROBE_PID"

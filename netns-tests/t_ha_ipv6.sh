@@ -143,26 +143,49 @@ assert_eq "requests to the VIP go through node b" "200 $LB2_IP" "$(get6)"
 assert_eq "node b has the local route" "local $VIP6 dev lo proto 86 metric 1024 pref medium" \
   "$(local_route6 "$NS_LB2")"
 
+start_a() { # starts node a; sets PID_A, LOG_A
+  start_vipgate_in "$NS_LB" "$cfg_a" || abort "node a starts"
+  PID_A=$VG_PID LOG_A=$VG_LOG
+}
+
 section "the master comes back and preempts"
-start_vipgate_in "$NS_LB" "$cfg_a" || abort "node a restarts"
-PID_A=$VG_PID LOG_A=$VG_LOG
+probe_start 5 "[$VIP6]:80"
+probe_until "$LB2_IP" 30 5 || fail "the prober gets answers through b before a returns"
+start_a
 wait_state "$LOG_A" Master 30 || abort "node a preempts within 3 s"
 wait_state "$LOG_B" Backup 10 || abort "node b yields"
-pass "node a preempts, node b yields"
-sleep 0.5
+probe_wait
+probe_outage "$LB2_IP" "$LB_IP"
+assert_outage "node a returns and preempts b (IPv6 prober)" 1500
 assert_contains "the client's neighbour entry moved back to a's MAC" "$(client_neigh6)" "lladdr $mac_a"
 assert_eq "exactly one node (a) answers NS for the VIP" "$mac_a" "$(ndp_mac "$VIP6")"
 assert_eq "node b gave up its local route" "" "$(local_route6 "$NS_LB2")"
 
 section "graceful stop of the master hands over"
+probe_start 4 "[$VIP6]:80"
+probe_until "$LB_IP" 30 5 || fail "the prober gets answers through a before its stop"
 VG_LOG=$LOG_A
 stop_vipgate_pid "$PID_A"
+probe_wait
+probe_outage "$LB_IP" "$LB2_IP"
+assert_outage "SIGTERM of master a, b takes over (IPv6 prober)" 1000
 assert_eq "node b is master" Master "$(vrrp_state "$LOG_B")"
 assert_match "node a released the VIP after seeing b's unsolicited NA" \
   "$(vg_log_count 'the successor announced the VIPs')" "[1-9][0-9]*"
 assert_eq "node a's local route is gone" "" "$(local_route6 "$NS_LB")"
 assert_eq "exactly one node (b) answers NS for the VIP" "$mac_b" "$(ndp_mac "$VIP6")"
-assert_eq "requests to the VIP go through node b" "200 $LB2_IP" "$(get6)"
+
+section "SIGKILL of the master under load"
+start_a
+wait_state "$LOG_A" Master 30 || abort "node a preempts again"
+sleep 0.5
+probe_start 5 "[$VIP6]:80"
+probe_until "$LB_IP" 30 5 || fail "the prober gets answers through a before the kill"
+kill_pid "$PID_A"
+probe_wait
+probe_outage "$LB_IP" "$LB2_IP"
+assert_outage "SIGKILL of master a, b takes over (IPv6 prober)" 1500
+assert_eq "exactly one node (b) answers NS for the VIP" "$mac_b" "$(ndp_mac "$VIP6")"
 
 section "graceful stop of the last node"
 VG_PID=$PID_B VG_LOG=$LOG_B
@@ -177,8 +200,7 @@ keepalived_config6 "$ka_high" 200
 keepalived_config6 "$ka_low" 100
 keepalived_start "$NS_LB2" "$ka_high"
 wait_keepalived_state "$KA_LOG" MASTER 50 || abort "keepalived (priority 200) becomes master"
-start_vipgate_in "$NS_LB" "$cfg_a" || abort "node a starts"
-PID_A=$VG_PID LOG_A=$VG_LOG
+start_a
 wait_state "$LOG_A" Backup 30 || abort "vipgate becomes backup"
 sleep 1
 assert_eq "vipgate stays backup next to keepalived's higher priority (it reads its IPv6 adverts)" \
