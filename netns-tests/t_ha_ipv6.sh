@@ -6,7 +6,8 @@
 # (VRRPv3 over IPv6, ff02::12): the master answers ndisc6; SIGKILL of the master moves the
 # client's neighbour entry to the backup by its unsolicited NA alone, exactly one node answers
 # afterwards, requests go through the new master, and its graceful stop releases the route.
-# keepalived 2.2.7 over IPv6 (multicast) as a peer: a vipgate backup of a keepalived master
+# Dual stack: a node with an IPv4 and an IPv6 VIP runs one virtual router per family, and both
+# move on a stop. keepalived 2.2.7 over IPv6 (multicast) as a peer: a vipgate backup of a keepalived master
 # takes over on its priority 0 advert, and keepalived backs up a vipgate master.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -192,6 +193,40 @@ VG_PID=$PID_B VG_LOG=$LOG_B
 stop_vipgate
 assert_eq "SIGTERM of master b removes its local route" "" "$(local_route6 "$NS_LB2")"
 assert_eq "nobody answers NS for the VIP" "" "$(ndp_mac "$VIP6")"
+
+section "dual stack: one virtual router per family"
+cfg_a2=$VG_TMP/a-dual.toml cfg_b2=$VG_TMP/b-dual.toml
+for f in "$cfg_a2" "$cfg_b2"; do
+  v6_config "$f" '[[vip]]' "address = \"$VIP\"" 'interface = "eth0"' \
+    '[[listener]]' "bind = \"$VIP:80\""
+done
+printf '[vrrp]\nvrid = %s\npriority = 150\nadvert_interval = "100ms"\n' "$HA_VRID" >>"$cfg_a2"
+printf '[vrrp]\nvrid = %s\npriority = 100\nadvert_interval = "100ms"\n' "$HA_VRID" >>"$cfg_b2"
+capture_start "$NS_CLIENT" -v 'ip proto 112 or ip6 proto 112' || abort "tcpdump listens for VRRP"
+start_vipgate_in "$NS_LB" "$cfg_a2" || abort "node a (dual stack) starts"
+PID_A=$VG_PID LOG_A=$VG_LOG
+start_vipgate_in "$NS_LB2" "$cfg_b2" || abort "node b (dual stack) starts"
+PID_B=$VG_PID LOG_B=$VG_LOG
+wait_state "$LOG_A" Master 30 || abort "node a becomes master"
+sleep 1
+capture_stop
+assert_eq "node a runs two virtual routers, IPv4 and IPv6" 'family="IPv4" family="IPv6"' \
+  "$(vg_log_text | grep 'VRRP started' | grep -o 'family="IPv[46]"' | paste -sd' ' -)"
+assert_num "node a advertises over IPv4 to 224.0.0.18" \
+  "$(grep -cE "^ +$LB_IP > 224\.0\.0\.18: VRRPv3, Advertisement, vrid $HA_VRID, prio 150, .*addrs: $VIP\$" "$CAP_FILE" || true)" -ge 5
+assert_num "and over IPv6 to ff02::12" \
+  "$(grep -cE "^$mac_a > 33:33:00:00:00:12, .*ff02::12: VRRPv3, Advertisement, vrid $HA_VRID, prio 150" "$CAP_FILE" || true)" -ge 5
+assert_eq "node a answers ARP for the IPv4 VIP" "$mac_a" "$(arp_mac "$VIP")"
+assert_eq "and NS for the IPv6 VIP" "$mac_a" "$(ndp_mac "$VIP6")"
+VG_LOG=$LOG_A
+stop_vipgate_pid "$PID_A"
+wait_state "$LOG_B" Master 10 || abort "node b takes over"
+assert_eq "both of b's virtual routers became master" 2 \
+  "$(sed 's/\x1b\[[0-9;]*m//g' "$LOG_B" | grep -c 'VRRP state changed from=Backup to=Master')"
+assert_eq "node b answers ARP for the IPv4 VIP" "$mac_b" "$(arp_mac "$VIP")"
+assert_eq "and NS for the IPv6 VIP" "$mac_b" "$(ndp_mac "$VIP6")"
+VG_LOG=$LOG_B
+stop_vipgate_pid "$PID_B"
 
 section "keepalived over IPv6 as the master of a vipgate backup"
 command -v keepalived >/dev/null || abort "keepalived is installed (scripts/test installs it)"
