@@ -5,40 +5,40 @@
 //! RFC 9568 section 5.2.8 uses it; IPv6: RFC 8200 section 8.1). Does not own: where the field
 //! sits in a message.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// The checksum of the pseudo-header (`src`, `dst`, `next_header`, the message length) followed
 /// by `message`. Over a message whose checksum field is zero it is the value to put there; over
 /// a received message it is zero when the field is right.
 ///
-/// Mixed families cannot occur on the wire; they are summed as their own bytes, which can only
-/// make a received message fail its check.
+/// Mixed families cannot occur on the wire; they are summed in the IPv6 layout with the IPv4
+/// address mapped, which can only make a received message fail its check.
 pub fn pseudo_header(src: IpAddr, dst: IpAddr, next_header: u8, message: &[u8]) -> u16 {
     let mut sum = Sum::default();
     let len = message.len();
     match (src, dst) {
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
             sum.add(&s.octets());
             sum.add(&d.octets());
+            sum.add(&[0, next_header]);
+            sum.add(&(len.min(usize::from(u16::MAX)) as u16).to_be_bytes());
+        }
+        (s, d) => {
+            sum.add(&v6(s).octets());
+            sum.add(&v6(d).octets());
             // Upper-layer length as 32 bits, then three zero bytes and the next header.
             sum.add(&(len.min(u32::MAX as usize) as u32).to_be_bytes());
             sum.add(&[0, 0, 0, next_header]);
-        }
-        _ => {
-            sum.add(&octets(src));
-            sum.add(&octets(dst));
-            sum.add(&[0, next_header]);
-            sum.add(&(len.min(usize::from(u16::MAX)) as u16).to_be_bytes());
         }
     }
     sum.add(message);
     sum.finish()
 }
 
-fn octets(ip: IpAddr) -> Vec<u8> {
+fn v6(ip: IpAddr) -> Ipv6Addr {
     match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
     }
 }
 
@@ -73,7 +73,7 @@ impl Sum {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::Ipv4Addr;
 
     #[test]
     fn odd_length_pads_with_zero() {
