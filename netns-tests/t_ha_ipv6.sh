@@ -259,6 +259,23 @@ sleep 1
 assert_eq "keepalived stays backup next to vipgate's higher priority (it reads vipgate's adverts)" \
   BACKUP "$(keepalived_state "$KA_LOG")"
 assert_eq "vipgate stays master" Master "$(vrrp_state "$LOG_A")"
+VG_LOG=$LOG_A
+stop_vipgate_pid "$PID_A"
+wait_keepalived_state "$KA_LOG" MASTER 30 || abort "keepalived takes over after vipgate's SIGTERM"
+pass "keepalived takes over after vipgate's SIGTERM (priority 0 advert)"
+assert_match "vipgate released the VIP after seeing keepalived's unsolicited NA" \
+  "$(vg_log_count 'the successor announced the VIPs')" "[1-9][0-9]*"
+# keepalived adds IPv6 VIPs with nodad, so vipgate's defence of the VIP against duplicate
+# address detection (answering a DAD probe while it still holds the VIP) cannot fail it.
+ka_addr=$(ip -n "$NS_LB2" -6 -o addr show dev eth0 to "$VIP6/128")
+assert_contains "keepalived put the VIP on its interface" "$ka_addr" "inet6 $VIP6/128"
+assert_not_contains "and it is usable (not tentative or dadfailed)" "$ka_addr" "tentative"
+start_a
+wait_state "$LOG_A" Master 30 || abort "vipgate returns and preempts keepalived"
+wait_keepalived_state "$KA_LOG" BACKUP 30 || abort "keepalived goes back to backup"
+pass "vipgate returns and preempts keepalived"
+sleep 0.3
+assert_eq "exactly one node (vipgate's) answers NS for the VIP" "$mac_a" "$(ndp_mac "$VIP6")"
 kill_pid "$PID_A"
 wait_keepalived_state "$KA_LOG" MASTER 30 || abort "keepalived takes over after SIGKILL of vipgate"
 pass "keepalived takes over after SIGKILL of vipgate"
