@@ -160,7 +160,7 @@ impl<T: AsRef<[u8]>> AdvertPacket<T> {
 }
 
 /// A VRRPv3 advertisement as a value. The addresses are of the family it is sent in (for
-/// IPv6, RFC 9568 section 5.2.9 wants the virtual router's link-local address first; vipgate
+/// IPv6, RFC 5798 section 5.2.9 wants the virtual router's link-local address first; vipgate
 /// has none, it answers at the interface's own MAC, and sends the VIPs as keepalived does).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdvertRepr {

@@ -119,6 +119,10 @@ impl VrrpSocket {
             }
             IpAddr::V6(v6) => {
                 tx.set_multicast_all_v6(false)?;
+                // The link-local address is tentative for a second or more after the link comes
+                // up (duplicate address detection), which is when a daemon starts at boot;
+                // without IPV6_FREEBIND bind() refuses it (EADDRNOTAVAIL).
+                tx.set_freebind_v6(true)?;
                 tx.bind(&SockAddr::from(SocketAddrV6::new(v6, 0, 0, index)))?;
                 tx.set_unicast_hops_v6(u32::from(packet::TTL))?;
                 tx.set_multicast_hops_v6(u32::from(packet::TTL))?;
