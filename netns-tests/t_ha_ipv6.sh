@@ -6,8 +6,8 @@
 # (VRRPv3 over IPv6, ff02::12): the master answers ndisc6; SIGKILL of the master moves the
 # client's neighbour entry to the backup by its unsolicited NA alone, exactly one node answers
 # afterwards, requests go through the new master, and its graceful stop releases the route.
-# Dual stack: a node with an IPv4 and an IPv6 VIP runs one virtual router per family, and both
-# move on a stop. keepalived 2.2.7 over IPv6 (multicast) as a peer: a vipgate backup of a keepalived master
+# Dual stack with unicast peers (IPv4 and link-local IPv6): a node with an IPv4 and an IPv6
+# VIP runs one virtual router per family, and both move on a stop. keepalived 2.2.7 over IPv6 (multicast) as a peer: a vipgate backup of a keepalived master
 # takes over on its priority 0 advert, and keepalived backs up a vipgate master.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -194,15 +194,18 @@ stop_vipgate
 assert_eq "SIGTERM of master b removes its local route" "" "$(local_route6 "$NS_LB2")"
 assert_eq "nobody answers NS for the VIP" "" "$(ndp_mac "$VIP6")"
 
-section "dual stack: one virtual router per family"
+section "dual stack with unicast peers: one virtual router per family"
+ll_b=$(ip -n "$NS_LB2" -6 addr show dev eth0 scope link | sed -n 's/.*inet6 \(fe80::[0-9a-f:]*\)\/.*/\1/p' | head -n 1)
 cfg_a2=$VG_TMP/a-dual.toml cfg_b2=$VG_TMP/b-dual.toml
 for f in "$cfg_a2" "$cfg_b2"; do
   v6_config "$f" '[[vip]]' "address = \"$VIP\"" 'interface = "eth0"' \
     '[[listener]]' "bind = \"$VIP:80\""
 done
-printf '[vrrp]\nvrid = %s\npriority = 150\nadvert_interval = "100ms"\n' "$HA_VRID" >>"$cfg_a2"
-printf '[vrrp]\nvrid = %s\npriority = 100\nadvert_interval = "100ms"\n' "$HA_VRID" >>"$cfg_b2"
-capture_start "$NS_CLIENT" -v 'ip proto 112 or ip6 proto 112' || abort "tcpdump listens for VRRP"
+printf '[vrrp]\nvrid = %s\npriority = 150\nadvert_interval = "100ms"\npeers = ["%s", "%s"]\n' \
+  "$HA_VRID" "$LB2_IP" "$ll_b" >>"$cfg_a2"
+printf '[vrrp]\nvrid = %s\npriority = 100\nadvert_interval = "100ms"\npeers = ["%s", "%s"]\n' \
+  "$HA_VRID" "$LB_IP" "$ll_a" >>"$cfg_b2"
+capture_start "$NS_LB2" -v 'ip proto 112 or ip6 proto 112' || abort "tcpdump listens for VRRP on node b"
 start_vipgate_in "$NS_LB" "$cfg_a2" || abort "node a (dual stack) starts"
 PID_A=$VG_PID LOG_A=$VG_LOG
 start_vipgate_in "$NS_LB2" "$cfg_b2" || abort "node b (dual stack) starts"
@@ -212,10 +215,14 @@ sleep 1
 capture_stop
 assert_eq "node a runs two virtual routers, IPv4 and IPv6" 'family="IPv4" family="IPv6"' \
   "$(vg_log_text | grep 'VRRP started' | grep -o 'family="IPv[46]"' | paste -sd' ' -)"
-assert_num "node a advertises over IPv4 to 224.0.0.18" \
-  "$(grep -cE "^ +$LB_IP > 224\.0\.0\.18: VRRPv3, Advertisement, vrid $HA_VRID, prio 150, .*addrs: $VIP\$" "$CAP_FILE" || true)" -ge 5
-assert_num "and over IPv6 to ff02::12" \
-  "$(grep -cE "^$mac_a > 33:33:00:00:00:12, .*ff02::12: VRRPv3, Advertisement, vrid $HA_VRID, prio 150" "$CAP_FILE" || true)" -ge 5
+assert_num "node a advertises over IPv4 to b's address $LB2_IP, the IPv4 VIP alone" \
+  "$(grep -cE "^ +$LB_IP > $LB2_IP: VRRPv3, Advertisement, vrid $HA_VRID, prio 150, .*addrs: $VIP\$" "$CAP_FILE" || true)" -ge 5
+assert_num "and over IPv6 to b's link-local $ll_b, hop limit 255, the IPv6 VIP alone" \
+  "$(grep -cE "^$mac_a > $mac_b, .*hlim 255, next-header VRRP \(112\).* $ll_a > $ll_b: VRRPv3, Advertisement, vrid $HA_VRID, prio 150, .*addrs: $VIP6\$" "$CAP_FILE" || true)" -ge 5
+assert_eq "neither of b's virtual routers became master (it accepts a's unicast adverts)" 0 \
+  "$(sed 's/\x1b\[[0-9;]*m//g' "$LOG_B" | grep -c 'VRRP state changed .*to=Master' || true)"
+assert_eq "node b logged no dropped advert" 0 \
+  "$(sed 's/\x1b\[[0-9;]*m//g' "$LOG_B" | grep -cE 'dropped|invalid VRRP' || true)"
 assert_eq "node a answers ARP for the IPv4 VIP" "$mac_a" "$(arp_mac "$VIP")"
 assert_eq "and NS for the IPv6 VIP" "$mac_a" "$(ndp_mac "$VIP6")"
 VG_LOG=$LOG_A
