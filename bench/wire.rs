@@ -1,12 +1,12 @@
 //! Criterion benches of the pure wire code: the chunked decoder, Maglev table build and
-//! lookup, and the ARP answer path (parse a request, build the reply).
+//! lookup, and the ARP and NDP answer paths (parse a request, build the reply).
 
 use std::hint::black_box;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vipgate::l2::arp;
 use vipgate::l2::MacAddr;
+use vipgate::l2::{arp, ndp};
 use vipgate::proxy::http1::chunked::ChunkedDecoder;
 use vipgate::proxy::upstream::balance::{fnv1a, maglev_table, MAGLEV_TABLE_SIZE};
 
@@ -69,5 +69,35 @@ fn arp_answer(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, chunked, maglev, arp_answer);
+fn ndp_answer(c: &mut Criterion) {
+    let ours = MacAddr([0x02, 0, 0xc0, 0, 2, 2]);
+    let client = MacAddr([0x02, 0, 0xc0, 0, 2, 0x0a]);
+    let vip = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x200);
+    // A multicast solicitation for the VIP from the client's link-local address, as the kernel
+    // and ndisc6 send it (86 bytes: the checksum over the pseudo-header is verified).
+    let group = ndp::solicited_node(vip);
+    let frame = ndp::emit_frame(
+        ndp::multicast_mac(group),
+        client,
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xc0, 0xfe00, 0x20a),
+        group,
+        &ndp::NdpRepr::Solicit {
+            target: vip,
+            source_mac: Some(client),
+        },
+    );
+    assert!(
+        ndp::answer(&frame, ours, vip).is_some(),
+        "the bench frame must be answered"
+    );
+    c.bench_function(
+        "ndp: check a solicitation, decide and build the advertisement",
+        |b| b.iter(|| black_box(ndp::answer(black_box(&frame), ours, vip))),
+    );
+    c.bench_function("ndp: build an unsolicited advertisement", |b| {
+        b.iter(|| black_box(ndp::build_unsolicited(ours, black_box(vip))))
+    });
+}
+
+criterion_group!(benches, chunked, maglev, arp_answer, ndp_answer);
 criterion_main!(benches);

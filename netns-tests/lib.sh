@@ -28,6 +28,11 @@ CLIENT_IP=192.0.2.10
 LB_IP=192.0.2.2
 LB2_IP=192.0.2.3 # the second node of HA tests (lb2_up)
 BACKEND_PORT=8080
+# IPv6 on the same LAN (lan_v6_up), 2001:db8::/64 only.
+VIP6=2001:db8::200
+CLIENT_IP6=2001:db8::10
+LB_IP6=2001:db8::2
+LB2_IP6=2001:db8::3
 
 # Unique per run, so parallel or leftover runs never collide; netns-tests/run sets it to know
 # what to sweep if a test dies without cleaning up.
@@ -233,6 +238,48 @@ lan_up() {
 lb2_up() {
   vg_attach "$NS_LB2" lb2 "$LB2_IP" 02:00:c0:00:02:03
 }
+
+# IPv6 on the LAN built by lan_up (and lb2_up if called first): CLIENT_IP6, LB_IP6, LB2_IP6 as
+# /64 on each eth0 (no DAD: the test owns the LAN). Waits ≤ 5 s until every link-local
+# address has finished its DAD, since VRRP over IPv6 sends from it.
+lan_v6_up() {
+  local ns ip i
+  for ns in "$NS_CLIENT" "$NS_LB" "$NS_LB2"; do
+    case $ns in
+      "$NS_CLIENT") ip=$CLIENT_IP6 ;;
+      "$NS_LB") ip=$LB_IP6 ;;
+      *) ip=$LB2_IP6 ;;
+    esac
+    [[ -e /run/netns/$ns ]] || continue
+    ip -n "$ns" -6 addr add "$ip/64" dev eth0 nodad
+  done
+  for ((i = 0; i < 50; i++)); do
+    if ! for ns in "$NS_CLIENT" "$NS_LB" "$NS_LB2"; do
+      ip -n "$ns" -6 addr show dev eth0 tentative 2>/dev/null
+    done | grep -q inet6; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# IP: the MAC(s) answering Neighbor Solicitations for IP on the client's LAN (lower case,
+# sorted, space-separated), nothing if none. ndisc6 -m waits for every answer.
+ndp_mac() {
+  local out
+  out=$(in_client ndisc6 -m -n -r 2 -w 700 "$1" eth0 2>&1) || true
+  printf '%s\n' "$out" | sed -n 's/.*[Tt]arget link-layer address: \([0-9A-Fa-f:]*\).*/\1/p' |
+    tr 'A-F' 'a-f' | sort -u | paste -sd' ' -
+}
+
+# NS: that namespace's `local VIP6 dev lo` route line(s), nothing if none.
+local_route6() {
+  ip -n "$1" -6 route show table local | grep -E "^local $VIP6 dev lo( |$)" || true
+}
+
+# The client's IPv6 neighbour entry for VIP6, nothing if none.
+client_neigh6() { ip -n "$NS_CLIENT" -6 neigh show "$VIP6" dev eth0; }
 
 # NS up|down: the bridge-side end of a node's link (port v-lb, v-lb2, v-client...), as if its
 # cable were pulled: the node itself sees its eth0 lose carrier.
@@ -582,12 +629,12 @@ wait_state() {
   return 1
 }
 
-# SECONDS: the prober on the client, one request to the VIP every 10 ms for SECONDS (≤ 60)
-# in the background. Sets PROBE_PID and PROBE_FILE.
+# SECONDS [TARGET]: the prober on the client, one request to TARGET (VIP:80; [VIP6]:80 for
+# IPv6) every 10 ms for SECONDS (≤ 60) in the background. Sets PROBE_PID and PROBE_FILE.
 probe_start() {
   VG_SEQ=$((VG_SEQ + 1))
   PROBE_FILE=$VG_TMP/probe.$VG_SEQ.txt
-  in_client "$VG_PYTHON" "$VG_ROOT/netns-tests/prober.py" probe --target "$VIP:80" \
+  in_client "$VG_PYTHON" "$VG_ROOT/netns-tests/prober.py" probe --target "${2:-$VIP:80}" \
     --host "$HA_HOST" --interval-ms 10 --duration "$1" >"$PROBE_FILE" 2>"$PROBE_FILE.err" &
   PROBE_PID=$!
   vg_track "$PROBE_PID"
@@ -679,6 +726,14 @@ vrrp_instance VI {
 EOC
 }
 
+# FILE PRIORITY: a keepalived VRRPv3 instance for VIP6 (vrid HA_VRID, advert HA_ADVERT or
+# 100ms, multicast to ff02::12: keepalived 2.2.7 sends its unicast IPv6 adverts with hop limit
+# 64, which RFC 9568 receivers drop) that puts VIP6 on eth0 while master.
+keepalived_config6() {
+  keepalived_config "$1" "$2" - -
+  sed -i -e '/unicast_src_ip/d' -e '/unicast_peer {/,/}/d' -e "s|$VIP/32|$VIP6/128|" "$1"
+}
+
 # NS CONFIG: keepalived (VRRP only, in the foreground, logging to a file) in NS. Sets KA_PID,
 # KA_LOG and KA_VRRP_PIDFILE (where its VRRP child writes its PID); the process is tracked and
 # removed with the rest.
@@ -701,7 +756,7 @@ keepalived_stop() {
   vg_forget "$1"
 }
 # LOG: the state keepalived last entered (MASTER, BACKUP, FAULT), or nothing.
-keepalived_state() { sed -n 's/.*Entering \([A-Z]*\) STATE.*/\1/p' "$1" | tail -n 1; }
+keepalived_state() { sed -n 's/.*Entering \([A-Z]*\) STATE.*/\1/p' "$1" 2>/dev/null | tail -n 1; }
 wait_keepalived_state() { # LOG STATE TENTHS
   local i
   for ((i = 0; i < $3; i++)); do

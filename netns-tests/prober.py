@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Failover prober for vipgate's HA tests: how long the VIP went unanswered.
 
-    prober.py probe --target IP:PORT --host NAME --interval-ms 10 --duration S [--timeout S]
+    prober.py probe --target IP:PORT|[IPV6]:PORT --host NAME --interval-ms 10 --duration S [--timeout S]
     prober.py outage FILE --old IP --new IP
 
 `probe` starts one HTTP/1.1 request (a new connection each) every interval, whether or not
@@ -63,6 +63,7 @@ async def probe_once(ip, port, host, timeout):
 
 async def probe(args):
     ip, _, port = args.target.rpartition(":")
+    ip = ip.strip("[]")  # [2001:db8::200]:80
     duration = min(args.duration, MAX_DURATION)
     interval = args.interval_ms / 1000.0
     t0 = time.monotonic()

@@ -146,7 +146,9 @@ impl Default for Daemon {
 /// One virtual IP this node owns and announces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vip {
-    pub address: Ipv4Addr,
+    /// IPv4 (answered with ARP) or IPv6 (answered with NDP); never link-local, loopback,
+    /// multicast or unspecified.
+    pub address: IpAddr,
     /// The LAN interface on which ARP for the VIP is answered.
     pub interface: String,
     pub garp: GarpBurst,
@@ -637,11 +639,13 @@ pub struct Vrrp {
     pub priority: NonZeroU8,
     pub advert_interval: AdvertInterval,
     /// Unicast peers to advertise to and to accept adverts from; empty means multicast to
-    /// 224.0.0.18 and adverts from anyone on the link.
-    pub peers: Vec<Ipv4Addr>,
+    /// 224.0.0.18 (ff02::12 for IPv6) and adverts from anyone on the link. IPv4 peers serve
+    /// the IPv4 virtual router, IPv6 ones (link-local) the IPv6 one.
+    pub peers: Vec<IpAddr>,
     pub preempt: bool,
     pub preempt_delay: Duration,
-    /// Where adverts are sent and received; its first IPv4 address is the source.
+    /// Where adverts are sent and received; its first IPv4 address (IPv6: its link-local
+    /// address) is the source.
     pub interface: String,
     /// While master, one gratuitous ARP per VIP this often (`None`: only at takeover).
     pub garp_refresh: Option<Duration>,

@@ -76,9 +76,33 @@ const BAD: &[(&str, &str, usize, &str)] = &[
     ),
     (
         "address = \"192.0.2.200\"",
-        "address = \"2001:db8::200\"",
+        "address = \"fe80::200\"",
         2,
-        "IPv6 VIPs are not supported yet",
+        "cannot be announced on a LAN (link-local (fe80::/10)",
+    ),
+    (
+        "address = \"192.0.2.200\"",
+        "address = \"ff02::1\"",
+        2,
+        "(unspecified, loopback or multicast)",
+    ),
+    (
+        "address = \"192.0.2.200\"",
+        "address = \"::1\"",
+        2,
+        "(unspecified, loopback or multicast)",
+    ),
+    (
+        "address = \"192.0.2.200\"",
+        "address = \"::\"",
+        2,
+        "(unspecified, loopback or multicast)",
+    ),
+    (
+        "address = \"192.0.2.200\"",
+        "address = \"::ffff:192.0.2.200\"",
+        2,
+        "IPv4-mapped (::ffff:0:0/96): write the IPv4 address itself",
     ),
     (
         "address = \"192.0.2.200\"",
@@ -227,6 +251,27 @@ fn a_vip_alone_is_a_valid_announcer_only_config() {
 }
 
 #[test]
+fn ipv6_vips_and_link_local_peers_are_accepted() {
+    let text = "[[vip]]\naddress = \"2001:db8::200\"\ninterface = \"eth0\"\n\
+                [[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n\
+                [[listener]]\nbind = \"[2001:db8::200]:80\"\n\
+                [[host]]\nnames = [\"*\"]\n[[host.route]]\nprefix = \"/\"\npool = \"web\"\n\
+                [pool.web]\nbackends = [\"[2001:db8::21]:8080\"]\n\
+                [vrrp]\nvrid = 51\npeers = [\"192.0.2.3\", \"fe80::ff:fe00:3\"]\n";
+    let c = parse(Path::new("6.toml"), text).unwrap();
+    let addresses: Vec<String> = c.vips.iter().map(|v| v.address.to_string()).collect();
+    assert_eq!(addresses, ["2001:db8::200", "192.0.2.200"]);
+    let peers: Vec<String> = c
+        .vrrp
+        .map(|v| v.peers.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    assert_eq!(peers, ["192.0.2.3", "fe80::ff:fe00:3"]);
+    // Unique-local addresses are fine too.
+    let ula = "[[vip]]\naddress = \"fd00::200\"\ninterface = \"eth0\"\n";
+    assert!(parse(Path::new("6.toml"), ula).is_ok());
+}
+
+#[test]
 fn drain_timeout_defaults_and_is_read() {
     let c = parse(Path::new("d.toml"), GOOD).unwrap();
     assert_eq!(c.daemon.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
@@ -330,7 +375,19 @@ const BAD_VRRP: &[(&str, &str, usize, &str)] = &[
     ),
     ("\"192.0.2.3\"", "\"192.0.2.200\"", 9, "is one of the VIPs"),
     ("\"192.0.2.3\"", "\"224.0.0.18\"", 9, "unicast address"),
-    ("\"192.0.2.3\"", "\"2001:db8::3\"", 9, "not an IPv4 address"),
+    ("\"192.0.2.3\"", "\"192.0.2.x\"", 9, "is not an IP address"),
+    (
+        "\"192.0.2.3\"",
+        "\"2001:db8::3\"",
+        9,
+        "must be another node's link-local address (fe80::/10)",
+    ),
+    (
+        "\"192.0.2.3\"",
+        "\"fe80::3\"",
+        9,
+        "VRRP peer fe80::3 is IPv6, but no [[vip]] is",
+    ),
     ("preempt = false", "preempt = \"no\"", 10, "invalid type"),
     ("\"2.5s\"", "\"2h\"", 11, "needs a unit"),
     ("\"2.5s\"", "\"3601s\"", 11, "out of range (0s to 3600s)"),

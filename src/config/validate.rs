@@ -4,7 +4,7 @@
 //! that exists. Each refusal points at the offending value's span.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU8;
 use std::path::Path;
 use std::time::Duration;
@@ -481,19 +481,38 @@ fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
             value
         }
     };
-    let mut peers: Vec<Ipv4Addr> = Vec::new();
+    let mut peers: Vec<IpAddr> = Vec::new();
     for p in raw.peers.iter().flat_map(|p| p.get_ref()) {
         let text = p.get_ref().trim();
-        let ip: Ipv4Addr = text.parse().map_err(|_| {
-            Located::new(
-                p.span(),
-                format!("VRRP peer {text:?} is not an IPv4 address"),
-            )
+        let ip: IpAddr = text.parse().map_err(|_| {
+            Located::new(p.span(), format!("VRRP peer {text:?} is not an IP address"))
         })?;
-        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+        match ip {
+            IpAddr::V4(v4) => {
+                if v4.is_unspecified() || v4.is_loopback() || v4.is_multicast() || v4.is_broadcast()
+                {
+                    return Err(Located::new(
+                        p.span(),
+                        format!("VRRP peer {ip} must be another node's unicast address"),
+                    ));
+                }
+            }
+            // IPv6 adverts come from the sender's link-local address (RFC 9568 section 5.1.2.1),
+            // so that is the address a peer is recognised by.
+            IpAddr::V6(v6) => {
+                if !v6.is_unicast_link_local() {
+                    return Err(Located::new(
+                        p.span(),
+                        format!("VRRP peer {ip} must be another node's link-local address (fe80::/10): IPv6 adverts are sent from and accepted by link-local addresses"),
+                    ));
+                }
+            }
+        }
+        if !vips.iter().any(|v| v.address.is_ipv4() == ip.is_ipv4()) {
+            let family = if ip.is_ipv4() { "IPv4" } else { "IPv6" };
             return Err(Located::new(
                 p.span(),
-                format!("VRRP peer {ip} must be another node's unicast address"),
+                format!("VRRP peer {ip} is {family}, but no [[vip]] is: peers of a family serve the virtual router of that family's VIPs"),
             ));
         }
         if vips.iter().any(|v| v.address == ip) {
@@ -588,7 +607,7 @@ fn parse_duration(d: &Spanned<RawDuration>, key: &str) -> Result<Duration> {
     Ok(Duration::from_micros((value * scale * 1e6).round() as u64))
 }
 
-fn parse_vip_address(s: &Spanned<String>) -> Result<Ipv4Addr> {
+fn parse_vip_address(s: &Spanned<String>) -> Result<IpAddr> {
     let text = s.get_ref().trim();
     let ip: IpAddr = text.parse().map_err(|_| {
         Located::new(
@@ -596,19 +615,32 @@ fn parse_vip_address(s: &Spanned<String>) -> Result<Ipv4Addr> {
             format!("VIP address {text:?} is not an IP address"),
         )
     })?;
-    let IpAddr::V4(v4) = ip else {
-        return Err(Located::new(
-            s.span(),
-            format!("VIP address {text}: IPv6 VIPs are not supported yet (IPv4 only)"),
-        ));
+    let refused = match ip {
+        IpAddr::V4(v4) => {
+            (v4.is_unspecified() || v4.is_loopback() || v4.is_multicast() || v4.is_broadcast())
+                .then_some("unspecified, loopback, multicast or broadcast")
+        }
+        IpAddr::V6(v6) => {
+            if v6.is_unspecified() || v6.is_loopback() || v6.is_multicast() {
+                Some("unspecified, loopback or multicast")
+            } else if v6.is_unicast_link_local() {
+                // A link-local address is per link and every node has its own; a VIP is routed
+                // to, which a link-local address never is.
+                Some("link-local (fe80::/10): use a global or unique-local address")
+            } else if v6.to_ipv4_mapped().is_some() {
+                Some("IPv4-mapped (::ffff:0:0/96): write the IPv4 address itself")
+            } else {
+                None
+            }
+        }
     };
-    if v4.is_unspecified() || v4.is_loopback() || v4.is_multicast() || v4.is_broadcast() {
+    if let Some(why) = refused {
         return Err(Located::new(
             s.span(),
-            format!("VIP address {v4} cannot be announced on a LAN (unspecified, loopback, multicast or broadcast)"),
+            format!("VIP address {ip} cannot be announced on a LAN ({why})"),
         ));
     }
-    Ok(v4)
+    Ok(ip)
 }
 
 fn validate_ifname(s: &Spanned<String>) -> Result<String> {

@@ -12,15 +12,35 @@ pub fn describe(config: &Config) -> String {
     for vip in &config.vips {
         let _ = writeln!(
             out,
-            "vip {} on {} (gratuitous ARP: {} x every {} ms)",
+            "vip {} on {} ({}: {} x every {} ms)",
             vip.address,
             vip.interface,
+            if vip.address.is_ipv6() {
+                "unsolicited NA"
+            } else {
+                "gratuitous ARP"
+            },
             vip.garp.count,
             vip.garp.interval.as_millis()
         );
     }
     if let Some(v) = &config.vrrp {
-        let peers: Vec<String> = v.peers.iter().map(ToString::to_string).collect();
+        // One virtual router per family of the VIPs: its peers, or its multicast group.
+        let mut peers: Vec<String> = Vec::new();
+        use crate::ha::packet::{MULTICAST_V4, MULTICAST_V6};
+        for (v6, group) in [
+            (false, MULTICAST_V4.to_string()),
+            (true, MULTICAST_V6.to_string()),
+        ] {
+            if !config.vips.iter().any(|vip| vip.address.is_ipv6() == v6) {
+                continue;
+            }
+            let mut listed = v.peers.iter().filter(|p| p.is_ipv6() == v6).peekable();
+            if listed.peek().is_none() {
+                peers.push(group);
+            }
+            peers.extend(listed.map(ToString::to_string));
+        }
         let _ = writeln!(
             out,
             "vrrp vrid {} priority {} on {} every {} ms to {}, preempt {}{}",
@@ -28,11 +48,7 @@ pub fn describe(config: &Config) -> String {
             v.priority,
             v.interface,
             v.advert_interval.duration().as_millis(),
-            if peers.is_empty() {
-                "224.0.0.18".to_string()
-            } else {
-                peers.join(", ")
-            },
+            peers.join(", "),
             if v.preempt { "on" } else { "off" },
             if v.preempt_delay.is_zero() {
                 String::new()

@@ -5,13 +5,13 @@
 //! `ExecStopPost=` so the node is clean whatever way the daemon ended. Owns nothing else: the
 //! route itself is `l2`'s.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::config::Config;
 use crate::l2::{self, L2Error};
 
 /// For each VIP of `config`: whether a stale route was removed. Stops at the first failure.
-pub async fn release(config: &Config) -> Result<Vec<(Ipv4Addr, bool)>, L2Error> {
+pub async fn release(config: &Config) -> Result<Vec<(IpAddr, bool)>, L2Error> {
     let mut out = Vec::with_capacity(config.vips.len());
     for vip in &config.vips {
         out.push((vip.address, l2::release(vip).await?));

@@ -15,7 +15,7 @@
 //! whose interface changed is stopped and started again. Connections accepted by a removed
 //! listener stay open until they finish (they are routed by the new configuration).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,7 +33,7 @@ pub struct Plan {
     pub listeners_added: Vec<SocketAddr>,
     pub listeners_removed: Vec<SocketAddr>,
     pub vips_added: Vec<Vip>,
-    pub vips_removed: Vec<Ipv4Addr>,
+    pub vips_removed: Vec<IpAddr>,
     /// Same address on another interface: stopped, then started on the new one.
     pub vips_moved: Vec<Vip>,
 }
@@ -42,7 +42,7 @@ impl Plan {
     pub fn between(old: &Config, new: &Config) -> Plan {
         let old_binds: Vec<SocketAddr> = old.listeners.iter().map(|l| l.bind).collect();
         let new_binds: Vec<SocketAddr> = new.listeners.iter().map(|l| l.bind).collect();
-        let find = |vips: &[Vip], a: Ipv4Addr| vips.iter().find(|v| v.address == a).cloned();
+        let find = |vips: &[Vip], a: IpAddr| vips.iter().find(|v| v.address == a).cloned();
         let mut plan = Plan {
             listeners_added: new_binds
                 .iter()
@@ -286,7 +286,7 @@ mod tests {
         for (i, (ov, ob, nv, nb, la, lr, va, vr, vm)) in cases.iter().enumerate() {
             let p = Plan::between(&cfg(ov, ob), &cfg(nv, nb));
             let s = |v: &[SocketAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
-            let ip = |v: &[Ipv4Addr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+            let ip = |v: &[IpAddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
             let vs = |v: &[Vip]| v.iter().map(|v| v.address.to_string()).collect::<Vec<_>>();
             assert_eq!(s(&p.listeners_added), *la, "case {i}");
             assert_eq!(s(&p.listeners_removed), *lr, "case {i}");

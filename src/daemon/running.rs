@@ -7,7 +7,7 @@
 //! requests finish up to `[daemon] drain_timeout_ms`. Changing a running daemon to a new
 //! configuration is `reload`'s; talking to systemd is `notify`'s.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -143,7 +143,7 @@ impl Running {
         })
     }
 
-    pub fn announced(&self) -> Vec<Ipv4Addr> {
+    pub fn announced(&self) -> Vec<IpAddr> {
         self.announcers.iter().map(Announcer::vip).collect()
     }
 

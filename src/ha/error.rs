@@ -13,6 +13,9 @@ pub enum HaError {
     #[error("VRRP interface {interface} has no IPv4 address to send adverts from")]
     NoIpv4 { interface: String },
 
+    #[error("VRRP interface {interface} has no IPv6 link-local address to send IPv6 adverts from")]
+    NoLinkLocal { interface: String },
+
     #[error("cannot open the VRRP sockets on {interface} (needs CAP_NET_RAW): {source}")]
     Socket {
         interface: String,

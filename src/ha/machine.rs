@@ -13,7 +13,7 @@
 //! priority 150 at a 10 ms interval is 4.14 ms, which centiseconds would round to 0 (keepalived
 //! also keeps the fraction; its timers were measured here at 34.1 ms for exactly this case).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Priority of the router that owns the addresses: it takes over at once and always preempts.
@@ -32,8 +32,8 @@ pub struct Params {
     /// (keepalived's `preempt_delay`): a restarted node lets its links and backends settle.
     pub preempt_delay: Duration,
     /// This router's primary address on the interface: the source of its adverts and the
-    /// tie-break between equal priorities.
-    pub primary_ip: Ipv4Addr,
+    /// tie-break between equal priorities (an IPv6 router's link-local address).
+    pub primary_ip: IpAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub enum State {
 /// A valid advert for our VRID from another router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heard {
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub priority: u8,
     /// Its Max Advertise Interval; never zero (the caller drops such adverts).
     pub interval: Duration,
@@ -208,7 +208,7 @@ impl Machine {
         }
         let wins = heard.priority > self.params.priority
             || (heard.priority == self.params.priority
-                && u32::from(heard.src) > u32::from(self.params.primary_ip));
+                && higher_address(heard.src, self.params.primary_ip));
         if wins {
             // One advert on the way out, which RFC 9568 does not send: the new master may
             // never have heard us (a partition healed, and our first advert after it was lost
@@ -281,13 +281,24 @@ impl Machine {
     }
 }
 
+/// Whether `a` wins the tie-break over `b`: the larger address as an unsigned integer (RFC 9568
+/// section 6.4.3), 32 or 128 bits. One virtual router never mixes families.
+fn higher_address(a: IpAddr, b: IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => u32::from(a) > u32::from(b),
+        (IpAddr::V6(a), IpAddr::V6(b)) => u128::from(a) > u128::from(b),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    const ME: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-    const LOWER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-    const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+    const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    const LOWER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const HIGHER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 3));
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -303,7 +314,7 @@ mod tests {
         }
     }
 
-    fn heard(src: Ipv4Addr, priority: u8, interval: Duration) -> Event {
+    fn heard(src: IpAddr, priority: u8, interval: Duration) -> Event {
         Event::Advert(Heard {
             src,
             priority,
@@ -546,13 +557,27 @@ mod tests {
         // 10.0.0.1 > 9.255.255.255 as a number though "1" < "9" as text; and 200.x > 100.x,
         // which a signed comparison of the first octet would get wrong.
         let (mut m, t0) = master();
-        m.params.primary_ip = Ipv4Addr::new(9, 255, 255, 255);
-        let step = m.handle(t0, heard(Ipv4Addr::new(10, 0, 0, 1), 100, ms(100)));
+        m.params.primary_ip = Ipv4Addr::new(9, 255, 255, 255).into();
+        let step = m.handle(t0, heard(Ipv4Addr::new(10, 0, 0, 1).into(), 100, ms(100)));
         assert_eq!(step.became, Some(State::Backup));
         let (mut m, t0) = master();
-        m.params.primary_ip = Ipv4Addr::new(200, 0, 0, 1);
-        let step = m.handle(t0, heard(Ipv4Addr::new(100, 0, 0, 1), 100, ms(100)));
+        m.params.primary_ip = Ipv4Addr::new(200, 0, 0, 1).into();
+        let step = m.handle(t0, heard(Ipv4Addr::new(100, 0, 0, 1).into(), 100, ms(100)));
         assert_eq!(step.became, None);
+    }
+
+    #[test]
+    fn ipv6_tie_break_compares_128_bit_link_local_addresses() {
+        let ll = |last: u16| IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xff, 0xfe00, last));
+        let (mut m, t0) = master();
+        m.params.primary_ip = ll(2);
+        assert_eq!(
+            m.handle(t0, heard(ll(3), 100, ms(100))).became,
+            Some(State::Backup)
+        );
+        let (mut m, t0) = master();
+        m.params.primary_ip = ll(0x100);
+        assert_eq!(m.handle(t0, heard(ll(0xff), 100, ms(100))).became, None);
     }
 
     #[test]
@@ -611,7 +636,7 @@ mod tests {
         me: &mut Machine,
         other: &mut Machine,
         now: Instant,
-        transitions: &mut Vec<(Ipv4Addr, State)>,
+        transitions: &mut Vec<(IpAddr, State)>,
     ) {
         let src = me.params().primary_ip;
         let step = me.handle(now, Event::Timer);

@@ -1,5 +1,8 @@
-//! One running VRRPv3 virtual router: the election loop and the task that takes and gives up
-//! the VIPs when its state changes.
+//! The running VRRPv3 virtual routers: the election loop and the task that takes and gives up
+//! the VIPs when its state changes. A node whose VIPs are of both families runs one virtual
+//! router per family with the same `[vrrp]` settings (as keepalived runs one `vrrp_instance`
+//! per family): VRRP for IPv4 and for IPv6 are separate protocols on the wire (RFC 9568
+//! section 4.2), and each elects its own master.
 //!
 //! Owns: feeding the [`Machine`] with adverts and timer expiries, the receive checks that need
 //! configuration (our VRID, our own adverts, unicast peers only, the announced addresses),
@@ -14,7 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
@@ -23,7 +26,7 @@ use tracing::{debug, error, info, trace, warn};
 
 use super::machine::{Event, Heard, Machine, Params, State, Step};
 use super::packet::{self, AdvertRepr, Received};
-use super::socket::VrrpSocket;
+use super::socket::{Datagram, V6Meta, VrrpSocket};
 use super::HaError;
 use crate::config::{Vip, Vrrp};
 use crate::l2::{self, Announcer};
@@ -45,8 +48,14 @@ const HANDOVER_POLL: Duration = Duration::from_millis(1);
 /// Largest datagram read: IPv4 header with options and the largest advert.
 const RECV_LEN: usize = 60 + packet::MAX_LEN;
 
-/// A running virtual router. Stop it with [`Router::stop`].
+/// The running virtual routers, one per address family of the VIPs. Stop them with
+/// [`Router::stop`].
 pub struct Router {
+    elections: Vec<Running>,
+}
+
+/// One virtual router's election task.
+struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -54,11 +63,62 @@ pub struct Router {
 impl Router {
     /// Opens the VRRP sockets, removes any local route a crashed earlier run left for the VIPs
     /// (this node starts as backup and must not accept the VIPs' traffic), and starts the
-    /// election. The VIPs are taken only once this node becomes master.
+    /// election: one virtual router for the IPv4 VIPs and one for the IPv6 VIPs, each only if
+    /// there are such VIPs. The VIPs are taken only once this node becomes master.
     pub async fn start(vrrp: &Vrrp, vips: &[Vip]) -> Result<Router, HaError> {
-        let (index, primary) = interface_ipv4(&vrrp.interface)?;
+        let mut router = Router {
+            elections: Vec::with_capacity(2),
+        };
+        for v6 in [false, true] {
+            let family: Vec<Vip> = vips
+                .iter()
+                .filter(|v| v.address.is_ipv6() == v6)
+                .cloned()
+                .collect();
+            if family.is_empty() {
+                continue;
+            }
+            match start_one(vrrp, &family).await {
+                Ok(running) => router.elections.push(running),
+                Err(e) => {
+                    router.stop().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(router)
+    }
+
+    /// Leaves the election: as master, sends a priority 0 advert and keeps the VIPs until a
+    /// backup announces itself (at most one advert interval and a little), then gives them up.
+    /// Both families hand over at the same time.
+    pub async fn stop(mut self) {
+        for e in &mut self.elections {
+            if let Some(stop) = e.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for e in self.elections {
+            if let Err(e) = e.task.await {
+                error!(error = %e, "the VRRP task failed");
+            }
+        }
+    }
+}
+
+/// Starts the virtual router of `vips`, which are all of one family.
+async fn start_one(vrrp: &Vrrp, vips: &[Vip]) -> Result<Running, HaError> {
+    {
+        let v6 = vips.first().is_some_and(|v| v.address.is_ipv6());
+        let (index, primary) = interface_source(&vrrp.interface, v6)?;
+        let peers: Vec<IpAddr> = vrrp
+            .peers
+            .iter()
+            .copied()
+            .filter(|p| p.is_ipv6() == v6)
+            .collect();
         let socket =
-            VrrpSocket::open(&vrrp.interface, index, primary, &vrrp.peers).map_err(|source| {
+            VrrpSocket::open(&vrrp.interface, index, primary, &peers).map_err(|source| {
                 HaError::Socket {
                     interface: vrrp.interface.clone(),
                     source,
@@ -75,7 +135,7 @@ impl Router {
             preempt_delay: vrrp.preempt_delay,
             primary_ip: primary,
         };
-        let addresses: Vec<Ipv4Addr> = vips.iter().map(|v| v.address).collect();
+        let addresses: Vec<IpAddr> = vips.iter().map(|v| v.address).collect();
         let (hold_tx, hold_rx) = watch::channel(Hold::default());
         let holder = tokio::spawn(hold(vips.to_vec(), hold_rx, vrrp.garp_refresh));
         let election = Election {
@@ -85,54 +145,47 @@ impl Router {
             interval_cs: vrrp.advert_interval.centiseconds(),
             addresses: addresses.clone(),
             address_set: addresses.into_iter().collect(),
-            peers: vrrp.peers.clone(),
+            peers: peers.clone(),
             hold: hold_tx,
             warned: Warned::default(),
         };
         info!(interface = %vrrp.interface, source = %primary, vrid = vrrp.vrid.get(),
             priority = params.priority, advert_interval = ?params.advert_interval,
             preempt = params.preempt, preempt_delay = ?params.preempt_delay,
-            peers = ?vrrp.peers, "VRRP started, as backup");
+            peers = ?peers, family = if v6 { "IPv6" } else { "IPv4" },
+            "VRRP started, as backup");
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(election.run(stop_rx, holder));
-        Ok(Router {
+        Ok(Running {
             stop: Some(stop_tx),
             task,
         })
     }
-
-    /// Leaves the election: as master, sends a priority 0 advert and keeps the VIPs until a
-    /// backup announces itself (at most one advert interval and a little), then gives them up.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Err(e) = (&mut self.task).await {
-            error!(error = %e, "the VRRP task failed");
-        }
-    }
 }
 
-/// The interface's index and first IPv4 address: the source of our adverts and the
-/// tie-break (RFC 9568 calls it the primary address).
-fn interface_ipv4(name: &str) -> Result<(u32, Ipv4Addr), HaError> {
+/// The interface's index and the source of our adverts, which is also the tie-break (RFC 9568
+/// calls it the primary address): its first IPv4 address, or for IPv6 its link-local address
+/// (section 5.1.2.1).
+fn interface_source(name: &str, v6: bool) -> Result<(u32, IpAddr), HaError> {
     let iface = pnet_datalink::interfaces()
         .into_iter()
         .find(|i| i.name == name)
         .ok_or_else(|| HaError::InterfaceNotFound {
             interface: name.to_owned(),
         })?;
-    let ip = iface
-        .ips
-        .iter()
-        .find_map(|n| match n.ip() {
-            std::net::IpAddr::V4(v4) => Some(v4),
-            std::net::IpAddr::V6(_) => None,
-        })
-        .ok_or_else(|| HaError::NoIpv4 {
+    let ip = iface.ips.iter().map(|n| n.ip()).find(|ip| match ip {
+        IpAddr::V4(_) => !v6,
+        IpAddr::V6(a) => v6 && a.is_unicast_link_local(),
+    });
+    match ip {
+        Some(ip) => Ok((iface.index, ip)),
+        None if v6 => Err(HaError::NoLinkLocal {
             interface: name.to_owned(),
-        })?;
-    Ok((iface.index, ip))
+        }),
+        None => Err(HaError::NoIpv4 {
+            interface: name.to_owned(),
+        }),
+    }
 }
 
 /// When each kind of warning was last logged.
@@ -156,7 +209,7 @@ fn due(last: &mut Option<Instant>) -> bool {
 
 enum Wake {
     Stop,
-    Datagram(io::Result<usize>),
+    Datagram(io::Result<Datagram>),
     Timer,
 }
 
@@ -166,9 +219,10 @@ struct Election {
     vrid: u8,
     interval_cs: u16,
     /// The VIPs, in the order adverts carry them.
-    addresses: Vec<Ipv4Addr>,
-    address_set: BTreeSet<Ipv4Addr>,
-    peers: Vec<Ipv4Addr>,
+    addresses: Vec<IpAddr>,
+    address_set: BTreeSet<IpAddr>,
+    /// The unicast peers of this family.
+    peers: Vec<IpAddr>,
     hold: watch::Sender<Hold>,
     warned: Warned,
 }
@@ -199,7 +253,7 @@ impl Election {
             };
             match wake {
                 Wake::Stop => break,
-                Wake::Datagram(Ok(n)) => self.datagram(&buf[..n]),
+                Wake::Datagram(Ok(d)) => self.datagram(&buf, d),
                 Wake::Datagram(Err(e)) => {
                     warn!(error = %e, "reading VRRP adverts failed; retrying");
                     tokio::time::sleep(ERROR_BACKOFF).await;
@@ -241,8 +295,8 @@ impl Election {
                     return false;
                 }
             };
-            let Ok(n) = read else { continue };
-            if let Some(heard) = self.accept(&buf[..n]) {
+            let Ok(d) = read else { continue };
+            if let Some(heard) = self.accept(buf, d) {
                 if heard.priority > 0 {
                     info!(successor = %heard.src, priority = heard.priority,
                         after = ?started.elapsed(), "a backup took over");
@@ -256,7 +310,7 @@ impl Election {
     fn drain(&mut self, buf: &mut [u8]) {
         loop {
             match self.socket.try_recv(buf) {
-                Ok(n) => self.datagram(&buf[..n]),
+                Ok(d) => self.datagram(buf, d),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     debug!(error = %e, "reading queued VRRP adverts failed");
@@ -266,15 +320,25 @@ impl Election {
         }
     }
 
-    fn datagram(&mut self, bytes: &[u8]) {
-        if let Some(heard) = self.accept(bytes) {
+    fn datagram(&mut self, buf: &[u8], d: Datagram) {
+        if let Some(heard) = self.accept(buf, d) {
             self.apply(Event::Advert(heard), "advert");
         }
     }
 
-    /// The receive checks that need our configuration; `None` for adverts to ignore.
-    fn accept(&mut self, bytes: &[u8]) -> Option<Heard> {
-        let Received { src, dst, advert } = match packet::parse_datagram(bytes) {
+    /// The receive checks that need our configuration; `None` for adverts to ignore. `buf`
+    /// holds the datagram `d` describes.
+    fn accept(&mut self, buf: &[u8], d: Datagram) -> Option<Heard> {
+        let bytes = buf.get(..d.len).unwrap_or(buf);
+        let parsed = match d.v6 {
+            None => packet::parse_datagram(bytes),
+            Some(V6Meta {
+                src,
+                dst,
+                hop_limit,
+            }) => packet::parse_v6(bytes, src, dst, hop_limit),
+        };
+        let Received { src, dst, advert } = match parsed {
             Ok(r) => r,
             Err(e) => {
                 if due(&mut self.warned.invalid) {

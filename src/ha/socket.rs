@@ -1,9 +1,12 @@
-//! The raw IP sockets VRRP speaks over: one to receive adverts, one to send them.
+//! The raw IP sockets VRRP speaks over: one to receive adverts, one to send them, for IPv4 or
+//! IPv6.
 //!
 //! Owns: opening them on the VRRP interface with the options RFC 9568 needs (protocol 112,
-//! TTL 255, DSCP CS6, the 224.0.0.18 membership when no unicast peers are listed, no loopback
-//! of our own multicast), and moving bytes. Does not own: what the bytes mean (`packet`) nor
-//! when to send (`router`).
+//! TTL / hop limit 255, DSCP CS6, membership of 224.0.0.18 or ff02::12 when no unicast peers
+//! are listed, no loopback of our own multicast), and moving bytes; for IPv6, whose raw sockets
+//! hand up no IP header, also the sender, destination and hop limit of each advert (from the
+//! source address and IPV6_PKTINFO / IPV6_HOPLIMIT ancillary data). Does not own: what the
+//! bytes mean (`packet`) nor when to send (`router`).
 //!
 //! Why two sockets: the sending one is bound to the primary address so the kernel uses it as
 //! the source, which the checksum covers; but a raw socket bound to a unicast address only
@@ -11,7 +14,8 @@
 //! socket gets a filter that drops everything, so nothing queues up on it unread.
 
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -24,28 +28,50 @@ const RECV_BUFFER: usize = 256 * 1024;
 
 const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
+/// What an IPv6 raw socket reports beside the advert: the IP header fields the checks need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct V6Meta {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub hop_limit: u8,
+}
+
+/// One received datagram: for IPv4 the whole datagram (header included) is in the buffer, for
+/// IPv6 the advert alone and the header fields here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram {
+    pub len: usize,
+    pub v6: Option<V6Meta>,
+}
+
 pub struct VrrpSocket {
     rx: AsyncFd<Socket>,
     tx: Socket,
-    source: Ipv4Addr,
-    /// 224.0.0.18, or the unicast peers.
-    destinations: Vec<Ipv4Addr>,
+    source: IpAddr,
+    /// The interface index: the scope of IPv6 link-local and ff02:: destinations.
+    index: u32,
+    /// 224.0.0.18 or ff02::12, or the unicast peers.
+    destinations: Vec<IpAddr>,
     scratch: Vec<u8>,
 }
 
 impl VrrpSocket {
     /// Opens both sockets on `interface` (index `index`), sending from `source` to the
-    /// multicast group, or to each of `peers` when there are any. Needs CAP_NET_RAW and a
-    /// tokio runtime.
+    /// multicast group of its family, or to each of `peers` when there are any (all of that
+    /// family). Needs CAP_NET_RAW and a tokio runtime.
     pub fn open(
         interface: &str,
         index: u32,
-        source: Ipv4Addr,
-        peers: &[Ipv4Addr],
+        source: IpAddr,
+        peers: &[IpAddr],
     ) -> io::Result<VrrpSocket> {
+        let domain = match source {
+            IpAddr::V4(_) => Domain::IPV4,
+            IpAddr::V6(_) => Domain::IPV6,
+        };
         let raw = || {
             Socket::new(
-                Domain::IPV4,
+                domain,
                 Type::RAW,
                 Some(Protocol::from(i32::from(packet::PROTOCOL))),
             )
@@ -55,12 +81,24 @@ impl VrrpSocket {
         rx.bind_device(Some(interface.as_bytes()))?;
         // Only the groups this socket joined: without this Linux delivers every group any
         // socket on the host joined.
-        rx.set_multicast_all_v4(false)?;
-        if peers.is_empty() {
-            rx.join_multicast_v4_n(
-                &packet::MULTICAST_V4,
-                &InterfaceIndexOrAddress::Index(index),
-            )?;
+        match source {
+            IpAddr::V4(_) => {
+                rx.set_multicast_all_v4(false)?;
+                if peers.is_empty() {
+                    rx.join_multicast_v4_n(
+                        &packet::MULTICAST_V4,
+                        &InterfaceIndexOrAddress::Index(index),
+                    )?;
+                }
+            }
+            IpAddr::V6(_) => {
+                rx.set_multicast_all_v6(false)?;
+                if peers.is_empty() {
+                    rx.join_multicast_v6(&packet::MULTICAST_V6, index)?;
+                }
+                rx.set_recv_hoplimit_v6(true)?;
+                set_int(&rx, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+            }
         }
         // Best effort: the kernel caps it at rmem_max, which is fine too.
         let _ = rx.set_recv_buffer_size(RECV_BUFFER);
@@ -68,18 +106,38 @@ impl VrrpSocket {
 
         let tx = raw()?;
         tx.attach_filter(&[SockFilter::new(BPF_RET_K, 0, 0, 0)])?;
-        tx.set_multicast_all_v4(false)?;
         tx.bind_device(Some(interface.as_bytes()))?;
-        tx.bind(&SockAddr::from(SocketAddrV4::new(source, 0)))?;
-        tx.set_ttl_v4(u32::from(packet::TTL))?;
-        tx.set_multicast_ttl_v4(u32::from(packet::TTL))?;
-        tx.set_multicast_loop_v4(false)?;
-        tx.set_multicast_if_v4(&source)?;
-        tx.set_tos_v4(u32::from(packet::TOS))?;
+        match source {
+            IpAddr::V4(v4) => {
+                tx.set_multicast_all_v4(false)?;
+                tx.bind(&SockAddr::from(SocketAddrV4::new(v4, 0)))?;
+                tx.set_ttl_v4(u32::from(packet::TTL))?;
+                tx.set_multicast_ttl_v4(u32::from(packet::TTL))?;
+                tx.set_multicast_loop_v4(false)?;
+                tx.set_multicast_if_v4(&v4)?;
+                tx.set_tos_v4(u32::from(packet::TOS))?;
+            }
+            IpAddr::V6(v6) => {
+                tx.set_multicast_all_v6(false)?;
+                // The link-local address is tentative for a second or more after the link comes
+                // up (duplicate address detection), which is when a daemon starts at boot;
+                // without IPV6_FREEBIND bind() refuses it (EADDRNOTAVAIL).
+                tx.set_freebind_v6(true)?;
+                tx.bind(&SockAddr::from(SocketAddrV6::new(v6, 0, 0, index)))?;
+                tx.set_unicast_hops_v6(u32::from(packet::TTL))?;
+                tx.set_multicast_hops_v6(u32::from(packet::TTL))?;
+                tx.set_multicast_loop_v6(false)?;
+                tx.set_multicast_if_v6(index)?;
+                tx.set_tclass_v6(u32::from(packet::TOS))?;
+            }
+        }
         tx.set_nonblocking(true)?;
 
         let destinations = if peers.is_empty() {
-            vec![packet::MULTICAST_V4]
+            vec![match source {
+                IpAddr::V4(_) => IpAddr::V4(packet::MULTICAST_V4),
+                IpAddr::V6(_) => IpAddr::V6(packet::MULTICAST_V6),
+            }]
         } else {
             peers.to_vec()
         };
@@ -90,20 +148,21 @@ impl VrrpSocket {
             rx,
             tx,
             source,
+            index,
             destinations,
             scratch: Vec::with_capacity(packet::MAX_LEN),
         })
     }
 
-    pub fn source(&self) -> Ipv4Addr {
+    pub fn source(&self) -> IpAddr {
         self.source
     }
 
-    /// Waits for the next datagram (IPv4 header included) and returns its length.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    /// Waits for the next datagram.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
         loop {
             let mut guard = self.rx.readable().await?;
-            match guard.try_io(|fd| fd.get_ref().read(buf)) {
+            match guard.try_io(|fd| read(fd.get_ref(), self.source, buf)) {
                 Ok(result) => return result,
                 Err(_would_block) => continue,
             }
@@ -111,8 +170,8 @@ impl VrrpSocket {
     }
 
     /// A datagram already queued, or `WouldBlock`.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.rx.get_ref().read(buf)
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Datagram> {
+        read(self.rx.get_ref(), self.source, buf)
     }
 
     /// Sends `advert` to every destination (the checksum is per destination). Returns the
@@ -121,11 +180,107 @@ impl VrrpSocket {
         let mut first_error = None;
         for &dst in &self.destinations {
             advert.emit(self.source, dst, &mut self.scratch);
-            let to = SockAddr::from(SocketAddrV4::new(dst, 0));
+            let to = match dst {
+                IpAddr::V4(v4) => SockAddr::from(SocketAddrV4::new(v4, 0)),
+                // Link-local and ff02:: destinations need the interface as their scope.
+                IpAddr::V6(v6) => SockAddr::from(SocketAddrV6::new(v6, 0, 0, self.index)),
+            };
             if let Err(e) = self.tx.send_to(&self.scratch, &to) {
                 first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+fn read(socket: &Socket, source: IpAddr, buf: &mut [u8]) -> io::Result<Datagram> {
+    match source {
+        IpAddr::V4(_) => {
+            let mut s = socket;
+            Ok(Datagram {
+                len: s.read(buf)?,
+                v6: None,
+            })
+        }
+        IpAddr::V6(_) => recv_v6(socket, buf),
+    }
+}
+
+fn set_int(socket: &Socket, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: the descriptor is open, and value is a c_int whose size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One `recvmsg` on the IPv6 socket: the advert into `buf`, and its sender, destination (from
+/// IPV6_PKTINFO) and hop limit (IPV6_HOPLIMIT). A datagram without them cannot be checked, so
+/// it is an error (the options are set at open, so it does not happen).
+fn recv_v6(socket: &Socket, buf: &mut [u8]) -> io::Result<Datagram> {
+    // u64 elements: the control buffer must be aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    // SAFETY: all-zero is a valid sockaddr_in6 and msghdr.
+    let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = std::ptr::addr_of_mut!(from).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: msg points at live buffers of the sizes it states, for the duration of the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut hop_limit = None;
+    let mut dst = None;
+    // SAFETY: the CMSG_* walk stays inside msg_control as the kernel filled it (msg_controllen
+    // was updated by recvmsg); each data read is of the size the cmsg type defines, unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            let data = libc::CMSG_DATA(cmsg);
+            if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_HOPLIMIT {
+                let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                hop_limit = u8::try_from(v).ok();
+            } else if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
+                // struct in6_pktinfo starts with the destination address.
+                let a = std::ptr::read_unaligned(data.cast::<[u8; 16]>());
+                dst = Some(Ipv6Addr::from(a));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let src = Ipv6Addr::from(from.sin6_addr.s6_addr);
+    match (dst, hop_limit) {
+        (Some(dst), Some(hop_limit)) => Ok(Datagram {
+            len: n as usize,
+            v6: Some(V6Meta {
+                src,
+                dst,
+                hop_limit,
+            }),
+        }),
+        _ => Err(io::Error::other(format!(
+            "VRRP datagram from {} without its destination or hop limit",
+            SocketAddr::from(SocketAddrV6::new(src, 0, 0, from.sin6_scope_id))
+        ))),
     }
 }

@@ -1,10 +1,11 @@
 //! The running side of holding a VIP on the LAN: one packet socket on the VIP's interface, a
-//! thread answering ARP for the VIP, a gratuitous-ARP burst at start, and the kernel route and
-//! sysctls that go with it.
+//! thread answering ARP (IPv4) or Neighbor Solicitations (IPv6) for the VIP, a gratuitous-ARP
+//! (unsolicited-NA) burst at start, and the kernel route and sysctls that go with it. "GARP" in
+//! names here means either announcement: the unsolicited NA is the IPv6 gratuitous ARP.
 //!
 //! Owns: the lifecycle of an announced VIP ([`Announcer::start`], [`Announcer::stop`],
-//! [`release`] after a crash) and its counters ([`ArpStats`]). Does not own: the ARP rules
-//! (`arp`), the route and sysctls themselves (`route`), nor deciding when this node should hold
+//! [`release`] after a crash) and its counters ([`ArpStats`]). Does not own: the ARP and NDP
+//! rules (`arp`, `ndp`), the route and sysctls themselves (`route`), nor deciding when this node should hold
 //! the VIP (`ha`, which calls start and stop).
 //!
 //! Threads, not tasks: the packet socket is read through pnet, whose receive blocks in `poll`
@@ -13,7 +14,7 @@
 //! answer; both share the one sender behind a mutex, held only for one `sendto`.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::IntoRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -25,7 +26,8 @@ use pnet_datalink::{Channel, DataLinkReceiver, DataLinkSender, NetworkInterface}
 use socket2::{Domain, SockFilter, Socket, Type};
 use tracing::{debug, error, info, trace, warn};
 
-use super::arp::{self, ArpRepr, Decision, Frame, Ignored, MacAddr};
+use super::arp::{self, ArpRepr, MacAddr};
+use super::ndp;
 use super::{route, L2Error};
 use crate::config::{GarpBurst, Vip};
 
@@ -44,12 +46,14 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 /// each other would otherwise log on every frame.
 const CONFLICT_LOG_PERIOD: Duration = Duration::from_secs(10);
 
-/// `skb->pkt_type` values from `linux/if_packet.h`: to us, and broadcast. Multicast (2),
-/// another host's (3, promiscuous mode) and our own outgoing frames (4) are above them.
+/// `skb->pkt_type` values from `linux/if_packet.h`: to us (0), broadcast, multicast. Another
+/// host's (3, promiscuous mode) and our own outgoing frames (4) are above them.
 const PACKET_BROADCAST: u32 = 1;
+const PACKET_MULTICAST: u32 = 2;
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const BPF_LD_H_ABS: u16 = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
+const BPF_LD_B_ABS: u16 = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
 const BPF_JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const BPF_JGT_K: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
 const BPF_RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
@@ -77,8 +81,33 @@ const ARP_FILTER: [(u16, u8, u8, u32); 8] = [
     /* 7 */ (BPF_RET_K, 0, 0, 0),
 ];
 
-fn arp_filter() -> Vec<SockFilter> {
-    ARP_FILTER
+/// The filter for an IPv6 VIP: untagged frames to us or to a multicast group (the solicited-
+/// node group is one), carrying ICMPv6 right after the IPv6 header, of type 135 (Neighbor
+/// Solicitation) or 136 (Neighbor Advertisement: another node claiming the VIP is counted as a
+/// conflict, which the VRRP hand-over waits for). Offsets: ethertype 12, next header 14 + 6,
+/// ICMPv6 type 14 + 40.
+const NDP_FILTER: [(u16, u8, u8, u32); 13] = [
+    /* 0 */ (BPF_LD_W_ABS, 0, 0, AD_PKTTYPE),
+    /* 1 */ (BPF_JGT_K, 10, 0, PACKET_MULTICAST), // other host, outgoing: 12
+    /* 2 */ (BPF_LD_W_ABS, 0, 0, AD_VLAN_TAG_PRESENT),
+    /* 3 */ (BPF_JEQ_K, 0, 8, 0), // tagged: 12
+    /* 4 */ (BPF_LD_H_ABS, 0, 0, 12),
+    /* 5 */ (BPF_JEQ_K, 0, 6, ndp::ETHERTYPE_IPV6 as u32),
+    /* 6 */ (BPF_LD_B_ABS, 0, 0, 20),
+    /* 7 */ (BPF_JEQ_K, 0, 4, ndp::NEXT_HEADER_ICMPV6 as u32),
+    /* 8 */ (BPF_LD_B_ABS, 0, 0, 54),
+    /* 9 */ (BPF_JEQ_K, 1, 0, ndp::TYPE_NEIGHBOR_SOLICIT as u32), // 11
+    /* 10 */ (BPF_JEQ_K, 0, 1, ndp::TYPE_NEIGHBOR_ADVERT as u32), // else 12
+    /* 11 */ (BPF_RET_K, 0, 0, 0x0004_0000),
+    /* 12 */ (BPF_RET_K, 0, 0, 0),
+];
+
+fn filter(vip: IpAddr) -> Vec<SockFilter> {
+    let program: &[(u16, u8, u8, u32)] = match vip {
+        IpAddr::V4(_) => &ARP_FILTER,
+        IpAddr::V6(_) => &NDP_FILTER,
+    };
+    program
         .iter()
         .map(|&(code, jt, jf, k)| SockFilter::new(code, jt, jf, k))
         .collect()
@@ -129,7 +158,7 @@ fn bump(counter: &AtomicU64) {
 /// What both threads need to know, fixed at start.
 #[derive(Debug)]
 struct Shared {
-    vip: Ipv4Addr,
+    vip: IpAddr,
     interface: String,
     mac: MacAddr,
     stop: AtomicBool,
@@ -176,12 +205,14 @@ impl Announcer {
     /// failure (no CAP_NET_RAW) leaves nothing to undo.
     pub async fn start(vip: &Vip) -> Result<Announcer, L2Error> {
         let (iface, mac) = find_interface(&vip.interface)?;
-        let channel = open_channel(&iface).map_err(|source| L2Error::Socket {
+        let channel = open_channel(&iface, vip.address).map_err(|source| L2Error::Socket {
             interface: vip.interface.clone(),
             source,
         })?;
 
-        route::set_arp_sysctls(&iface.name)?;
+        if vip.address.is_ipv4() {
+            route::set_arp_sysctls(&iface.name)?;
+        }
         if route::remove_local_route(vip.address).await? {
             info!(vip = %vip.address, "removed a stale local route left by an earlier run");
         }
@@ -252,7 +283,7 @@ impl Announcer {
         Ok(announcer)
     }
 
-    pub fn vip(&self) -> Ipv4Addr {
+    pub fn vip(&self) -> IpAddr {
         self.shared.vip
     }
 
@@ -274,8 +305,8 @@ impl Announcer {
     /// the VIP when another station claimed it (a healed partition) and for periodic refresh.
     /// One `sendto` on the packet socket; it does not block on the ARP threads.
     pub fn send_garp(&self) -> io::Result<()> {
-        let garp = arp::build_gratuitous(self.shared.mac, self.shared.vip);
-        let sent = send(&self.tx.0, &garp);
+        let garp = Announcement::new(self.shared.mac, self.shared.vip);
+        let sent = send(&self.tx.0, garp.bytes());
         match &sent {
             Ok(()) => bump(&self.shared.stats.garps_sent),
             Err(_) => bump(&self.shared.stats.send_errors),
@@ -384,12 +415,15 @@ fn find_interface(name: &str) -> Result<(NetworkInterface, MacAddr), L2Error> {
 /// returns "Unexpected poll event" without reading the error, and every later `next()` fails at
 /// once (measured here: 300,000 failures in half a second of link-down). Reading SO_ERROR
 /// through the second descriptor clears it, so the thread goes back to waiting in `poll`.
-fn open_channel(iface: &NetworkInterface) -> io::Result<PacketChannel> {
+fn open_channel(iface: &NetworkInterface, vip: IpAddr) -> io::Result<PacketChannel> {
     // Protocol 0: the socket receives nothing until pnet binds it to the interface, so no frame
     // from another interface is queued between socket() and bind(), as it would be on the
     // ETH_P_ALL socket pnet opens by itself.
     let socket = Socket::new(Domain::PACKET, Type::RAW, None)?;
-    socket.attach_filter(&arp_filter())?;
+    socket.attach_filter(&filter(vip))?;
+    if let IpAddr::V6(v6) = vip {
+        join_solicited_node(&socket, iface.index, v6)?;
+    }
     let error_probe = socket.try_clone()?;
     let config = pnet_datalink::Config {
         read_timeout: Some(READ_TIMEOUT),
@@ -411,11 +445,66 @@ fn open_channel(iface: &NetworkInterface) -> io::Result<PacketChannel> {
     }
 }
 
+/// Adds the VIP's solicited-node group MAC to the interface's multicast filter for as long as
+/// the socket is open (`ip maddr` shows it; the kernel drops it on close, also after a crash).
+/// The kernel joins the groups of assigned addresses only, and the VIP is not one: without
+/// this a NIC that filters multicast in hardware would never hand up solicitations for it.
+/// (veth does not filter, so the netns tests see the membership but cannot need it.)
+fn join_solicited_node(socket: &Socket, ifindex: u32, vip: Ipv6Addr) -> io::Result<()> {
+    let mac = ndp::multicast_mac(ndp::solicited_node(vip));
+    let mut address = [0u8; 8];
+    address[..6].copy_from_slice(&mac.0);
+    let mreq = libc::packet_mreq {
+        mr_ifindex: i32::try_from(ifindex).map_err(io::Error::other)?,
+        mr_type: libc::PACKET_MR_MULTICAST as u16,
+        mr_alen: 6,
+        mr_address: address,
+    };
+    // SAFETY: the descriptor is open for the call, and mreq is a valid packet_mreq whose size
+    // is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(socket),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            std::ptr::addr_of!(mreq).cast(),
+            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The announcement of a VIP: a gratuitous ARP or an unsolicited Neighbor Advertisement.
+enum Announcement {
+    Arp(arp::Frame),
+    Ndp(ndp::Frame),
+}
+
+impl Announcement {
+    fn new(mac: MacAddr, vip: IpAddr) -> Announcement {
+        match vip {
+            IpAddr::V4(v4) => Announcement::Arp(arp::build_gratuitous(mac, v4)),
+            IpAddr::V6(v6) => Announcement::Ndp(ndp::build_unsolicited(mac, v6)),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Announcement::Arp(f) => f,
+            Announcement::Ndp(f) => f,
+        }
+    }
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(name.to_owned()).spawn(f)
 }
 
-fn send(tx: &SharedSender, frame: &Frame) -> io::Result<()> {
+fn send(tx: &SharedSender, frame: &[u8]) -> io::Result<()> {
     // A thread that panicked while sending left nothing half-done in the sender worth refusing
     // the lock over.
     let mut tx = tx.lock().unwrap_or_else(PoisonError::into_inner);
@@ -458,6 +547,50 @@ fn answer_loop(
     debug!(vip = %shared.vip, interface = %shared.interface, "ARP thread stopped");
 }
 
+/// What the answering thread makes of one frame, either family.
+enum Verdict {
+    Reply(Announcement),
+    Conflict(MacAddr),
+    Ignore { request_for_vip: bool },
+}
+
+fn verdict(frame: &[u8], shared: &Shared) -> Verdict {
+    match shared.vip {
+        IpAddr::V4(vip) => match arp::decide(frame, shared.mac, vip) {
+            arp::Decision::Reply(r) => Verdict::Reply(Announcement::Arp(r)),
+            arp::Decision::Ignore(arp::Ignored::Conflict { mac }) => Verdict::Conflict(mac),
+            arp::Decision::Ignore(reason) => {
+                trace!(?reason, "ARP frame ignored");
+                Verdict::Ignore {
+                    request_for_vip: reason.is_request_for_vip(),
+                }
+            }
+        },
+        IpAddr::V6(vip) => match ndp::decide(frame, shared.mac, vip) {
+            ndp::Decision::Reply(r) => Verdict::Reply(Announcement::Ndp(r)),
+            ndp::Decision::Ignore(ndp::Ignored::Conflict { mac }) => Verdict::Conflict(mac),
+            ndp::Decision::Ignore(reason) => {
+                trace!(?reason, "NDP frame ignored");
+                Verdict::Ignore {
+                    request_for_vip: reason.is_request_for_vip(),
+                }
+            }
+        },
+    }
+}
+
+/// The requester an answer goes to, read back from it for the log.
+fn requester(reply: &Announcement) -> Option<(IpAddr, MacAddr)> {
+    match reply {
+        Announcement::Arp(f) => ArpRepr::parse(&f[arp::ETHERNET_HEADER_LEN..])
+            .ok()
+            .map(|r| (IpAddr::V4(r.target_ip), r.target_mac)),
+        Announcement::Ndp(f) => ndp::parse_frame(f)
+            .ok()
+            .map(|(eth, ip, _)| (IpAddr::V6(ip.destination), eth.destination)),
+    }
+}
+
 fn handle_frame(
     frame: &[u8],
     tx: &SharedSender,
@@ -465,27 +598,26 @@ fn handle_frame(
     last_conflict_log: &mut Option<Instant>,
 ) {
     let stats = &shared.stats;
-    match arp::decide(frame, shared.mac, shared.vip) {
-        Decision::Reply(reply) => {
+    match verdict(frame, shared) {
+        Verdict::Reply(reply) => {
             bump(&stats.requests_seen);
-            // The reply's target is the requester; read it back for the log.
-            let requester = ArpRepr::parse(&reply[arp::ETHERNET_HEADER_LEN..]).ok();
-            match send(tx, &reply) {
+            match send(tx, reply.bytes()) {
                 Ok(()) => {
                     bump(&stats.replies_sent);
-                    debug!(vip = %shared.vip,
-                        requester_ip = ?requester.map(|r| r.target_ip),
-                        requester_mac = ?requester.map(|r| r.target_mac),
-                        "ARP reply sent");
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let to = requester(&reply);
+                        debug!(vip = %shared.vip, requester_ip = ?to.map(|r| r.0),
+                            requester_mac = ?to.map(|r| r.1), "ARP reply / neighbor advertisement sent");
+                    }
                 }
                 Err(e) => {
                     bump(&stats.send_errors);
                     warn!(vip = %shared.vip, interface = %shared.interface, error = %e,
-                        "sending ARP reply failed");
+                        "sending ARP reply / neighbor advertisement failed");
                 }
             }
         }
-        Decision::Ignore(Ignored::Conflict { mac }) => {
+        Verdict::Conflict(mac) => {
             bump(&stats.conflicts_seen);
             let due = last_conflict_log.is_none_or(|t| t.elapsed() >= CONFLICT_LOG_PERIOD);
             if due {
@@ -494,18 +626,17 @@ fn handle_frame(
                     "another station claims the VIP");
             }
         }
-        Decision::Ignore(reason) => {
-            if reason.is_request_for_vip() {
+        Verdict::Ignore { request_for_vip } => {
+            if request_for_vip {
                 bump(&stats.requests_seen);
             }
-            trace!(?reason, "ARP frame ignored");
         }
     }
 }
 
 /// The GARP thread: `burst.count` gratuitous ARPs, `burst.interval` apart, unless stopped.
 fn garp_burst(tx: &SharedSender, shared: &Shared, burst: GarpBurst, stopped: &mpsc::Receiver<()>) {
-    let garp = arp::build_gratuitous(shared.mac, shared.vip);
+    let garp = Announcement::new(shared.mac, shared.vip);
     let start = Instant::now();
     for i in 0..burst.count {
         // Deadlines from the start of the burst, so time spent sending does not stretch it.
@@ -521,7 +652,7 @@ fn garp_burst(tx: &SharedSender, shared: &Shared, burst: GarpBurst, stopped: &mp
             // Stop was signalled (the sender dropped), or a message, which nobody sends.
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        match send(tx, &garp) {
+        match send(tx, garp.bytes()) {
             Ok(()) => bump(&shared.stats.garps_sent),
             Err(e) => {
                 bump(&shared.stats.send_errors);
@@ -566,10 +697,14 @@ mod tests {
     /// Enough of a classic BPF interpreter to run `ARP_FILTER` over a frame with the given
     /// skb metadata; returns the accepted length (0 = dropped).
     fn run_filter(frame: &[u8], pkt_type: u32, vlan_tagged: bool) -> u32 {
+        run(&ARP_FILTER, frame, pkt_type, vlan_tagged)
+    }
+
+    fn run(program: &[(u16, u8, u8, u32)], frame: &[u8], pkt_type: u32, vlan_tagged: bool) -> u32 {
         let mut a: u32 = 0;
         let mut pc = 0;
         loop {
-            let (code, jt, jf, k) = ARP_FILTER[pc];
+            let (code, jt, jf, k) = program[pc];
             pc += 1;
             match code {
                 BPF_LD_W_ABS if k == AD_PKTTYPE => a = pkt_type,
@@ -582,6 +717,10 @@ mod tests {
                         None => return 0,
                     }
                 }
+                BPF_LD_B_ABS => match frame.get(k as usize) {
+                    Some(&b) => a = u32::from(b),
+                    None => return 0,
+                },
                 BPF_JEQ_K => pc += usize::from(if a == k { jt } else { jf }),
                 BPF_JGT_K => pc += usize::from(if a > k { jt } else { jf }),
                 BPF_RET_K => return k,
@@ -651,6 +790,73 @@ mod tests {
         ];
         for (name, frame, pkt_type, tagged, pass) in cases {
             assert_eq!(run_filter(frame, pkt_type, tagged) > 0, pass, "{name}");
+        }
+    }
+
+    #[test]
+    fn ndp_filter_passes_only_untagged_solicitations_and_advertisements() {
+        const HOST: u32 = 0;
+        const OTHERHOST: u32 = 3;
+        const OUTGOING: u32 = 4;
+        let vip: Ipv6Addr = "2001:db8::200".parse().unwrap();
+        let mac = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+        let na = ndp::build_unsolicited(mac, vip);
+        let ns = ndp::emit_frame(
+            ndp::multicast_mac(ndp::solicited_node(vip)),
+            MacAddr([0x02, 0, 0, 0, 0, 0x02]),
+            "fe80::2".parse().unwrap(),
+            ndp::solicited_node(vip),
+            &ndp::NdpRepr::Solicit {
+                target: vip,
+                source_mac: Some(MacAddr([0x02, 0, 0, 0, 0, 0x02])),
+            },
+        );
+        let mut router_solicit = ns.to_vec();
+        router_solicit[54] = 133;
+        let mut udp = ns.to_vec();
+        udp[20] = 17;
+        let cases: [(&str, &[u8], u32, bool, bool); 10] = [
+            (
+                "NS to the solicited-node group",
+                &ns,
+                PACKET_MULTICAST,
+                false,
+                true,
+            ),
+            ("NS unicast to us (NUD)", &ns, HOST, false, true),
+            ("NA to all nodes", &na, PACKET_MULTICAST, false, true),
+            (
+                "router solicitation",
+                &router_solicit,
+                PACKET_MULTICAST,
+                false,
+                false,
+            ),
+            ("UDP", &udp, HOST, false, false),
+            ("ARP", &ARP_REQUEST, PACKET_BROADCAST, false, false),
+            (
+                "NS for another host (promiscuous)",
+                &ns,
+                OTHERHOST,
+                false,
+                false,
+            ),
+            ("our own outgoing NA", &na, OUTGOING, false, false),
+            (
+                "NS with the VLAN tag in metadata",
+                &ns,
+                PACKET_MULTICAST,
+                true,
+                false,
+            ),
+            ("runt frame", &ns[..40], PACKET_MULTICAST, false, false),
+        ];
+        for (name, frame, pkt_type, tagged, pass) in cases {
+            assert_eq!(
+                run(&NDP_FILTER, frame, pkt_type, tagged) > 0,
+                pass,
+                "{name}"
+            );
         }
     }
 }

@@ -2,7 +2,7 @@
 //! address, so the daemon can log it as it is and decide whether to give up the VIP.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,7 +10,7 @@ pub enum L2Error {
     #[error("interface {interface} not found")]
     InterfaceNotFound { interface: String },
 
-    #[error("interface {interface} has no Ethernet MAC address, cannot answer ARP on it")]
+    #[error("interface {interface} has no Ethernet MAC address, cannot answer ARP or NDP on it")]
     NoMac { interface: String },
 
     #[error("cannot open a packet socket on {interface} (needs CAP_NET_RAW): {source}")]
@@ -20,21 +20,21 @@ pub enum L2Error {
         source: io::Error,
     },
 
-    #[error("cannot start the ARP thread for {vip} on {interface}: {source}")]
+    #[error("cannot start the ARP/NDP thread for {vip} on {interface}: {source}")]
     Thread {
         interface: String,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         #[source]
         source: io::Error,
     },
 
-    #[error("the ARP thread for {vip} on {interface} panicked")]
-    ThreadPanicked { interface: String, vip: Ipv4Addr },
+    #[error("the ARP/NDP thread for {vip} on {interface} panicked")]
+    ThreadPanicked { interface: String, vip: IpAddr },
 
-    #[error("netlink: cannot {action} the local route {vip}/32 (needs CAP_NET_ADMIN): {source}")]
+    #[error("netlink: cannot {action} the local route for {vip} (needs CAP_NET_ADMIN): {source}")]
     Netlink {
         action: &'static str,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         #[source]
         source: io::Error,
     },
@@ -43,7 +43,7 @@ pub enum L2Error {
         "{vip} is already local on this node (an interface address, or a local route vipgate did \
          not install); refusing to announce it"
     )]
-    VipAlreadyLocal { vip: Ipv4Addr },
+    VipAlreadyLocal { vip: IpAddr },
 
     #[error(
         "cannot set sysctl {path} (needs CAP_NET_ADMIN, and /proc/sys/net/ipv4/conf writable: \

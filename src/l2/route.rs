@@ -1,5 +1,6 @@
-//! The kernel side of holding a VIP that is on no interface: a `local VIP/32 dev lo` route in
-//! table local, and the ARP sysctls that keep the kernel from speaking for the VIP.
+//! The kernel side of holding a VIP that is on no interface: a `local VIP/32 dev lo` route
+//! (`local VIP/128 dev lo` for IPv6) in table local, and the ARP sysctls that keep the kernel
+//! from speaking for an IPv4 VIP.
 //!
 //! Owns: installing and removing that route over rtnetlink (the equivalent of
 //! `ip route add local VIP/32 dev lo table local`), and raising `arp_ignore` / `arp_announce`
@@ -12,12 +13,17 @@
 //! nothing more; who the LAN sends them to is decided by our ARP answers alone. Without the
 //! route, binding with IP_FREEBIND works but incoming SYNs are dropped (IpInAddrErrors).
 //!
+//! IPv6 needs no sysctl: the kernel answers Neighbor Solicitations only for addresses assigned
+//! to the interface, not for a local route (measured: `ndisc6` for an address with only
+//! `local ADDR/128 dev lo` went unanswered), and source address selection picks assigned
+//! addresses only, so the kernel never speaks for an IPv6 VIP.
+//!
 //! Our routes carry protocol [`RTPROT_VIPGATE`] so that removal, which the kernel matches on
 //! protocol when it is non-zero, can only ever delete a route vipgate installed, never an
 //! operator's route or the kernel's route for an interface address.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use futures_util::stream::TryStreamExt;
@@ -77,13 +83,13 @@ fn raise_sysctl(interface: &str, name: &str, want: u8) -> Result<(), L2Error> {
     Ok(())
 }
 
-/// Installs `local VIP/32 dev lo` in table local.
+/// Installs `local VIP/32 dev lo` (`/128` for IPv6) in table local.
 ///
 /// Fails with [`L2Error::VipAlreadyLocal`] if the kernel already has a local route for the VIP
 /// that is not ours (the VIP is an interface address here, or another tool holds it): taking it
 /// over would hide a misconfiguration that makes two nodes answer for the VIP. Remove a stale
 /// route of our own first with [`remove_local_route`].
-pub async fn install_local_route(vip: Ipv4Addr) -> Result<(), L2Error> {
+pub async fn install_local_route(vip: IpAddr) -> Result<(), L2Error> {
     with_netlink(vip, |handle| async move {
         let lo = loopback_index(&handle)
             .await
@@ -105,9 +111,9 @@ pub async fn install_local_route(vip: Ipv4Addr) -> Result<(), L2Error> {
     .await
 }
 
-/// Removes our `local VIP/32 dev lo` route. Returns whether there was one: a missing route is
+/// Removes our `local VIP/32 dev lo` (or `/128`) route. Returns whether there was one: a missing route is
 /// the normal case for a clean start, not an error.
-pub async fn remove_local_route(vip: Ipv4Addr) -> Result<bool, L2Error> {
+pub async fn remove_local_route(vip: IpAddr) -> Result<bool, L2Error> {
     with_netlink(vip, |handle| async move {
         let lo = loopback_index(&handle)
             .await
@@ -132,10 +138,25 @@ pub async fn remove_local_route(vip: Ipv4Addr) -> Result<bool, L2Error> {
 
 /// The route message for both add and delete, so the delete matches exactly what was added:
 /// type local, scope host (what iproute2 picks for `local`), our protocol, dev lo, table local.
-fn local_route(vip: Ipv4Addr, lo: u32) -> rtnetlink::packet_route::route::RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
+fn local_route(vip: IpAddr, lo: u32) -> rtnetlink::packet_route::route::RouteMessage {
+    match vip {
+        IpAddr::V4(v4) => local_route_fields(
+            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(v4, 32),
+            lo,
+        ),
+        IpAddr::V6(v6) => local_route_fields(
+            RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(v6, 128),
+            lo,
+        ),
+    }
+}
+
+fn local_route_fields<T>(
+    builder: RouteMessageBuilder<T>,
+    lo: u32,
+) -> rtnetlink::packet_route::route::RouteMessage {
+    builder
         .table_id(RT_TABLE_LOCAL)
-        .destination_prefix(vip, 32)
         .kind(RouteType::Local)
         .scope(RouteScope::Host)
         .protocol(RouteProtocol::from(RTPROT_VIPGATE))
@@ -156,7 +177,7 @@ async fn loopback_index(handle: &Handle) -> io::Result<u32> {
 
 /// Runs `f` with a fresh rtnetlink connection. The connection task is aborted afterwards: it
 /// only ends by itself once every handle and the unsolicited-message receiver are gone.
-async fn with_netlink<T, F, Fut>(vip: Ipv4Addr, f: F) -> Result<T, L2Error>
+async fn with_netlink<T, F, Fut>(vip: IpAddr, f: F) -> Result<T, L2Error>
 where
     F: FnOnce(Handle) -> Fut,
     Fut: std::future::Future<Output = Result<T, L2Error>>,
@@ -198,7 +219,7 @@ mod tests {
     #[test]
     fn route_message_is_local_host_scope_in_table_local() {
         let vip = Ipv4Addr::new(192, 0, 2, 200);
-        let msg = local_route(vip, 1);
+        let msg = local_route(IpAddr::V4(vip), 1);
         assert_eq!(msg.header.address_family, AddressFamily::Inet);
         assert_eq!(
             msg.header.table, 255,
@@ -219,5 +240,20 @@ mod tests {
                 .any(|a| matches!(a, RouteAttribute::Table(_))),
             "table 255 goes in the header, not as RTA_TABLE"
         );
+    }
+
+    #[test]
+    fn ipv6_route_message_is_a_128_in_table_local() {
+        let vip: Ipv6Addr = "2001:db8::200".parse().unwrap();
+        let msg = local_route(IpAddr::V6(vip), 1);
+        assert_eq!(msg.header.address_family, AddressFamily::Inet6);
+        assert_eq!(msg.header.table, 255);
+        assert_eq!(msg.header.destination_prefix_length, 128);
+        assert_eq!(msg.header.kind, RouteType::Local);
+        assert_eq!(msg.header.scope, RouteScope::Host);
+        assert_eq!(u8::from(msg.header.protocol), RTPROT_VIPGATE);
+        assert!(msg
+            .attributes
+            .contains(&RouteAttribute::Destination(RouteAddress::Inet6(vip))));
     }
 }

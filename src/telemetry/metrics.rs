@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -229,7 +229,7 @@ pub struct Process {
     vrrp_vrid: AtomicU32,
     vrrp_state: AtomicU8,
     pub vrrp_transitions: AtomicU64,
-    vips: Mutex<Vec<(Ipv4Addr, Arc<VipStats>)>>,
+    vips: Mutex<Vec<(IpAddr, Arc<VipStats>)>>,
     listeners: Mutex<Vec<(SocketAddr, Arc<AtomicU64>)>>,
     start_unix: AtomicU64,
     /// Completed TLS handshakes on https listeners.
@@ -334,7 +334,7 @@ fn vrrp_code(s: VrrpState) -> u8 {
 
 impl Process {
     /// The counters of `vip`, created on first use.
-    pub fn vip(&self, vip: Ipv4Addr) -> Arc<VipStats> {
+    pub fn vip(&self, vip: IpAddr) -> Arc<VipStats> {
         let mut vips = lock(&self.vips);
         if let Some((_, s)) = vips.iter().find(|(a, _)| *a == vip) {
             return s.clone();
@@ -889,7 +889,7 @@ fn render_upstream_tls(
 
 fn render_vips(out: &mut String, view: &View<'_>) {
     let p = process();
-    let stats: Vec<(Ipv4Addr, Arc<VipStats>)> = view
+    let stats: Vec<(IpAddr, Arc<VipStats>)> = view
         .config
         .vips
         .iter()
