@@ -3,8 +3,10 @@
 //!
 //! Owns: feeding the [`Machine`] with adverts and timer expiries, the receive checks that need
 //! configuration (our VRID, our own adverts, unicast peers only, the announced addresses),
-//! sending adverts, and the graceful hand-over on stop. Does not own: the election rules
-//! (`machine`), the wire format (`packet`), the sockets (`socket`) or ARP (`l2`).
+//! sending adverts, the graceful hand-over on stop and on a tracked fault, and polling the
+//! tracked conditions once per advert interval. Does not own: the election rules (`machine`),
+//! what tracking makes of the priority (`track`), the wire format (`packet`), the sockets
+//! (`socket`) or ARP (`l2`).
 //!
 //! Two tasks, so taking the VIPs (netlink, sysctls, a packet socket: milliseconds) never delays
 //! an advert or the reading of one: the election loop publishes "should hold the VIPs" on a
@@ -15,6 +17,7 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::net::Ipv4Addr;
+use std::num::NonZeroU8;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
@@ -24,8 +27,9 @@ use tracing::{debug, error, info, trace, warn};
 use super::machine::{Event, Heard, Machine, Params, State, Step};
 use super::packet::{self, AdvertRepr, Received};
 use super::socket::VrrpSocket;
+use super::track::{Probe, Tracked};
 use super::HaError;
-use crate::config::{Vip, Vrrp};
+use crate::config::{Track, Vip, Vrrp};
 use crate::l2::{self, Announcer};
 
 /// At most one warning per kind of bad advert per this period: a misconfigured neighbour
@@ -49,13 +53,16 @@ const RECV_LEN: usize = 60 + packet::MAX_LEN;
 pub struct Router {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    tracks: watch::Sender<Vec<Track>>,
+    status: watch::Receiver<(State, u8)>,
 }
 
 impl Router {
     /// Opens the VRRP sockets, removes any local route a crashed earlier run left for the VIPs
     /// (this node starts as backup and must not accept the VIPs' traffic), and starts the
-    /// election. The VIPs are taken only once this node becomes master.
-    pub async fn start(vrrp: &Vrrp, vips: &[Vip]) -> Result<Router, HaError> {
+    /// election. The VIPs are taken only once this node becomes master. `probe` tells whether
+    /// a `[[vrrp.track]]` condition holds; it is asked once per advert interval.
+    pub async fn start(vrrp: &Vrrp, vips: &[Vip], probe: Probe) -> Result<Router, HaError> {
         let (index, primary) = interface_ipv4(&vrrp.interface)?;
         let socket =
             VrrpSocket::open(&vrrp.interface, index, primary, &vrrp.peers).map_err(|source| {
@@ -78,6 +85,8 @@ impl Router {
         let addresses: Vec<Ipv4Addr> = vips.iter().map(|v| v.address).collect();
         let (hold_tx, hold_rx) = watch::channel(Hold::default());
         let holder = tokio::spawn(hold(vips.to_vec(), hold_rx, vrrp.garp_refresh));
+        let (tracks_tx, tracks_rx) = watch::channel(vrrp.track.clone());
+        let (status_tx, status_rx) = watch::channel((State::Initialize, params.priority));
         let election = Election {
             machine: Machine::new(params),
             socket,
@@ -88,17 +97,36 @@ impl Router {
             peers: vrrp.peers.clone(),
             hold: hold_tx,
             warned: Warned::default(),
+            base_priority: vrrp.priority,
+            tracked: Tracked::new(vrrp.track.clone(), probe),
+            tracks: Some(tracks_rx),
+            status: status_tx,
         };
         info!(interface = %vrrp.interface, source = %primary, vrid = vrrp.vrid.get(),
             priority = params.priority, advert_interval = ?params.advert_interval,
             preempt = params.preempt, preempt_delay = ?params.preempt_delay,
-            peers = ?vrrp.peers, "VRRP started, as backup");
+            peers = ?vrrp.peers, tracks = vrrp.track.len(), "VRRP started, as backup");
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(election.run(stop_rx, holder));
         Ok(Router {
             stop: Some(stop_tx),
             task,
+            tracks: tracks_tx,
+            status: status_rx,
         })
+    }
+
+    /// Track these conditions from now on (a reload that changed only `[[vrrp.track]]`); the
+    /// election goes on, with the priority they make at once.
+    pub fn set_tracks(&self, tracks: Vec<Track>) {
+        self.tracks.send_replace(tracks);
+    }
+
+    /// The state and the advertised priority (0 in fault), changed whenever either changes.
+    pub fn subscribe(&self) -> watch::Receiver<(State, u8)> {
+        let mut rx = self.status.clone();
+        rx.mark_unchanged();
+        rx
     }
 
     /// Leaves the election: as master, sends a priority 0 advert and keeps the VIPs until a
@@ -158,6 +186,8 @@ enum Wake {
     Stop,
     Datagram(io::Result<usize>),
     Timer,
+    Poll,
+    Tracks(bool),
 }
 
 struct Election {
@@ -171,6 +201,11 @@ struct Election {
     peers: Vec<Ipv4Addr>,
     hold: watch::Sender<Hold>,
     warned: Warned,
+    base_priority: NonZeroU8,
+    tracked: Tracked,
+    /// New `[[vrrp.track]]` lists from reloads; `None` once the [`Router`] is gone.
+    tracks: Option<watch::Receiver<Vec<Track>>>,
+    status: watch::Sender<(State, u8)>,
 }
 
 /// What the election asks of the holder task.
@@ -188,14 +223,23 @@ struct Hold {
 impl Election {
     async fn run(mut self, mut stop: oneshot::Receiver<()>, holder: JoinHandle<()>) {
         let mut buf = vec![0u8; RECV_LEN];
+        // A condition that already holds counts from the start: a faulty node never becomes
+        // master, not even once.
+        self.tracked.poll();
+        self.retrack();
         self.apply(Event::Startup, "start-up");
+        let mut poll = tokio::time::interval(self.machine.params().advert_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.machine.deadline().map(tokio::time::Instant::from_std);
+            let polling = !self.tracked.is_empty();
             let wake = tokio::select! {
                 biased;
                 _ = &mut stop => Wake::Stop,
                 r = self.socket.recv(&mut buf) => Wake::Datagram(r),
                 _ = sleep_until(deadline) => Wake::Timer,
+                _ = poll.tick(), if polling => Wake::Poll,
+                r = tracks_changed(&mut self.tracks) => Wake::Tracks(r),
             };
             match wake {
                 Wake::Stop => break,
@@ -208,6 +252,21 @@ impl Election {
                     self.drain(&mut buf);
                     self.apply(Event::Timer, "timer");
                 }
+                Wake::Poll => {
+                    if self.tracked.poll() {
+                        self.retrack();
+                    }
+                }
+                Wake::Tracks(true) => {
+                    if let Some(rx) = &mut self.tracks {
+                        let tracks = rx.borrow_and_update().clone();
+                        info!(tracks = tracks.len(), "VRRP tracking reloaded");
+                        self.tracked.set_tracks(tracks);
+                        self.tracked.poll();
+                        self.retrack();
+                    }
+                }
+                Wake::Tracks(false) => self.tracks = None,
             }
         }
 
@@ -318,13 +377,41 @@ impl Election {
         })
     }
 
+    /// Runs the election with the priority the tracked conditions make now.
+    fn retrack(&mut self) {
+        let before = self.machine.state();
+        let was = self.machine.priority();
+        let step = self
+            .machine
+            .set_effective(Instant::now(), self.tracked.effective(self.base_priority));
+        let now = self.machine.priority();
+        crate::telemetry::metrics::process().vrrp_tracking(now, self.tracked.states());
+        if now != was {
+            let failed: Vec<String> = self
+                .tracked
+                .states()
+                .into_iter()
+                .filter_map(|(label, failed)| failed.then_some(label))
+                .collect();
+            info!(priority = now, configured = self.base_priority.get(), ?failed,
+                state = ?self.machine.state(), "VRRP priority changed");
+        }
+        self.act(before, step, None, "tracking");
+    }
+
     fn apply(&mut self, event: Event, cause: &'static str) {
         let before = self.machine.state();
+        let step = self.machine.handle(Instant::now(), event);
+        self.act(before, step, Some(event), cause);
+    }
+
+    /// Carries out what the machine asked for after `event` (`None`: a change of priority).
+    fn act(&mut self, before: State, step: Step, event: Option<Event>, cause: &'static str) {
         let Step {
             send,
             became,
             reassert,
-        } = self.machine.handle(Instant::now(), event);
+        } = step;
         if let Some(state) = became {
             // Telemetry hook: vipgate_vrrp_state and vipgate_vrrp_transitions_total.
             crate::telemetry::metrics::process().vrrp_state(self.vrid, state, state != before);
@@ -334,7 +421,7 @@ impl Election {
         }
         if let Some(state) = became {
             match (state, event) {
-                (_, Event::Advert(h)) => info!(from = ?before, to = ?state, cause,
+                (_, Some(Event::Advert(h))) => info!(from = ?before, to = ?state, cause,
                     master = %h.src, master_priority = h.priority, "VRRP state changed"),
                 _ => info!(from = ?before, to = ?state, cause,
                     master_down_interval = ?self.machine.master_down_interval(),
@@ -343,11 +430,20 @@ impl Election {
             // Leaving for Initialize is a stop: `run` hands the VIPs over itself, after a
             // successor has shown up.
             if state != State::Initialize {
-                self.hold.send_modify(|h| h.master = state == State::Master);
+                self.hold.send_modify(|h| {
+                    h.master = state == State::Master;
+                    // A master that gives up for a fault hands over as on a stop: its
+                    // priority 0 advert just went out.
+                    h.handover = before == State::Master && state == State::Fault;
+                });
             }
         }
+        self.status.send_if_modified(|s| {
+            let now = (self.machine.state(), self.machine.priority());
+            std::mem::replace(s, now) != now
+        });
         if reassert {
-            if let Event::Advert(h) = event {
+            if let Some(Event::Advert(h)) = event {
                 info!(other = %h.src, other_priority = h.priority,
                     "another router acts as master with a lower priority; re-announcing the VIPs");
             }
@@ -370,6 +466,14 @@ impl Election {
                 }
             }
         }
+    }
+}
+
+/// The next reload of the tracks: `true` when one came, `false` when the [`Router`] is gone.
+async fn tracks_changed(rx: &mut Option<watch::Receiver<Vec<Track>>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 
