@@ -18,6 +18,7 @@
 //! Requires CAP_NET_RAW (raw IP sockets) and what `l2` requires.
 
 mod error;
+mod link;
 pub mod machine;
 pub mod packet;
 pub mod router;

@@ -4,7 +4,8 @@
 //! Owns: feeding the [`Machine`] with adverts and timer expiries, the receive checks that need
 //! configuration (our VRID, our own adverts, unicast peers only, the announced addresses),
 //! sending adverts, the graceful hand-over on stop and on a tracked fault, and polling the
-//! tracked conditions once per advert interval. Does not own: the election rules (`machine`),
+//! tracked conditions and the interface's link once per advert interval (without a link the
+//! router is in Fault and sends nothing; see `link` for why). Does not own: the election rules (`machine`),
 //! what tracking makes of the priority (`track`), the wire format (`packet`), the sockets
 //! (`socket`) or ARP (`l2`).
 //!
@@ -24,7 +25,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, trace, warn};
 
-use super::machine::{Event, Heard, Machine, Params, State, Step};
+use super::link;
+use super::machine::{Effective, Event, Heard, Machine, Params, State, Step};
 use super::packet::{self, AdvertRepr, Received};
 use super::socket::VrrpSocket;
 use super::track::{Probe, Tracked};
@@ -98,6 +100,8 @@ impl Router {
             hold: hold_tx,
             warned: Warned::default(),
             base_priority: vrrp.priority,
+            interface: vrrp.interface.clone(),
+            link_up: true,
             tracked: Tracked::new(vrrp.track.clone(), probe),
             tracks: Some(tracks_rx),
             status: status_tx,
@@ -202,6 +206,9 @@ struct Election {
     hold: watch::Sender<Hold>,
     warned: Warned,
     base_priority: NonZeroU8,
+    interface: String,
+    /// The interface had a carrier at the last look (or it cannot be told).
+    link_up: bool,
     tracked: Tracked,
     /// New `[[vrrp.track]]` lists from reloads; `None` once the [`Router`] is gone.
     tracks: Option<watch::Receiver<Vec<Track>>>,
@@ -226,19 +233,19 @@ impl Election {
         // A condition that already holds counts from the start: a faulty node never becomes
         // master, not even once.
         self.tracked.poll();
+        self.check_link();
         self.retrack();
         self.apply(Event::Startup, "start-up");
         let mut poll = tokio::time::interval(self.machine.params().advert_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.machine.deadline().map(tokio::time::Instant::from_std);
-            let polling = !self.tracked.is_empty();
             let wake = tokio::select! {
                 biased;
                 _ = &mut stop => Wake::Stop,
                 r = self.socket.recv(&mut buf) => Wake::Datagram(r),
                 _ = sleep_until(deadline) => Wake::Timer,
-                _ = poll.tick(), if polling => Wake::Poll,
+                _ = poll.tick() => Wake::Poll,
                 r = tracks_changed(&mut self.tracks) => Wake::Tracks(r),
             };
             match wake {
@@ -253,7 +260,8 @@ impl Election {
                     self.apply(Event::Timer, "timer");
                 }
                 Wake::Poll => {
-                    if self.tracked.poll() {
+                    let tracks = self.tracked.poll();
+                    if self.check_link() || tracks {
                         self.retrack();
                     }
                 }
@@ -377,13 +385,31 @@ impl Election {
         })
     }
 
-    /// Runs the election with the priority the tracked conditions make now.
+    /// Looks at the interface's carrier; returns whether it changed.
+    fn check_link(&mut self) -> bool {
+        let up = link::carrier(&self.interface) != Some(false);
+        if up == self.link_up {
+            return false;
+        }
+        self.link_up = up;
+        if up {
+            info!(interface = %self.interface, "VRRP interface has its link back; rejoining the election as backup");
+        } else {
+            warn!(interface = %self.interface, "VRRP interface lost its link; leaving the election (fault) until it returns");
+        }
+        true
+    }
+
+    /// Runs the election with the priority the tracked conditions and the link make now.
     fn retrack(&mut self) {
         let before = self.machine.state();
         let was = self.machine.priority();
-        let step = self
-            .machine
-            .set_effective(Instant::now(), self.tracked.effective(self.base_priority));
+        let effective = if self.link_up {
+            self.tracked.effective(self.base_priority)
+        } else {
+            Effective::Fault
+        };
+        let step = self.machine.set_effective(Instant::now(), effective);
         let now = self.machine.priority();
         crate::telemetry::metrics::process().vrrp_tracking(now, self.tracked.states());
         if now != was {
@@ -452,6 +478,13 @@ impl Election {
     }
 
     fn send(&mut self, priority: u8) {
+        // Not into a link without carrier, also between two polls: with unicast peers every
+        // such advert leaves a neighbour entry resolving that delays the adverts after the
+        // link returns (`link`).
+        if link::carrier(&self.interface) == Some(false) {
+            trace!(priority, "no carrier: advert not sent");
+            return;
+        }
         let advert = AdvertRepr {
             vrid: self.vrid,
             priority,

@@ -79,10 +79,6 @@ impl Tracked {
         self.tracks = tracks;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tracks.is_empty()
-    }
-
     /// Checks every condition; logs each that changed. Returns whether any did.
     pub fn poll(&mut self) -> bool {
         let mut changed = false;
