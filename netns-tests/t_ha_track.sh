@@ -41,7 +41,11 @@ start_a() { # CONFIG
 }
 
 section "both healthy: a is master"
+# Node a tells a real sd_notify socket its status line (systemctl status shows it).
+notify_start || abort "the notify socket is bound"
+VG_RUN_ENV=(NOTIFY_SOCKET="$NOTIFY_SOCK")
 start_a "$cfg_a"
+VG_RUN_ENV=()
 wait_state "$LOG_A" Master 30 || abort "node a becomes master"
 start_vipgate_in "$NS_LB2" "$cfg_b" || abort "node b starts"
 PID_B=$VG_PID LOG_B=$VG_LOG
@@ -66,6 +70,12 @@ assert_eq "a's tracked pool is failed" 1 "$(metric_a 'vipgate_vrrp_track_failed{
 wait_log "$LOG_A" 'tracked condition failed.*track=pool:web' 1 || fail "a logged the failed condition"
 wait_log "$LOG_A" 'VRRP priority changed.*priority=50' 1 || fail "a logged its new priority"
 one_owner "b took over" "$mac_b"
+if notify_wait 1 'STATUS=.*vrrp backup, priority 50\).*tracking failed: pool:web' 30; then
+  pass "a's status line shows it is backup at priority 50 with pool:web failed"
+else
+  fail "a's status line shows it is backup at priority 50 with pool:web failed: $(tail -n 3 "$NOTIFY_FILE")"
+fi
+mastered=$(notify_count 'STATUS=.*vrrp master, priority 150\)')
 
 section "be1 comes back: a takes the VIP back (preempt)"
 probe_start 8
@@ -80,6 +90,11 @@ assert_outage "be1 back, a preempted b" 3000
 assert_eq "a advertises 150 again" 150 "$(metric_a 'vipgate_vrrp_priority{')"
 assert_eq "a's tracked pool cleared" 0 "$(metric_a 'vipgate_vrrp_track_failed{vrid="51",track="pool:web"}')"
 one_owner "a took back" "$mac_a"
+if notify_wait $((mastered + 1)) 'STATUS=.*vrrp master, priority 150\)' 30; then
+  pass "a's status line shows it is master at priority 150 again"
+else
+  fail "a's status line shows it is master at priority 150 again: $(tail -n 3 "$NOTIFY_FILE")"
+fi
 
 section "reload to the fault variant (no weight) keeps the election"
 cp "$cfg_a_fault" "$cfg_a"

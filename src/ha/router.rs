@@ -5,9 +5,9 @@
 //! configuration (our VRID, our own adverts, unicast peers only, the announced addresses),
 //! sending adverts, the graceful hand-over on stop and on a tracked fault, and polling the
 //! tracked conditions and the interface's link once per advert interval (without a link the
-//! router is in Fault and sends nothing; see `link` for why). Does not own: the election rules (`machine`),
-//! what tracking makes of the priority (`track`), the wire format (`packet`), the sockets
-//! (`socket`) or ARP (`l2`).
+//! router is in Fault and sends nothing; `link` says why). Does not own: the election rules
+//! (`machine`), what tracking makes of the priority (`track`), the wire format (`packet`), the
+//! sockets (`socket`) or ARP (`l2`).
 //!
 //! Two tasks, so taking the VIPs (netlink, sysctls, a packet socket: milliseconds) never delays
 //! an advert or the reading of one: the election loop publishes "should hold the VIPs" on a
@@ -234,7 +234,7 @@ impl Election {
         // master, not even once.
         self.tracked.poll();
         self.check_link();
-        self.retrack();
+        self.retrack("start-up");
         self.apply(Event::Startup, "start-up");
         let mut poll = tokio::time::interval(self.machine.params().advert_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -261,8 +261,10 @@ impl Election {
                 }
                 Wake::Poll => {
                     let tracks = self.tracked.poll();
-                    if self.check_link() || tracks {
-                        self.retrack();
+                    if self.check_link() {
+                        self.retrack("link");
+                    } else if tracks {
+                        self.retrack("tracking");
                     }
                 }
                 Wake::Tracks(true) => {
@@ -271,7 +273,7 @@ impl Election {
                         info!(tracks = tracks.len(), "VRRP tracking reloaded");
                         self.tracked.set_tracks(tracks);
                         self.tracked.poll();
-                        self.retrack();
+                        self.retrack("reload");
                     }
                 }
                 Wake::Tracks(false) => self.tracks = None,
@@ -401,7 +403,7 @@ impl Election {
     }
 
     /// Runs the election with the priority the tracked conditions and the link make now.
-    fn retrack(&mut self) {
+    fn retrack(&mut self, cause: &'static str) {
         let before = self.machine.state();
         let was = self.machine.priority();
         let effective = if self.link_up {
@@ -422,7 +424,7 @@ impl Election {
             info!(priority = now, configured = self.base_priority.get(), ?failed,
                 state = ?self.machine.state(), "VRRP priority changed");
         }
-        self.act(before, step, None, "tracking");
+        self.act(before, step, None, cause);
     }
 
     fn apply(&mut self, event: Event, cause: &'static str) {
