@@ -23,11 +23,6 @@ use crate::config::{Track, TrackAction, TrackCondition};
 /// per advert interval; it must not block.
 pub type Probe = Arc<dyn Fn(&TrackCondition) -> bool + Send + Sync>;
 
-/// A probe for which no condition ever holds (nothing to read, as in tests of the router).
-pub fn never_failed() -> Probe {
-    Arc::new(|_| false)
-}
-
 /// The priority `base` becomes while the conditions in `tracks` marked in `failed` hold.
 pub fn effective(base: NonZeroU8, tracks: &[Track], failed: &[bool]) -> Effective {
     let mut lowered = 0u32;
