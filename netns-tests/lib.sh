@@ -696,10 +696,17 @@ backends = ["${HA_BACKEND:-${BE_IP[0]}:$BACKEND_PORT}"]
 EOC
 }
 
-# FILE PRIORITY SRC_IP PEER_IP: a keepalived VRRPv3 instance (vrid HA_VRID, advert HA_ADVERT
-# or 100ms, unicast from SRC_IP to PEER_IP, preempting) that puts the VIP on eth0 while master.
+# FILE PRIORITY [SRC_IP PEER_IP]: a keepalived VRRPv3 instance (vrid HA_VRID, advert HA_ADVERT
+# or 100ms, unicast from SRC_IP to PEER_IP, or multicast to 224.0.0.18 without them,
+# preempting) that puts the VIP on eth0 while master.
 keepalived_config() {
-  local adv=${HA_ADVERT:-100ms} int
+  local adv=${HA_ADVERT:-100ms} int unicast=
+  if (($# >= 4)); then
+    unicast="  unicast_src_ip $3
+  unicast_peer {
+    $4
+  }"
+  fi
   case $adv in
     *ms) int=$(awk -v ms="${adv%ms}" 'BEGIN { printf "%g", ms / 1000 }') ;;
     *s) int=${adv%s} ;;
@@ -715,10 +722,7 @@ vrrp_instance VI {
   virtual_router_id $HA_VRID
   priority $2
   advert_int $int
-  unicast_src_ip $3
-  unicast_peer {
-    $4
-  }
+$unicast
   virtual_ipaddress {
     $VIP/32
   }

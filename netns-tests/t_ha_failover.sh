@@ -105,12 +105,17 @@ probe_wait
 probe_outage "$A" "$B"
 assert_outage "link of master a down, b takes over" 1500
 one_owner "a's link down" "$mac_b"
+# Without a link a leaves the election (as keepalived's FAULT) and sends nothing: adverts into
+# a dead link would leave the peer's neighbour entry resolving and delay them on return.
+wait_state "$LOG_A" Fault 20 || fail "node a, without a link, is in Fault"
 probe_start 4
 sleep 0.5
 port_link lb up
 probe_wait
 probe_outage "$B" "$A"
 assert_outage "a's link back: b yields, clients follow a" 1500
+assert_eq "node a came back as backup, then preempted b" "Fault Backup Master" \
+  "$(sed 's/\x1b\[[0-9;]*m//g' "$LOG_A" | sed -n 's/.*VRRP state changed.* to=\([A-Za-z]*\).*/\1/p' | tail -n 3 | paste -sd' ' -)"
 assert_eq "node b is backup after the link came back" Backup "$(vrrp_state "$LOG_B")"
 one_owner "after the link came back" "$mac_a"
 

@@ -649,6 +649,57 @@ pub struct Vrrp {
     pub interface: String,
     /// While master, one gratuitous ARP per VIP this often (`None`: only at takeover).
     pub garp_refresh: Option<Duration>,
+    /// `[[vrrp.track]]`, in file order; empty when nothing is tracked. Never with priority 255.
+    pub track: Vec<Track>,
+}
+
+impl Vrrp {
+    /// Whether `other` is the same election apart from what is tracked: a reload that changes
+    /// only the tracks applies them to the running election instead of restarting it.
+    pub fn same_election(&self, other: &Vrrp) -> bool {
+        Vrrp {
+            track: Vec::new(),
+            ..self.clone()
+        } == Vrrp {
+            track: Vec::new(),
+            ..other.clone()
+        }
+    }
+}
+
+/// A condition the election watches (`[[vrrp.track]]`) and what it does while it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Track {
+    pub condition: TrackCondition,
+    pub action: TrackAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrackCondition {
+    /// Every backend of this pool (a pool of the config, with active health checks) is
+    /// unhealthy or ejected.
+    PoolDown(String),
+    /// A listener could not be bound, or its accept loop ended on its own.
+    ListenerFailed,
+}
+
+impl TrackCondition {
+    /// The label of its metric series and log lines: `pool:NAME` or `listeners`.
+    pub fn label(&self) -> String {
+        match self {
+            TrackCondition::PoolDown(name) => format!("pool:{name}"),
+            TrackCondition::ListenerFailed => "listeners".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackAction {
+    /// Lower the advertised priority by this much (1 to 254); the result is never below 1.
+    Lower(NonZeroU8),
+    /// Give up mastership: advertise priority 0 once, then stay out of the election (fault)
+    /// until the condition clears.
+    Fault,
 }
 
 /// The advertisement interval in centiseconds, 1 to 4095: what the 12-bit wire field holds.

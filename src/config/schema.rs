@@ -226,6 +226,17 @@ pub(super) struct RawVrrp {
     pub preempt_delay: Option<Spanned<RawDuration>>,
     pub interface: Option<Spanned<String>>,
     pub garp_refresh: Option<Spanned<RawDuration>>,
+    /// `[[vrrp.track]]`: conditions that lower the priority or give up mastership.
+    pub track: Option<Vec<Spanned<RawTrack>>>,
+}
+
+/// One `[[vrrp.track]]`: exactly one condition (`pool` or `listeners`) and an optional weight.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrack {
+    pub pool: Option<Spanned<String>>,
+    pub listeners: Option<Spanned<bool>>,
+    pub weight: Option<Spanned<i64>>,
 }
 
 /// A duration as written: `"100ms"`, `"1s"`, `"0.5s"`. A bare number is read too, only so that

@@ -439,6 +439,102 @@ fn bad_vrrp_tables_are_refused_with_line_and_reason() {
     assert!(err.contains("has no [[vip]]"), "{err}");
 }
 
+/// GOOD with health checks on `web` and a `[vrrp]` tracking it and the listeners; the
+/// `[vrrp]` table starts on line 25.
+fn tracked() -> String {
+    format!(
+        "{GOOD}[pool.web.health]\ntype = \"tcp\"\n\n[vrrp]\nvrid = 51\npriority = 150\n[[vrrp.track]]\npool = \"web\"\nweight = 50\n[[vrrp.track]]\nlisteners = true\n"
+    )
+}
+
+#[test]
+fn vrrp_tracks_are_read() {
+    let c = parse(Path::new("t.toml"), &tracked()).unwrap();
+    let v = c.vrrp.unwrap();
+    assert_eq!(
+        v.track,
+        vec![
+            Track {
+                condition: TrackCondition::PoolDown("web".into()),
+                action: TrackAction::Lower(std::num::NonZeroU8::new(50).unwrap()),
+            },
+            Track {
+                condition: TrackCondition::ListenerFailed,
+                action: TrackAction::Fault,
+            },
+        ]
+    );
+    assert_eq!(v.track[0].condition.label(), "pool:web");
+    // Only the tracks differ: the same election.
+    let mut other = v.clone();
+    other.track.clear();
+    assert!(v.same_election(&other));
+    other.priority = std::num::NonZeroU8::new(151).unwrap();
+    assert!(!v.same_election(&other));
+}
+
+#[test]
+fn bad_vrrp_tracks_are_refused_with_line_and_reason() {
+    // (replace in tracked(), with, line, words)
+    let cases: &[(&str, &str, usize, &str)] = &[
+        (
+            "weight = 50",
+            "weight = 0",
+            30,
+            "weight = 0 is out of range (1 to 254",
+        ),
+        ("weight = 50", "weight = 255", 30, "out of range (1 to 254"),
+        ("weight = 50", "weight = -1", 30, "out of range"),
+        (
+            "pool = \"web\"\nweight",
+            "pool = \"nope\"\nweight",
+            29,
+            "pool \"nope\" is not defined",
+        ),
+        (
+            "pool = \"web\"\nweight",
+            "pool = \"was\"\nweight",
+            29,
+            "needs [pool.was.health]",
+        ),
+        (
+            "listeners = true",
+            "listeners = false",
+            32,
+            "listeners = false tracks nothing",
+        ),
+        (
+            "listeners = true",
+            "pool = \"web\"",
+            31,
+            "pool:web is tracked twice",
+        ),
+        ("listeners = true", "weight = 5", 31, "needs a condition"),
+        (
+            "pool = \"web\"\nweight",
+            "pool = \"web\"\nlisteners = true\nweight",
+            28,
+            "has one condition",
+        ),
+        ("priority = 150", "priority = 255", 28, "address owner"),
+        ("weight = 50", "wieght = 50", 30, "unknown field `wieght`"),
+    ];
+    let base = tracked();
+    for (from, to, line, words) in cases {
+        assert!(base.contains(from), "fixture {from:?}");
+        let text = base.replacen(from, to, 1);
+        let msg = parse(Path::new("t.toml"), &text).expect_err(to).to_string();
+        assert!(msg.starts_with(&format!("t.toml:{line}:")), "{to:?}: {msg}");
+        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    }
+    // Listeners tracked in a file without listeners.
+    let text = "[[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n[vrrp]\nvrid = 1\n[[vrrp.track]]\nlisteners = true\n";
+    let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
+    assert!(msg.starts_with("t.toml:7:"), "{msg}");
+    assert!(msg.contains("has no [[listener]]"), "{msg}");
+}
+
 #[test]
 fn admin_access_log_and_log_defaults() {
     let c = parse(Path::new("vipgate.toml"), GOOD).expect("valid");

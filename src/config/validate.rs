@@ -45,7 +45,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         ));
     }
     let vips = validate_vips(&raw.vip)?;
-    let vrrp = match &raw.vrrp {
+    let mut vrrp = match &raw.vrrp {
         Some(v) => Some(validate_vrrp(v, &vips)?),
         None => None,
     };
@@ -60,6 +60,9 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
                 "an https listener needs at least one [[certificate]]",
             ));
         }
+    }
+    if let (Some(v), Some(raw_v)) = (vrrp.as_mut(), &raw.vrrp) {
+        v.track = validate_tracks(raw_v, v.priority, &pools, &listeners)?;
     }
     let hosts = validate_hosts(&raw.host, &pool_ids, text)?;
     let proxy = match &raw.proxy {
@@ -563,6 +566,8 @@ fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
     };
     Ok(Vrrp {
         garp_refresh,
+        // Checked once the pools and listeners are known (`validate_tracks`).
+        track: Vec::new(),
         vrid,
         priority,
         advert_interval,
@@ -571,6 +576,95 @@ fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
         preempt_delay,
         interface,
     })
+}
+
+/// `[[vrrp.track]]`: each names one condition that exists in this file, once, with a weight
+/// the priority can lose, on a node whose priority may be lowered at all.
+fn validate_tracks(
+    raw: &Spanned<RawVrrp>,
+    priority: NonZeroU8,
+    pools: &[Pool],
+    listeners: &[Listener],
+) -> Result<Vec<Track>> {
+    let mut tracks: Vec<Track> = Vec::new();
+    for t in raw.get_ref().track.iter().flatten() {
+        let span = t.span();
+        let t = t.get_ref();
+        if priority.get() == u8::MAX {
+            return Err(Located::new(
+                span,
+                "[[vrrp.track]] with priority 255: the address owner's priority cannot be lowered; use a priority of 254 or less",
+            ));
+        }
+        let condition = match (&t.pool, &t.listeners) {
+            (Some(_), Some(_)) => {
+                return Err(Located::new(
+                    span,
+                    "a [[vrrp.track]] has one condition: write `pool` and `listeners` in two [[vrrp.track]] tables",
+                ))
+            }
+            (None, None) => {
+                return Err(Located::new(
+                    span,
+                    "a [[vrrp.track]] needs a condition: `pool = \"NAME\"` or `listeners = true`",
+                ))
+            }
+            (Some(name), None) => {
+                let text = name.get_ref().trim();
+                let Some(pool) = pools.iter().find(|p| p.name == text) else {
+                    return Err(Located::new(
+                        name.span(),
+                        format!("[[vrrp.track]] pool {text:?} is not defined (no [pool.{text}])"),
+                    ));
+                };
+                if pool.health.is_none() {
+                    return Err(Located::new(
+                        name.span(),
+                        format!("[[vrrp.track]] pool {text:?} needs [pool.{text}.health]: without active checks its backends are never marked down"),
+                    ));
+                }
+                TrackCondition::PoolDown(pool.name.clone())
+            }
+            (None, Some(on)) => {
+                if !*on.get_ref() {
+                    return Err(Located::new(
+                        on.span(),
+                        "listeners = false tracks nothing: remove this [[vrrp.track]] or set listeners = true",
+                    ));
+                }
+                if listeners.is_empty() {
+                    return Err(Located::new(
+                        on.span(),
+                        "[[vrrp.track]] listeners = true, but the file has no [[listener]]",
+                    ));
+                }
+                TrackCondition::ListenerFailed
+            }
+        };
+        if tracks.iter().any(|k| k.condition == condition) {
+            return Err(Located::new(
+                span,
+                format!("[[vrrp.track]] {} is tracked twice", condition.label()),
+            ));
+        }
+        let action = match &t.weight {
+            None => TrackAction::Fault,
+            Some(w) => {
+                let n = *w.get_ref();
+                match u8::try_from(n).ok().filter(|n| *n <= 254).and_then(NonZeroU8::new) {
+                    Some(n) => TrackAction::Lower(n),
+                    None => {
+                        return Err(Located::new(
+                            w.span(),
+                            format!("weight = {n} is out of range (1 to 254; leave it out to give up mastership instead)"),
+                        ))
+                    }
+                }
+            }
+        };
+        tracks.push(Track { condition, action });
+    }
+    Ok(tracks)
 }
 
 /// `"100ms"`, `"2s"`, `"0.5s"`: a non-negative number and a unit, ms or s.

@@ -56,6 +56,17 @@ pub fn describe(config: &Config) -> String {
                 format!(" after {} ms", v.preempt_delay.as_millis())
             },
         );
+        for t in &v.track {
+            let action = match t.action {
+                crate::config::TrackAction::Lower(w) => format!("priority -{w}"),
+                crate::config::TrackAction::Fault => "fault".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "vrrp track {}: {action} while it fails",
+                t.condition.label()
+            );
+        }
     }
     for l in &config.listeners {
         let _ = write!(out, "listener {} {}", l.bind, l.protocol.as_str());

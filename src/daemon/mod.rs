@@ -11,6 +11,7 @@ pub mod notify;
 mod release;
 pub mod reload;
 mod running;
+mod track;
 
 use std::future::Future;
 use std::io;
@@ -72,6 +73,12 @@ pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonEr
 
     let mut watchdog = notifier.watchdog_interval().map(watchdog_timer);
     let mut admin_reloads = running.admin_reloads.take();
+    let mut heal = interval(HEAL_PERIOD);
+    heal.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut vrrp_status = running
+        .router
+        .as_ref()
+        .and_then(crate::ha::Router::subscribe);
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
@@ -80,11 +87,27 @@ pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonEr
                 info!(config = %path.display(), "SIGHUP: reloading");
                 // Refusals are logged and counted by `reload`; the daemon carries on either way.
                 let _ = reload(&mut running, &path, &notifier).await;
+                vrrp_status = running.router.as_ref().and_then(crate::ha::Router::subscribe);
             }
             Some(reply) = next_reload_request(&mut admin_reloads) => {
                 info!(config = %path.display(), "POST /reload: reloading");
                 let outcome = reload(&mut running, &path, &notifier).await;
                 let _ = reply.send(outcome);
+                vrrp_status = running.router.as_ref().and_then(crate::ha::Router::subscribe);
+            }
+            // The election's state or priority changed: systemctl status shows it.
+            alive = changed(&mut vrrp_status) => {
+                if alive {
+                    notifier.notify(State::Status { status: &running.status() });
+                } else {
+                    vrrp_status = None;
+                }
+            }
+            _ = heal.tick() => {
+                if running.has_unserved_listeners() {
+                    running.heal_listeners().await;
+                    notifier.notify(State::Status { status: &running.status() });
+                }
             }
             // From this loop and not a timer task of its own, so a stuck loop stops the
             // keep-alives and systemd restarts us.
@@ -127,6 +150,18 @@ async fn next_reload_request(
 ) -> Option<crate::telemetry::admin::ReloadRequest> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How often a listener that is not served (not bound, or its accept loop ended) is retried.
+const HEAL_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The next change of a watched value: `true`, or `false` once its sender is gone; never
+/// without one.
+async fn changed<T>(rx: &mut Option<tokio::sync::watch::Receiver<T>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
         None => std::future::pending().await,
     }
 }

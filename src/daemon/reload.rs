@@ -14,6 +14,10 @@
 //! new one. A VIP whose address and interface stay keeps its announcer (no GARP, no gap); one
 //! whose interface changed is stopped and started again. Connections accepted by a removed
 //! listener stay open until they finish (they are routed by the new configuration).
+//!
+//! With `[vrrp]`, a change of the election or of the VIPs restarts the election (a master
+//! hands over first); a change of `[[vrrp.track]]` alone is applied to the running election,
+//! which keeps its state and re-evaluates its priority at once.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -140,9 +144,14 @@ impl Running {
 
         // With VRRP on either side, a change of the election or of its VIPs restarts the
         // election (a master hands over first); the VIPs are then not touched one by one.
+        // Tracks alone are handed to the running election.
         let elected = self.config.vrrp.is_some() || new.vrrp.is_some();
-        let restart_election =
-            elected && (self.config.vrrp != new.vrrp || self.config.vips != new.vips);
+        let same_election = match (&self.config.vrrp, &new.vrrp) {
+            (Some(old), Some(new)) => old.same_election(new),
+            (None, None) => true,
+            _ => false,
+        };
+        let restart_election = elected && (!same_election || self.config.vips != new.vips);
 
         // Everything that can fail, before anything the old configuration relies on changes.
         let bound = bind_all(plan.listeners_added.iter().copied())?;
@@ -158,8 +167,13 @@ impl Running {
         let next = Snapshot::rebuild(&new, &self.shared.load());
         self.shared.store(Arc::new(next));
         for (addr, l) in bound {
-            self.listeners
-                .push(ServedListener::spawn(addr, l, &self.shared, &self.drain));
+            self.listeners.push(ServedListener::spawn(
+                addr,
+                l,
+                &self.shared,
+                &self.drain,
+                &self.listener_failures,
+            ));
         }
         self.announcers.extend(added);
         if restart_election {
@@ -169,7 +183,7 @@ impl Running {
             l2::stop_all(std::mem::take(&mut self.announcers)).await;
             // Past the switch there is no going back: a failure is reported, and this node then
             // holds no VIP until the next good reload.
-            match own(&new).await {
+            match own(&new, self.probe.clone()).await {
                 Ok((announcers, router)) => {
                     self.announcers = announcers;
                     self.router = router;
@@ -198,10 +212,19 @@ impl Running {
                     "cannot announce the VIP on its new interface; it is not announced"),
             }
         }
+        if !restart_election {
+            if let (Some(router), Some(v)) = (&self.router, &new.vrrp) {
+                if self.config.vrrp.as_ref().map(|o| &o.track) != Some(&v.track) {
+                    router.set_tracks(v.track.clone());
+                }
+            }
+        }
         for addr in &plan.listeners_removed {
             if let Some(i) = self.listeners.iter().position(|l| l.addr == *addr) {
                 self.listeners.remove(i).stop().await;
             }
+            self.unbound.retain(|a| a != addr);
+            self.listener_failures.clear(*addr);
         }
         self.config = new;
         Ok(plan)

@@ -6,6 +6,11 @@
 //! first (clients move on while we close the door), then stops accepting, then lets in-flight
 //! requests finish up to `[daemon] drain_timeout_ms`. Changing a running daemon to a new
 //! configuration is `reload`'s; talking to systemd is `notify`'s.
+//!
+//! A listener that fails while running (its accept loop ends on its own) is bound again once
+//! a second ([`Running::heal_listeners`]). With `[[vrrp.track]] listeners = true` a listener
+//! that cannot be bound at start-up does not stop the start: it counts as failed (the
+//! election lowers the priority or stays in fault) and is retried the same way.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,8 +21,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use super::track::{self, ListenerFailures};
 use super::DaemonError;
-use crate::config::Config;
+use crate::config::{Config, TrackCondition};
+use crate::ha::track::Probe;
 use crate::ha::Router;
 use crate::l2::{self, Announcer};
 use crate::proxy::drain::Drain;
@@ -32,17 +39,32 @@ pub(super) struct ServedListener {
 }
 
 impl ServedListener {
-    /// Start accepting on an already bound socket.
-    pub fn spawn(addr: SocketAddr, l: TcpListener, shared: &Shared, drain: &Drain) -> Self {
+    /// Start accepting on an already bound socket. If the accept loop ends on its own (an
+    /// error, a panic), the listener is registered in `failures`.
+    pub fn spawn(
+        addr: SocketAddr,
+        l: TcpListener,
+        shared: &Shared,
+        drain: &Drain,
+        failures: &ListenerFailures,
+    ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
         info!(%addr, "listening");
-        let task = tokio::spawn(listener::serve(
+        let serve = tokio::spawn(listener::serve(
             l,
             addr,
             shared.clone(),
             stop_rx,
             drain.clone(),
         ));
+        let failures = failures.clone();
+        let task = tokio::spawn(async move {
+            match serve.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failures.fail(addr, &format!("accept failed: {e}")),
+                Err(e) => failures.fail(addr, &format!("the accept loop ended: {e}")),
+            }
+        });
         ServedListener { addr, stop, task }
     }
 
@@ -52,6 +74,16 @@ impl ServedListener {
         let _ = self.task.await;
         info!(addr = %self.addr, "stopped listening");
     }
+}
+
+/// Whether `config` tracks its listeners: then a listener that cannot be bound at start-up is
+/// a failed condition for the election rather than a reason not to start.
+fn tracks_listeners(config: &Config) -> bool {
+    config.vrrp.as_ref().is_some_and(|v| {
+        v.track
+            .iter()
+            .any(|t| t.condition == TrackCondition::ListenerFailed)
+    })
 }
 
 /// Bind every address, or none: on failure the sockets bound so far are closed.
@@ -92,19 +124,48 @@ pub(super) struct Running {
     pub admin_reloads: Option<tokio::sync::mpsc::Receiver<ReloadRequest>>,
     /// Re-reads certificate files that changed on disk (`proxy::tls::watch`).
     pub cert_watch: JoinHandle<()>,
+    /// Listeners of the configuration not being served (not bound yet, or their accept loop
+    /// ended), retried by [`Running::heal_listeners`].
+    pub unbound: Vec<SocketAddr>,
+    pub listener_failures: ListenerFailures,
+    /// What the election's `[[vrrp.track]]` conditions read.
+    pub probe: Probe,
 }
 
 /// Take the VIPs as `config` says: join the election, or announce them all now.
-pub(super) async fn own(config: &Config) -> Result<(Vec<Announcer>, Option<Router>), DaemonError> {
+pub(super) async fn own(
+    config: &Config,
+    probe: Probe,
+) -> Result<(Vec<Announcer>, Option<Router>), DaemonError> {
     match &config.vrrp {
-        Some(vrrp) => Ok((Vec::new(), Some(Router::start(vrrp, &config.vips).await?))),
+        Some(vrrp) => Ok((
+            Vec::new(),
+            Some(Router::start(vrrp, &config.vips, probe).await?),
+        )),
         None => Ok((l2::start_all(&config.vips).await?, None)),
     }
 }
 
 impl Running {
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
-        let bound = bind_all(config.listeners.iter().map(|l| l.bind))?;
+        let listener_failures = ListenerFailures::default();
+        let mut unbound = Vec::new();
+        let bound = if tracks_listeners(&config) {
+            let mut bound = Vec::new();
+            for addr in config.listeners.iter().map(|l| l.bind) {
+                match listener::bind(addr) {
+                    Ok(l) => bound.push((addr, l)),
+                    Err(e) => {
+                        listener_failures
+                            .fail(addr, &format!("cannot listen: {e}; retrying every second"));
+                        unbound.push(addr);
+                    }
+                }
+            }
+            bound
+        } else {
+            bind_all(config.listeners.iter().map(|l| l.bind))?
+        };
         // The admin port too, before anything is announced.
         let admin_socket = match &config.admin {
             Some(a) => Some(listener::bind(a.bind).map_err(|source| DaemonError::Bind {
@@ -113,13 +174,15 @@ impl Running {
             })?),
             None => None,
         };
-        let (announcers, router) = own(&config).await?;
+        // The snapshot before the election: tracked pools are read from it from the start.
         let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
+        let probe = track::probe(shared.clone(), listener_failures.clone());
+        let (announcers, router) = own(&config, probe.clone()).await?;
         let drain = Drain::new();
         let cert_watch = crate::proxy::tls::watch::spawn(shared.clone());
         let listeners = bound
             .into_iter()
-            .map(|(addr, l)| ServedListener::spawn(addr, l, &shared, &drain))
+            .map(|(addr, l)| ServedListener::spawn(addr, l, &shared, &drain, &listener_failures))
             .collect();
         let (admin_state, admin_reloads) =
             AdminState::new(shared.clone(), drain.clone(), config.clone());
@@ -140,7 +203,46 @@ impl Running {
             admin,
             admin_reloads: Some(admin_reloads),
             cert_watch,
+            unbound,
+            listener_failures,
+            probe,
         })
+    }
+
+    /// Whether a listener of the configuration is not being served.
+    pub fn has_unserved_listeners(&self) -> bool {
+        !self.unbound.is_empty() || self.listeners.iter().any(|l| l.task.is_finished())
+    }
+
+    /// Serve again the listeners that are not served: those whose accept loop ended, and
+    /// those not bound yet. Called once a second by the event loop; cheap when all is well.
+    pub async fn heal_listeners(&mut self) {
+        let mut i = 0;
+        while i < self.listeners.len() {
+            if self.listeners[i].task.is_finished() {
+                let dead = self.listeners.remove(i);
+                self.unbound.push(dead.addr);
+            } else {
+                i += 1;
+            }
+        }
+        let mut still = Vec::new();
+        for addr in std::mem::take(&mut self.unbound) {
+            match listener::bind(addr) {
+                Ok(l) => {
+                    self.listeners.push(ServedListener::spawn(
+                        addr,
+                        l,
+                        &self.shared,
+                        &self.drain,
+                        &self.listener_failures,
+                    ));
+                    self.listener_failures.clear(addr);
+                }
+                Err(_) => still.push(addr),
+            }
+        }
+        self.unbound = still;
     }
 
     pub fn announced(&self) -> Vec<IpAddr> {
@@ -149,14 +251,17 @@ impl Running {
 
     /// One line for `systemctl status` (sd_notify STATUS=).
     pub fn status(&self) -> String {
+        let metrics = crate::telemetry::metrics::process();
         let vips: Vec<String> = match &self.router {
             // Held only while master; the election logs every change of state.
-            Some(_) => self
-                .config
-                .vips
-                .iter()
-                .map(|v| format!("{} (vrrp)", v.address))
-                .collect(),
+            Some(_) => {
+                let (state, priority) = metrics.vrrp_now();
+                self.config
+                    .vips
+                    .iter()
+                    .map(|v| format!("{} (vrrp {state}, priority {priority})", v.address))
+                    .collect()
+            }
             None => self.announced().iter().map(ToString::to_string).collect(),
         };
         let mut s = format!(
@@ -168,6 +273,15 @@ impl Running {
             self.config.pools.len(),
             self.drain.active(),
         );
+        let tracks_failed = metrics.vrrp_tracks_failed();
+        if self.router.is_some() && !tracks_failed.is_empty() {
+            s.push_str(&format!("; tracking failed: {}", tracks_failed.join(" ")));
+        }
+        let failed = self.listener_failures.list();
+        if !failed.is_empty() {
+            let failed: Vec<String> = failed.iter().map(ToString::to_string).collect();
+            s.push_str(&format!("; listener(s) failed: {}", failed.join(" ")));
+        }
         if self.reloads.ok + self.reloads.failed > 0 {
             s.push_str(&format!(
                 "; reloads: {} ok, {} failed",

@@ -9,11 +9,17 @@
 //! [`Step`] it gets back (send an advert, take or give up the VIPs), then sleeps until
 //! [`Machine::deadline`] and feeds [`Event::Timer`].
 //!
+//! Health tracking (`track`) changes the priority the machine runs with ([`Machine::set_effective`]):
+//! a lower one is advertised from the next advert on, so a backup with preemption takes over;
+//! [`Effective::Fault`] leaves mastership with a priority 0 advert and keeps the router in
+//! [`State::Fault`], out of the election, until it clears.
+//!
 //! Times are computed in nanoseconds rather than the RFC's whole centiseconds: Skew_Time for
 //! priority 150 at a 10 ms interval is 4.14 ms, which centiseconds would round to 0 (keepalived
 //! also keeps the fraction; its timers were measured here at 34.1 ms for exactly this case).
 
 use std::net::IpAddr;
+use std::num::NonZeroU8;
 use std::time::{Duration, Instant};
 
 /// Priority of the router that owns the addresses: it takes over at once and always preempts.
@@ -41,6 +47,16 @@ pub enum State {
     Initialize,
     Backup,
     Master,
+    /// A tracked condition without a weight holds: neither advertising nor taking over
+    /// (keepalived's FAULT). Not an RFC 9568 state; to other routers it looks like absence.
+    Fault,
+}
+
+/// The priority the router runs with now, as health tracking makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effective {
+    Priority(NonZeroU8),
+    Fault,
 }
 
 /// A valid advert for our VRID from another router.
@@ -95,6 +111,10 @@ pub struct Machine {
     /// Lower-priority masters are preempted from this instant on.
     preempt_from: Option<Instant>,
     last_reassert: Option<Instant>,
+    /// The priority advertised and compared: `params.priority` unless tracking lowered it.
+    priority: u8,
+    /// A fault condition holds (the state is Fault once started).
+    fault: bool,
 }
 
 impl Machine {
@@ -106,6 +126,55 @@ impl Machine {
             timer: None,
             preempt_from: None,
             last_reassert: None,
+            priority: params.priority,
+            fault: false,
+        }
+    }
+
+    /// The priority advertised now (the configured one, lowered by tracking); 0 in Fault.
+    pub fn priority(&self) -> u8 {
+        if self.fault {
+            0
+        } else {
+            self.priority
+        }
+    }
+
+    /// Run with `effective` from now on. A new priority is carried by the next advert (a
+    /// master whose priority fell below a preempting backup's is taken over by it; a backup
+    /// whose priority rose above the master's preempts it after Master_Down_Interval). A
+    /// fault makes a master send priority 0 at once, so the best backup takes over after its
+    /// Skew_Time; out of Fault the router starts over as backup.
+    pub fn set_effective(&mut self, now: Instant, effective: Effective) -> Step {
+        match effective {
+            Effective::Fault => {
+                if self.fault {
+                    return Step::NOTHING;
+                }
+                self.fault = true;
+                let send = match self.state {
+                    // Start-up goes to Fault directly; a stopped router stays stopped.
+                    State::Initialize | State::Fault => return Step::NOTHING,
+                    State::Backup => None,
+                    State::Master => Some(0),
+                };
+                self.state = State::Fault;
+                self.timer = None;
+                Step {
+                    send,
+                    became: Some(State::Fault),
+                    reassert: false,
+                }
+            }
+            Effective::Priority(p) => {
+                self.priority = p.get();
+                let was_fault = std::mem::replace(&mut self.fault, false);
+                if was_fault && self.state == State::Fault {
+                    self.become_backup(now, self.master_adver_interval)
+                } else {
+                    Step::NOTHING
+                }
+            }
         }
     }
 
@@ -128,7 +197,7 @@ impl Machine {
 
     /// Skew_Time = ((256 - Priority) * Master_Adver_Interval) / 256.
     pub fn skew_time(&self) -> Duration {
-        self.master_adver_interval * (256 - u32::from(self.params.priority)) / 256
+        self.master_adver_interval * (256 - u32::from(self.priority)) / 256
     }
 
     /// Master_Down_Interval = (3 * Master_Adver_Interval) + Skew_Time.
@@ -151,14 +220,22 @@ impl Machine {
             (State::Initialize, Event::Startup) => {
                 self.preempt_from = Some(now + self.params.preempt_delay);
                 self.master_adver_interval = self.params.advert_interval;
-                if self.is_owner() {
+                if self.fault {
+                    self.state = State::Fault;
+                    Step {
+                        send: None,
+                        became: Some(State::Fault),
+                        reassert: false,
+                    }
+                } else if self.is_owner() {
                     self.become_master(now)
                 } else {
                     self.become_backup(now, self.params.advert_interval)
                 }
             }
             (State::Initialize, _) | (_, Event::Startup) => Step::NOTHING,
-            (State::Backup, Event::Shutdown) => self.stop(None),
+            (State::Backup | State::Fault, Event::Shutdown) => self.stop(None),
+            (State::Fault, Event::Timer) => Step::NOTHING,
             (State::Master, Event::Shutdown) => self.stop(Some(0)),
             (State::Backup, Event::Timer) => {
                 if self.timer.is_some_and(|t| now >= t) {
@@ -177,11 +254,18 @@ impl Machine {
                     } else {
                         now + self.params.advert_interval
                     });
-                    self.send(self.params.priority)
+                    self.send(self.priority)
                 }
                 _ => Step::NOTHING,
             },
             (_, Event::Advert(heard)) if heard.src == self.params.primary_ip => Step::NOTHING,
+            (State::Fault, Event::Advert(heard)) => {
+                // Out of Fault we start as a backup of this master: with its interval.
+                if heard.priority > 0 {
+                    self.master_adver_interval = heard.interval;
+                }
+                Step::NOTHING
+            }
             (State::Backup, Event::Advert(heard)) => self.backup_heard(now, heard),
             (State::Master, Event::Advert(heard)) => self.master_heard(now, heard),
         }
@@ -192,7 +276,7 @@ impl Machine {
             // The master is leaving: take over after our Skew_Time only, so the highest
             // priority backup goes first.
             self.timer = Some(now + self.skew_time());
-        } else if !self.may_preempt(now) || heard.priority >= self.params.priority {
+        } else if !self.may_preempt(now) || heard.priority >= self.priority {
             self.master_adver_interval = heard.interval;
             self.timer = Some(now + self.master_down_interval());
         }
@@ -204,10 +288,10 @@ impl Machine {
         if heard.priority == 0 {
             // Another master is leaving; confirm at once that we hold the VIPs.
             self.timer = Some(now + self.params.advert_interval);
-            return self.send(self.params.priority);
+            return self.send(self.priority);
         }
-        let wins = heard.priority > self.params.priority
-            || (heard.priority == self.params.priority
+        let wins = heard.priority > self.priority
+            || (heard.priority == self.priority
                 && higher_address(heard.src, self.params.primary_ip));
         if wins {
             // One advert on the way out, which RFC 9568 does not send: the new master may
@@ -218,7 +302,7 @@ impl Machine {
             // ordinary advert from a router of our priority.
             let step = self.become_backup(now, heard.interval);
             return Step {
-                send: Some(self.params.priority),
+                send: Some(self.priority),
                 ..step
             };
         }
@@ -235,7 +319,7 @@ impl Machine {
         self.last_reassert = Some(now);
         self.timer = Some(now + self.params.advert_interval);
         Step {
-            send: Some(self.params.priority),
+            send: Some(self.priority),
             became: None,
             reassert: true,
         }
@@ -245,7 +329,7 @@ impl Machine {
         self.state = State::Master;
         self.timer = Some(now + self.params.advert_interval);
         Step {
-            send: Some(self.params.priority),
+            send: Some(self.priority),
             became: Some(State::Master),
             reassert: false,
         }
@@ -482,6 +566,7 @@ mod tests {
         p.priority = 255;
         let (mut m, t0) = started(p);
         m.params.priority = 100;
+        m.priority = 100;
         assert_eq!(m.state(), State::Master);
         (m, t0)
     }
@@ -630,6 +715,157 @@ mod tests {
         assert_eq!(b.state(), State::Backup);
         // a timed out first (34.1 ms vs 36.1 ms) and b never became master.
         assert_eq!(transitions, vec![(ME, State::Master)]);
+    }
+
+    fn prio(n: u8) -> Effective {
+        Effective::Priority(NonZeroU8::new(n).unwrap())
+    }
+
+    /// Runs two back-to-back machines from `from` for `span` in 100 µs steps; returns the
+    /// transitions seen and the time reached.
+    fn run_pair(
+        a: &mut Machine,
+        b: &mut Machine,
+        from: Instant,
+        span: Duration,
+    ) -> (Vec<(IpAddr, State)>, Instant) {
+        let mut now = from;
+        let mut transitions = Vec::new();
+        while now < from + span {
+            exchange(a, b, now, &mut transitions);
+            exchange(b, a, now, &mut transitions);
+            now += Duration::from_micros(100);
+        }
+        (transitions, now)
+    }
+
+    fn pair(interval: Duration) -> (Machine, Machine, Instant) {
+        let t0 = Instant::now();
+        let mut a = Machine::new(params(150, interval));
+        let mut b = Machine::new(Params {
+            primary_ip: HIGHER_IP,
+            ..params(100, interval)
+        });
+        a.handle(t0, Event::Startup);
+        b.handle(t0, Event::Startup);
+        let (_, now) = run_pair(&mut a, &mut b, t0, ms(1000));
+        assert_eq!((a.state(), b.state()), (State::Master, State::Backup));
+        (a, b, now)
+    }
+
+    #[test]
+    fn a_master_lowered_below_the_backup_is_taken_over_and_takes_back_on_recovery() {
+        let (mut a, mut b, now) = pair(ms(100));
+        // Nothing changes at once: the next advert carries the new priority.
+        assert_eq!(a.set_effective(now, prio(50)), Step::default());
+        assert_eq!(a.state(), State::Master);
+        assert_eq!(a.priority(), 50);
+        let (transitions, now) = run_pair(&mut a, &mut b, now, ms(1000));
+        assert_eq!(
+            transitions,
+            vec![(HIGHER_IP, State::Master), (ME, State::Backup)],
+            "b preempts after its Master_Down_Interval, a yields on b's advert"
+        );
+        // Recovered: a (preempt on) takes back once b's adverts no longer hold it.
+        assert_eq!(a.set_effective(now, prio(150)), Step::default());
+        let (transitions, _) = run_pair(&mut a, &mut b, now, ms(1000));
+        assert_eq!(
+            transitions,
+            vec![(ME, State::Master), (HIGHER_IP, State::Backup)]
+        );
+    }
+
+    #[test]
+    fn a_lowered_master_still_above_the_backup_stays_master() {
+        let (mut a, mut b, now) = pair(ms(100));
+        a.set_effective(now, prio(101));
+        let (transitions, _) = run_pair(&mut a, &mut b, now, ms(1000));
+        assert_eq!(transitions, vec![]);
+        assert_eq!(a.state(), State::Master);
+    }
+
+    #[test]
+    fn a_backup_whose_priority_rises_above_the_master_preempts_it() {
+        let (mut a, mut b, now) = pair(ms(100));
+        b.set_effective(now, prio(200));
+        let (transitions, _) = run_pair(&mut a, &mut b, now, ms(1000));
+        assert_eq!(
+            transitions,
+            vec![(HIGHER_IP, State::Master), (ME, State::Backup)]
+        );
+        // Without preemption it would not.
+        let (mut a, mut b, now) = pair(ms(100));
+        b.params.preempt = false;
+        b.set_effective(now, prio(200));
+        let (transitions, _) = run_pair(&mut a, &mut b, now, ms(1000));
+        assert_eq!(transitions, vec![]);
+    }
+
+    #[test]
+    fn fault_leaves_mastership_with_priority_zero_and_stays_out_until_cleared() {
+        let (mut a, mut b, now) = pair(ms(100));
+        assert_eq!(
+            a.set_effective(now, Effective::Fault),
+            Step {
+                send: Some(0),
+                became: Some(State::Fault),
+                reassert: false,
+            }
+        );
+        assert_eq!(
+            (a.state(), a.priority(), a.deadline()),
+            (State::Fault, 0, None)
+        );
+        // Repeated faults do nothing more; b hears the priority 0 advert.
+        assert_eq!(a.set_effective(now, Effective::Fault), Step::default());
+        b.handle(now, heard(ME, 0, ms(100)));
+        let (transitions, now) = run_pair(&mut a, &mut b, now, ms(2000));
+        assert_eq!(
+            transitions,
+            vec![(HIGHER_IP, State::Master)],
+            "b takes over; a neither advertises nor takes over while in Fault"
+        );
+        assert_eq!(a.state(), State::Fault);
+        // No timer runs in Fault.
+        assert_eq!(a.handle(now, Event::Timer), Step::default());
+        // Cleared: a starts over as backup, then preempts the lower b.
+        let step = a.set_effective(now, prio(150));
+        assert_eq!(step.became, Some(State::Backup));
+        assert_eq!(a.deadline(), Some(now + a.master_down_interval()));
+        let (transitions, _) = run_pair(&mut a, &mut b, now, ms(1000));
+        assert_eq!(
+            transitions,
+            vec![(ME, State::Master), (HIGHER_IP, State::Backup)]
+        );
+    }
+
+    #[test]
+    fn fault_of_a_backup_or_before_start_up() {
+        let (mut m, t0) = started(params(100, ms(100)));
+        assert_eq!(
+            m.set_effective(t0, Effective::Fault),
+            Step {
+                send: None,
+                became: Some(State::Fault),
+                reassert: false,
+            }
+        );
+        assert_eq!(m.handle(t0 + ms(10_000), Event::Timer), Step::default());
+        assert_eq!(m.state(), State::Fault);
+        assert_eq!(
+            m.handle(t0, Event::Shutdown).became,
+            Some(State::Initialize)
+        );
+
+        let t0 = Instant::now();
+        let mut m = Machine::new(params(100, ms(100)));
+        assert_eq!(m.set_effective(t0, Effective::Fault), Step::default());
+        assert_eq!(m.handle(t0, Event::Startup).became, Some(State::Fault));
+        assert_eq!(m.deadline(), None);
+        // Even the owner's priority does not override a fault.
+        let mut m = Machine::new(params(255, ms(100)));
+        m.set_effective(t0, Effective::Fault);
+        assert_eq!(m.handle(t0, Event::Startup).send, None);
     }
 
     fn exchange(

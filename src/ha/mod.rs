@@ -3,7 +3,8 @@
 //!
 //! Owns: the election and everything it needs: the advertisement format and checksum
 //! (`packet`, pure), the Initialize/Backup/Master state machine with its timers (`machine`,
-//! pure and time-driven), the raw sockets (`socket`), and the running virtual router that
+//! pure and time-driven), health tracking's effect on the priority (`track`), the raw sockets
+//! (`socket`), and the running virtual router that
 //! takes and gives up the VIPs as its state changes (`router`). The daemon holds a [`Router`]
 //! when the configuration has `[vrrp]`, and announces the VIPs itself otherwise.
 //!
@@ -17,10 +18,12 @@
 //! Requires CAP_NET_RAW (raw IP sockets) and what `l2` requires.
 
 mod error;
+mod link;
 pub mod machine;
 pub mod packet;
 pub mod router;
 mod socket;
+pub mod track;
 
 pub use error::HaError;
 pub use router::Router;

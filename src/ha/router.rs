@@ -6,8 +6,11 @@
 //!
 //! Owns: feeding the [`Machine`] with adverts and timer expiries, the receive checks that need
 //! configuration (our VRID, our own adverts, unicast peers only, the announced addresses),
-//! sending adverts, and the graceful hand-over on stop. Does not own: the election rules
-//! (`machine`), the wire format (`packet`), the sockets (`socket`) or ARP (`l2`).
+//! sending adverts, the graceful hand-over on stop and on a tracked fault, and polling the
+//! tracked conditions and the interface's link once per advert interval (without a link the
+//! router is in Fault and sends nothing; `link` says why). Does not own: the election rules
+//! (`machine`), what tracking makes of the priority (`track`), the wire format (`packet`), the
+//! sockets (`socket`) or ARP (`l2`).
 //!
 //! Two tasks, so taking the VIPs (netlink, sysctls, a packet socket: milliseconds) never delays
 //! an advert or the reading of one: the election loop publishes "should hold the VIPs" on a
@@ -18,17 +21,20 @@
 use std::collections::BTreeSet;
 use std::io;
 use std::net::IpAddr;
+use std::num::NonZeroU8;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, trace, warn};
 
-use super::machine::{Event, Heard, Machine, Params, State, Step};
+use super::link;
+use super::machine::{Effective, Event, Heard, Machine, Params, State, Step};
 use super::packet::{self, AdvertRepr, Received};
 use super::socket::{Datagram, V6Meta, VrrpSocket};
+use super::track::{Probe, Tracked};
 use super::HaError;
-use crate::config::{Vip, Vrrp};
+use crate::config::{Track, Vip, Vrrp};
 use crate::l2::{self, Announcer};
 
 /// At most one warning per kind of bad advert per this period: a misconfigured neighbour
@@ -58,14 +64,18 @@ pub struct Router {
 struct Running {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    tracks: watch::Sender<Vec<Track>>,
+    status: watch::Receiver<(State, u8)>,
 }
 
 impl Router {
     /// Opens the VRRP sockets, removes any local route a crashed earlier run left for the VIPs
     /// (this node starts as backup and must not accept the VIPs' traffic), and starts the
     /// election: one virtual router for the IPv4 VIPs and one for the IPv6 VIPs, each only if
-    /// there are such VIPs. The VIPs are taken only once this node becomes master.
-    pub async fn start(vrrp: &Vrrp, vips: &[Vip]) -> Result<Router, HaError> {
+    /// there are such VIPs. The VIPs are taken only once this node becomes master. `probe` tells
+    /// whether a `[[vrrp.track]]` condition holds; each virtual router asks it once per advert
+    /// interval, so both families lower their priority together.
+    pub async fn start(vrrp: &Vrrp, vips: &[Vip], probe: Probe) -> Result<Router, HaError> {
         let mut router = Router {
             elections: Vec::with_capacity(2),
         };
@@ -78,7 +88,7 @@ impl Router {
             if family.is_empty() {
                 continue;
             }
-            match start_one(vrrp, &family).await {
+            match start_one(vrrp, &family, probe.clone()).await {
                 Ok(running) => router.elections.push(running),
                 Err(e) => {
                     router.stop().await;
@@ -87,6 +97,23 @@ impl Router {
             }
         }
         Ok(router)
+    }
+
+    /// Track these conditions from now on (a reload that changed only `[[vrrp.track]]`); the
+    /// elections go on, with the priority they make at once.
+    pub fn set_tracks(&self, tracks: Vec<Track>) {
+        for e in &self.elections {
+            e.tracks.send_replace(tracks.clone());
+        }
+    }
+
+    /// The state and the advertised priority (0 in fault) of the first virtual router (IPv4
+    /// when there are IPv4 VIPs), changed whenever either changes. Tracking moves both
+    /// families together, so one is enough to know when to refresh the status line.
+    pub fn subscribe(&self) -> Option<watch::Receiver<(State, u8)>> {
+        let mut rx = self.elections.first()?.status.clone();
+        rx.mark_unchanged();
+        Some(rx)
     }
 
     /// Leaves the election: as master, sends a priority 0 advert and keeps the VIPs until a
@@ -107,7 +134,7 @@ impl Router {
 }
 
 /// Starts the virtual router of `vips`, which are all of one family.
-async fn start_one(vrrp: &Vrrp, vips: &[Vip]) -> Result<Running, HaError> {
+async fn start_one(vrrp: &Vrrp, vips: &[Vip], probe: Probe) -> Result<Running, HaError> {
     {
         let v6 = vips.first().is_some_and(|v| v.address.is_ipv6());
         let (index, primary) = interface_source(&vrrp.interface, v6)?;
@@ -138,6 +165,8 @@ async fn start_one(vrrp: &Vrrp, vips: &[Vip]) -> Result<Running, HaError> {
         let addresses: Vec<IpAddr> = vips.iter().map(|v| v.address).collect();
         let (hold_tx, hold_rx) = watch::channel(Hold::default());
         let holder = tokio::spawn(hold(vips.to_vec(), hold_rx, vrrp.garp_refresh));
+        let (tracks_tx, tracks_rx) = watch::channel(vrrp.track.clone());
+        let (status_tx, status_rx) = watch::channel((State::Initialize, params.priority));
         let election = Election {
             machine: Machine::new(params),
             socket,
@@ -148,17 +177,25 @@ async fn start_one(vrrp: &Vrrp, vips: &[Vip]) -> Result<Running, HaError> {
             peers: peers.clone(),
             hold: hold_tx,
             warned: Warned::default(),
+            base_priority: vrrp.priority,
+            interface: vrrp.interface.clone(),
+            link_up: true,
+            tracked: Tracked::new(vrrp.track.clone(), probe),
+            tracks: Some(tracks_rx),
+            status: status_tx,
         };
         info!(interface = %vrrp.interface, source = %primary, vrid = vrrp.vrid.get(),
             priority = params.priority, advert_interval = ?params.advert_interval,
             preempt = params.preempt, preempt_delay = ?params.preempt_delay,
             peers = ?peers, family = if v6 { "IPv6" } else { "IPv4" },
-            "VRRP started, as backup");
+            tracks = vrrp.track.len(), "VRRP started, as backup");
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(election.run(stop_rx, holder));
         Ok(Running {
             stop: Some(stop_tx),
             task,
+            tracks: tracks_tx,
+            status: status_rx,
         })
     }
 }
@@ -211,6 +248,8 @@ enum Wake {
     Stop,
     Datagram(io::Result<Datagram>),
     Timer,
+    Poll,
+    Tracks(bool),
 }
 
 struct Election {
@@ -225,6 +264,14 @@ struct Election {
     peers: Vec<IpAddr>,
     hold: watch::Sender<Hold>,
     warned: Warned,
+    base_priority: NonZeroU8,
+    interface: String,
+    /// The interface had a carrier at the last look (or it cannot be told).
+    link_up: bool,
+    tracked: Tracked,
+    /// New `[[vrrp.track]]` lists from reloads; `None` once the [`Router`] is gone.
+    tracks: Option<watch::Receiver<Vec<Track>>>,
+    status: watch::Sender<(State, u8)>,
 }
 
 /// What the election asks of the holder task.
@@ -242,7 +289,14 @@ struct Hold {
 impl Election {
     async fn run(mut self, mut stop: oneshot::Receiver<()>, holder: JoinHandle<()>) {
         let mut buf = vec![0u8; RECV_LEN];
+        // A condition that already holds counts from the start: a faulty node never becomes
+        // master, not even once.
+        self.tracked.poll();
+        self.check_link();
+        self.retrack("start-up");
         self.apply(Event::Startup, "start-up");
+        let mut poll = tokio::time::interval(self.machine.params().advert_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.machine.deadline().map(tokio::time::Instant::from_std);
             let wake = tokio::select! {
@@ -250,6 +304,8 @@ impl Election {
                 _ = &mut stop => Wake::Stop,
                 r = self.socket.recv(&mut buf) => Wake::Datagram(r),
                 _ = sleep_until(deadline) => Wake::Timer,
+                _ = poll.tick() => Wake::Poll,
+                r = tracks_changed(&mut self.tracks) => Wake::Tracks(r),
             };
             match wake {
                 Wake::Stop => break,
@@ -262,6 +318,24 @@ impl Election {
                     self.drain(&mut buf);
                     self.apply(Event::Timer, "timer");
                 }
+                Wake::Poll => {
+                    let tracks = self.tracked.poll();
+                    if self.check_link() {
+                        self.retrack("link");
+                    } else if tracks {
+                        self.retrack("tracking");
+                    }
+                }
+                Wake::Tracks(true) => {
+                    if let Some(rx) = &mut self.tracks {
+                        let tracks = rx.borrow_and_update().clone();
+                        info!(tracks = tracks.len(), "VRRP tracking reloaded");
+                        self.tracked.set_tracks(tracks);
+                        self.tracked.poll();
+                        self.retrack("reload");
+                    }
+                }
+                Wake::Tracks(false) => self.tracks = None,
             }
         }
 
@@ -382,13 +456,59 @@ impl Election {
         })
     }
 
+    /// Looks at the interface's carrier; returns whether it changed.
+    fn check_link(&mut self) -> bool {
+        let up = link::carrier(&self.interface) != Some(false);
+        if up == self.link_up {
+            return false;
+        }
+        self.link_up = up;
+        if up {
+            info!(interface = %self.interface, "VRRP interface has its link back; rejoining the election as backup");
+        } else {
+            warn!(interface = %self.interface, "VRRP interface lost its link; leaving the election (fault) until it returns");
+        }
+        true
+    }
+
+    /// Runs the election with the priority the tracked conditions and the link make now.
+    fn retrack(&mut self, cause: &'static str) {
+        let before = self.machine.state();
+        let was = self.machine.priority();
+        let effective = if self.link_up {
+            self.tracked.effective(self.base_priority)
+        } else {
+            Effective::Fault
+        };
+        let step = self.machine.set_effective(Instant::now(), effective);
+        let now = self.machine.priority();
+        crate::telemetry::metrics::process().vrrp_tracking(now, self.tracked.states());
+        if now != was {
+            let failed: Vec<String> = self
+                .tracked
+                .states()
+                .into_iter()
+                .filter_map(|(label, failed)| failed.then_some(label))
+                .collect();
+            info!(priority = now, configured = self.base_priority.get(), ?failed,
+                state = ?self.machine.state(), "VRRP priority changed");
+        }
+        self.act(before, step, None, cause);
+    }
+
     fn apply(&mut self, event: Event, cause: &'static str) {
         let before = self.machine.state();
+        let step = self.machine.handle(Instant::now(), event);
+        self.act(before, step, Some(event), cause);
+    }
+
+    /// Carries out what the machine asked for after `event` (`None`: a change of priority).
+    fn act(&mut self, before: State, step: Step, event: Option<Event>, cause: &'static str) {
         let Step {
             send,
             became,
             reassert,
-        } = self.machine.handle(Instant::now(), event);
+        } = step;
         if let Some(state) = became {
             // Telemetry hook: vipgate_vrrp_state and vipgate_vrrp_transitions_total.
             crate::telemetry::metrics::process().vrrp_state(self.vrid, state, state != before);
@@ -398,7 +518,7 @@ impl Election {
         }
         if let Some(state) = became {
             match (state, event) {
-                (_, Event::Advert(h)) => info!(from = ?before, to = ?state, cause,
+                (_, Some(Event::Advert(h))) => info!(from = ?before, to = ?state, cause,
                     master = %h.src, master_priority = h.priority, "VRRP state changed"),
                 _ => info!(from = ?before, to = ?state, cause,
                     master_down_interval = ?self.machine.master_down_interval(),
@@ -407,11 +527,20 @@ impl Election {
             // Leaving for Initialize is a stop: `run` hands the VIPs over itself, after a
             // successor has shown up.
             if state != State::Initialize {
-                self.hold.send_modify(|h| h.master = state == State::Master);
+                self.hold.send_modify(|h| {
+                    h.master = state == State::Master;
+                    // A master that gives up for a fault hands over as on a stop: its
+                    // priority 0 advert just went out.
+                    h.handover = before == State::Master && state == State::Fault;
+                });
             }
         }
+        self.status.send_if_modified(|s| {
+            let now = (self.machine.state(), self.machine.priority());
+            std::mem::replace(s, now) != now
+        });
         if reassert {
-            if let Event::Advert(h) = event {
+            if let Some(Event::Advert(h)) = event {
                 info!(other = %h.src, other_priority = h.priority,
                     "another router acts as master with a lower priority; re-announcing the VIPs");
             }
@@ -420,6 +549,13 @@ impl Election {
     }
 
     fn send(&mut self, priority: u8) {
+        // Not into a link without carrier, also between two polls: with unicast peers every
+        // such advert leaves a neighbour entry resolving that delays the adverts after the
+        // link returns (`link`).
+        if link::carrier(&self.interface) == Some(false) {
+            trace!(priority, "no carrier: advert not sent");
+            return;
+        }
         let advert = AdvertRepr {
             vrid: self.vrid,
             priority,
@@ -434,6 +570,14 @@ impl Election {
                 }
             }
         }
+    }
+}
+
+/// The next reload of the tracks: `true` when one came, `false` when the [`Router`] is gone.
+async fn tracks_changed(rx: &mut Option<watch::Receiver<Vec<Track>>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -42,24 +42,31 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// in its own task, counted by `drain`, on the snapshot current when it was accepted. The
 /// listener's settings are read from that snapshot too, so a reload that changes them applies
 /// to new connections. Returning drops the socket, so the kernel refuses new connections.
+///
+/// Ends with an error only when the socket itself is unusable (EBADF, EINVAL, ENOTSOCK):
+/// retrying those would never accept again. Running out of descriptors or memory, and the
+/// network errors accept(2) passes on from the new connection, are waited out.
 pub async fn serve(
     listener: TcpListener,
     bind: SocketAddr,
     shared: Shared,
     mut stop: watch::Receiver<bool>,
     drain: Drain,
-) {
+) -> io::Result<()> {
     // Telemetry hook: accepted connections per listener.
     let accepted_total = crate::telemetry::metrics::process().listener(bind);
     loop {
         tokio::select! {
             // The guard wait_for returns is not Send; drop it inside the branch future.
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(%peer, "accepted");
                     accepted_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::spawn(dispatch(stream, peer, bind, shared.clone(), drain.guard()));
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK)) => {
+                    return Err(e);
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning on a full table.

@@ -421,6 +421,19 @@ pub fn config_json(c: &Config) -> String {
                 Some(d) => j.ms("garp_refresh_ms", d),
                 None => j.key("garp_refresh_ms").raw("null"),
             };
+            j.key("track").open('[');
+            for t in &v.track {
+                j.open('{');
+                match &t.condition {
+                    crate::config::TrackCondition::PoolDown(name) => j.key("pool").str(name),
+                    crate::config::TrackCondition::ListenerFailed => j.key("listeners").raw(true),
+                };
+                if let crate::config::TrackAction::Lower(w) = t.action {
+                    j.key("weight").raw(w);
+                }
+                j.close('}');
+            }
+            j.close(']');
             j.close('}');
         }
     }

@@ -229,6 +229,10 @@ pub struct Process {
     vrrp_vrid: AtomicU32,
     vrrp_state: AtomicU8,
     pub vrrp_transitions: AtomicU64,
+    /// The priority advertised now (lowered by tracking; 0 in fault).
+    vrrp_priority: AtomicU32,
+    /// Each `[[vrrp.track]]` condition's label and whether it failed.
+    vrrp_tracks: Mutex<Vec<(String, bool)>>,
     vips: Mutex<Vec<(IpAddr, Arc<VipStats>)>>,
     listeners: Mutex<Vec<(SocketAddr, Arc<AtomicU64>)>>,
     start_unix: AtomicU64,
@@ -297,6 +301,8 @@ static PROCESS: Process = Process {
     vrrp_vrid: AtomicU32::new(0),
     vrrp_state: AtomicU8::new(0),
     vrrp_transitions: AtomicU64::new(0),
+    vrrp_priority: AtomicU32::new(0),
+    vrrp_tracks: Mutex::new(Vec::new()),
     vips: Mutex::new(Vec::new()),
     listeners: Mutex::new(Vec::new()),
     start_unix: AtomicU64::new(0),
@@ -329,8 +335,16 @@ fn vrrp_code(s: VrrpState) -> u8 {
         VrrpState::Initialize => 1,
         VrrpState::Backup => 2,
         VrrpState::Master => 3,
+        VrrpState::Fault => 4,
     }
 }
+
+const VRRP_STATES: [(u8, &str); 4] = [
+    (1, "initialize"),
+    (2, "backup"),
+    (3, "master"),
+    (4, "fault"),
+];
 
 impl Process {
     /// The counters of `vip`, created on first use.
@@ -390,6 +404,33 @@ impl Process {
         if transition {
             self.vrrp_transitions.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// The election advertises `priority` now (0 in fault), with `tracks` (label, failed).
+    pub fn vrrp_tracking(&self, priority: u8, tracks: Vec<(String, bool)>) {
+        self.vrrp_priority
+            .store(u32::from(priority), Ordering::Relaxed);
+        *lock(&self.vrrp_tracks) = tracks;
+    }
+
+    /// The VRRP state's name (`backup`, `master`, …) and the priority advertised now, for the
+    /// status line.
+    pub fn vrrp_now(&self) -> (&'static str, u32) {
+        let code = self.vrrp_state.load(Ordering::Relaxed);
+        let name = VRRP_STATES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or("initialize", |(_, n)| n);
+        (name, self.vrrp_priority.load(Ordering::Relaxed))
+    }
+
+    /// The failed `[[vrrp.track]]` conditions' labels.
+    pub fn vrrp_tracks_failed(&self) -> Vec<String> {
+        lock(&self.vrrp_tracks)
+            .iter()
+            .filter(|(_, f)| *f)
+            .map(|(l, _)| l.clone())
+            .collect()
     }
 }
 
@@ -584,7 +625,7 @@ pub fn render(view: &View<'_>) -> String {
         &mut out,
         "vipgate_vrrp_state",
         "gauge",
-        "1 for the state the VRRP election is in (initialize, backup, master).",
+        "1 for the state the VRRP election is in (initialize, backup, master, fault).",
     );
     let vrid = p.vrrp_vrid.load(Ordering::Relaxed);
     if let Some(v) = &view.config.vrrp {
@@ -593,7 +634,7 @@ pub fn render(view: &View<'_>) -> String {
         } else {
             1
         };
-        for (c, name) in [(1, "initialize"), (2, "backup"), (3, "master")] {
+        for (c, name) in VRRP_STATES {
             let _ = writeln!(
                 out,
                 "vipgate_vrrp_state{{vrid=\"{}\",state=\"{name}\"}} {}",
@@ -613,6 +654,39 @@ pub fn render(view: &View<'_>) -> String {
             v.vrid.get(),
             p.vrrp_transitions.load(Ordering::Relaxed)
         );
+        header(
+            &mut out,
+            "vipgate_vrrp_priority",
+            "gauge",
+            "The priority this node advertises now: the configured one lowered by failed [[vrrp.track]] conditions; 0 in fault.",
+        );
+        let _ = writeln!(
+            out,
+            "vipgate_vrrp_priority{{vrid=\"{}\",configured=\"{}\"}} {}",
+            v.vrid.get(),
+            v.priority.get(),
+            p.vrrp_priority.load(Ordering::Relaxed)
+        );
+        if !v.track.is_empty() {
+            header(
+                &mut out,
+                "vipgate_vrrp_track_failed",
+                "gauge",
+                "1 while a [[vrrp.track]] condition holds (pool:NAME has no available backend; listeners: one failed).",
+            );
+            let states = lock(&p.vrrp_tracks);
+            for t in &v.track {
+                let label = t.condition.label();
+                let failed = states.iter().any(|(l, f)| *l == label && *f);
+                let _ = writeln!(
+                    out,
+                    "vipgate_vrrp_track_failed{{vrid=\"{}\",track=\"{}\"}} {}",
+                    v.vrid.get(),
+                    Esc(&label),
+                    u8::from(failed)
+                );
+            }
+        }
     }
 
     header(
