@@ -141,12 +141,22 @@ section "listeners = true: a listener a cannot bind keeps it in fault until the 
 wait_state "$LOG_B" Master 30 || fail "node b is master after a stopped"
 # VIP:80 listened on by another process in a's namespace (as vipgate binds it: SO_REUSEADDR,
 # which TIME_WAIT left by the earlier runs needs, and IP_FREEBIND): vipgate's bind fails.
+# The stopped node's socket can linger a moment on a loaded machine: retry the bind for up to
+# 10 s and say when it is held, so the test never starts a before the port is really taken.
+held=$VG_TMP/port-held
 ip netns exec "$NS_LB" "$VG_PYTHON" -c 'import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.setsockopt(socket.SOL_IP, 15, 1); s.bind((sys.argv[1], 80)); s.listen(); time.sleep(60)' "$VIP" &
+s.setsockopt(socket.SOL_IP, 15, 1)
+for _ in range(100):
+    try:
+        s.bind((sys.argv[1], 80)); break
+    except OSError:
+        time.sleep(0.1)
+s.listen(); open(sys.argv[2], "w").close(); time.sleep(60)' "$VIP" "$held" &
 holder=$!
 vg_track "$holder"
-sleep 0.5
+for _ in $(seq 100); do [[ -e $held ]] && break; sleep 0.1; done
+[[ -e $held ]] || fail "another process holds VIP:80 in a's namespace"
 start_a "$cfg_a_listen"
 wait_log "$LOG_A" 'listener failed' 20 || fail "a logged that its listener failed"
 wait_state "$LOG_A" Fault 20 || fail "a starts in fault"
