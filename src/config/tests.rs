@@ -784,39 +784,24 @@ mod pool_tls {
 /// `https` listeners and `[[certificate]]`: files made here with rcgen, next to the config.
 mod tls {
     use super::*;
-    use std::path::PathBuf;
-
-    struct Dir(PathBuf);
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::tls::tests::{self_signed, Dir};
 
     /// A directory with `a.pem`/`a.key` (a.test, *.apps.test), `b.pem`/`b.key` (b.test),
     /// `old.pem`/`old.key` (expired), `ca.pem`.
     fn files(tag: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("vipgate-cfg-tls-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        let write = |name: &str, names: &[&str], expired: bool| {
-            let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-            let mut p = rcgen::CertificateParams::new(names).unwrap();
-            if expired {
-                p.not_before = rcgen::date_time_ymd(2000, 1, 1);
-                p.not_after = rcgen::date_time_ymd(2001, 1, 1);
-            }
-            let k = rcgen::KeyPair::generate().unwrap();
-            let c = p.self_signed(&k).unwrap();
-            std::fs::write(d.join(format!("{name}.pem")), c.pem()).unwrap();
-            std::fs::write(d.join(format!("{name}.key")), k.serialize_pem()).unwrap();
-        };
-        write("a", &["a.test", "*.apps.test"], false);
-        write("b", &["b.test"], false);
-        write("old", &["old.test"], true);
-        std::fs::copy(d.join("a.pem"), d.join("ca.pem")).unwrap();
-        Dir(d)
+        let d = Dir::new(&format!("cfg-https-{tag}"));
+        let sets: [(&str, &[&str], bool); 3] = [
+            ("a", &["a.test", "*.apps.test"], false),
+            ("b", &["b.test"], false),
+            ("old", &["old.test"], true),
+        ];
+        for (name, names, expired) in sets {
+            let (cert, key) = self_signed(names, expired);
+            d.write(&format!("{name}.pem"), &cert);
+            d.write(&format!("{name}.key"), &key);
+        }
+        std::fs::copy(d.0.join("a.pem"), d.0.join("ca.pem")).unwrap();
+        d
     }
 
     const HTTPS: &str = r#"[[listener]]
