@@ -21,46 +21,66 @@ use crate::config::Config;
 use crate::ha::Router;
 use crate::l2::{self, Announcer};
 use crate::proxy::drain::Drain;
+use crate::proxy::workers::Workers;
 use crate::proxy::{listener, Shared, Snapshot};
 use crate::telemetry::admin::{AdminServer, AdminState, ReloadRequest};
 
-/// One listening socket being served.
+/// One listening address being served: one socket per worker.
 pub(super) struct ServedListener {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl ServedListener {
-    /// Start accepting on an already bound socket.
-    pub fn spawn(addr: SocketAddr, l: TcpListener, shared: &Shared, drain: &Drain) -> Self {
+    /// Start accepting on already bound sockets, the i-th on worker i: each worker accepts
+    /// and serves its own connections.
+    pub fn spawn(
+        addr: SocketAddr,
+        sockets: Vec<std::net::TcpListener>,
+        shared: &Shared,
+        drain: &Drain,
+        workers: &Workers,
+    ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
-        info!(%addr, "listening");
-        let task = tokio::spawn(listener::serve(
-            l,
-            addr,
-            shared.clone(),
-            stop_rx,
-            drain.clone(),
-        ));
-        ServedListener { addr, stop, task }
+        info!(%addr, sockets = sockets.len(), "listening");
+        let tasks = sockets
+            .into_iter()
+            .zip(workers.handles().iter().cycle())
+            .map(|(socket, worker)| {
+                let (shared, stop_rx, drain) = (shared.clone(), stop_rx.clone(), drain.clone());
+                worker.spawn(async move {
+                    // Registered here, so the socket belongs to this worker's reactor.
+                    match TcpListener::from_std(socket) {
+                        Ok(l) => listener::serve(l, addr, shared, stop_rx, drain).await,
+                        Err(e) => error!(%addr, error = %e, "cannot serve the listener"),
+                    }
+                })
+            })
+            .collect();
+        ServedListener { addr, stop, tasks }
     }
 
-    /// Stop accepting and close the socket; connections already accepted carry on.
+    /// Stop accepting and close the sockets; connections already accepted carry on.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
         info!(addr = %self.addr, "stopped listening");
     }
 }
 
-/// Bind every address, or none: on failure the sockets bound so far are closed.
+/// Bind every address (`per_address` sockets each, one per worker), or none: on failure the
+/// sockets bound so far are closed.
 pub(super) fn bind_all(
     addrs: impl IntoIterator<Item = SocketAddr>,
-) -> Result<Vec<(SocketAddr, TcpListener)>, DaemonError> {
+    per_address: usize,
+) -> Result<Vec<(SocketAddr, Vec<std::net::TcpListener>)>, DaemonError> {
     let mut bound = Vec::new();
     for addr in addrs {
-        let l = listener::bind(addr).map_err(|source| DaemonError::Bind { addr, source })?;
+        let l = listener::bind_workers(addr, per_address)
+            .map_err(|source| DaemonError::Bind { addr, source })?;
         bound.push((addr, l));
     }
     Ok(bound)
@@ -85,6 +105,8 @@ pub(super) struct Running {
     /// With `[vrrp]`: the election, which announces the VIPs while this node is master.
     pub router: Option<Router>,
     pub reloads: ReloadCount,
+    /// The proxy's worker threads (under `runtime = "per-core"`); fixed at start.
+    pub workers: Workers,
     /// What the admin listener reads (also when it is disabled: it costs nothing).
     pub admin_state: Arc<AdminState>,
     pub admin: Option<AdminServer>,
@@ -102,7 +124,10 @@ pub(super) async fn own(config: &Config) -> Result<(Vec<Announcer>, Option<Route
 
 impl Running {
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
-        let bound = bind_all(config.listeners.iter().map(|l| l.bind))?;
+        let bound = bind_all(
+            config.listeners.iter().map(|l| l.bind),
+            crate::proxy::workers::count(&config.proxy),
+        )?;
         // The admin port too, before anything is announced.
         let admin_socket = match &config.admin {
             Some(a) => Some(listener::bind(a.bind).map_err(|source| DaemonError::Bind {
@@ -114,9 +139,10 @@ impl Running {
         let (announcers, router) = own(&config).await?;
         let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
         let drain = Drain::new();
+        let workers = Workers::start(&config.proxy).map_err(DaemonError::Workers)?;
         let listeners = bound
             .into_iter()
-            .map(|(addr, l)| ServedListener::spawn(addr, l, &shared, &drain))
+            .map(|(addr, l)| ServedListener::spawn(addr, l, &shared, &drain, &workers))
             .collect();
         let (admin_state, admin_reloads) =
             AdminState::new(shared.clone(), drain.clone(), config.clone());
@@ -133,6 +159,7 @@ impl Running {
             announcers,
             router,
             reloads: ReloadCount::default(),
+            workers,
             admin_state,
             admin,
             admin_reloads: Some(admin_reloads),

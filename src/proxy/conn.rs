@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
+use super::deadline::Deadline;
 use super::drain::ConnGuard;
 use super::forwarded;
 use super::http1::chunked::ChunkedDecoder;
@@ -69,6 +70,7 @@ pub async fn serve(
         uhead: BytesMut::new(),
         ubuf: BytesMut::new(),
         req: Track::default(),
+        timer: Deadline::new(),
     };
     if let Err(e) = conn.run().await {
         debug!(%peer, error = %e, "connection ended");
@@ -95,6 +97,8 @@ struct Conn {
     ubuf: BytesMut,
     /// Telemetry hook: what the current request did, for its metrics and access log line.
     req: Track,
+    /// The time limit of whichever wait is current (idle, head, response head).
+    timer: Deadline,
 }
 
 /// The current request as telemetry sees it. Reset per request without allocating; the access
@@ -313,7 +317,11 @@ impl Conn {
             }
             self.rbuf.reserve(HEAD_CHUNK);
             let read = if started {
-                match timeout_at(deadline, self.client.read_buf(&mut self.rbuf)).await {
+                match self
+                    .timer
+                    .run(deadline, self.client.read_buf(&mut self.rbuf))
+                    .await
+                {
                     Ok(r) => r?,
                     Err(_) => {
                         return Ok(Some(Decision::Local {
@@ -326,7 +334,11 @@ impl Conn {
             } else {
                 // Readable now (wait_for_request said so); the timeout only guards a spurious
                 // wake-up.
-                match timeout(idle, self.client.read_buf(&mut self.rbuf)).await {
+                match self
+                    .timer
+                    .run(Instant::now() + idle, self.client.read_buf(&mut self.rbuf))
+                    .await
+                {
                     Ok(r) => r?,
                     Err(_) => return Ok(None),
                 }
@@ -367,10 +379,11 @@ impl Conn {
 
     /// `Some(Ok(true))` when the client sent something, `Some(Ok(false))` when draining began,
     /// `None` when `limit` passed.
-    async fn readable_within(&self, limit: Duration) -> Option<io::Result<bool>> {
+    async fn readable_within(&mut self, limit: Duration) -> Option<io::Result<bool>> {
+        let deadline = Instant::now() + limit;
         tokio::select! {
             biased;
-            r = timeout(limit, self.client.readable()) => r.ok().map(|r| r.map(|()| true)),
+            r = self.timer.run(deadline, self.client.readable()) => r.ok().map(|r| r.map(|()| true)),
             () = self.guard.draining() => Some(Ok(false)),
         }
     }
@@ -596,7 +609,8 @@ impl Conn {
         }
         self.ubuf.clear();
         loop {
-            // Read until one complete head is buffered.
+            // Read until one complete head is buffered, within one limit for the whole head.
+            let head_deadline = Instant::now() + head_timeout;
             let mut got_any = false;
             let parsed = loop {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -653,7 +667,11 @@ impl Conn {
                     Err(e) => break Err((Failure::BadResponse, e.to_string())),
                 }
                 self.ubuf.reserve(HEAD_CHUNK);
-                match timeout(head_timeout, upstream.read_buf(&mut self.ubuf)).await {
+                match self
+                    .timer
+                    .run(head_deadline, upstream.read_buf(&mut self.ubuf))
+                    .await
+                {
                     Ok(Ok(0)) if !got_any => break Err((lost, "closed before responding".into())),
                     Ok(Ok(0)) => {
                         break Err((

@@ -31,7 +31,10 @@ pub struct Backend {
     ejections: AtomicU32,
     /// Requests in flight, for least-request balancing.
     active: AtomicUsize,
-    idle: Option<ArrayQueue<IdleConn>>,
+    /// One queue per worker (see `proxy::workers`): a connection is registered with the
+    /// reactor of the worker that opened it, so only that worker reuses it. Empty when reuse
+    /// is off.
+    idle: Box<[ArrayQueue<IdleConn>]>,
     idle_timeout: Duration,
 }
 
@@ -49,7 +52,13 @@ pub enum Outcome {
 }
 
 impl Backend {
-    pub fn new(address: SocketAddr, max_idle: u32, idle_timeout: Duration) -> Backend {
+    /// `max_idle` idle connections are kept per worker of `workers`.
+    pub fn new(
+        address: SocketAddr,
+        max_idle: u32,
+        idle_timeout: Duration,
+        workers: usize,
+    ) -> Backend {
         Backend {
             address,
             healthy: AtomicBool::new(true),
@@ -57,7 +66,13 @@ impl Backend {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             active: AtomicUsize::new(0),
-            idle: (max_idle > 0).then(|| ArrayQueue::new(max_idle as usize)),
+            idle: if max_idle > 0 {
+                (0..workers.max(1))
+                    .map(|_| ArrayQueue::new(max_idle as usize))
+                    .collect()
+            } else {
+                Box::default()
+            },
             idle_timeout,
         }
     }
@@ -65,8 +80,16 @@ impl Backend {
     /// Whether this backend's idle pool was made for these settings (a reload that changes
     /// them starts the backend afresh).
     pub fn has_idle_settings(&self, max_idle: u32, idle_timeout: Duration) -> bool {
-        let capacity = self.idle.as_ref().map_or(0, ArrayQueue::capacity);
+        let capacity = self.idle.first().map_or(0, ArrayQueue::capacity);
         capacity == max_idle as usize && self.idle_timeout == idle_timeout
+    }
+
+    /// The calling worker's idle connections, if reuse is on.
+    fn idle_here(&self) -> Option<&ArrayQueue<IdleConn>> {
+        match self.idle.len() {
+            0 => None,
+            n => self.idle.get(crate::proxy::workers::current() % n),
+        }
     }
 
     pub fn is_available(&self, now: u64) -> bool {
@@ -130,7 +153,7 @@ impl Backend {
     /// A pooled connection that is still open, if any. Connections idle for longer than the
     /// idle timeout, or that the backend closed or wrote to while idle, are dropped.
     pub fn checkout(&self) -> Option<TcpStream> {
-        let idle = self.idle.as_ref()?;
+        let idle = self.idle_here()?;
         while let Some(c) = idle.pop() {
             if c.since.elapsed() < self.idle_timeout && still_open(&c.stream) {
                 return Some(c.stream);
@@ -141,7 +164,7 @@ impl Backend {
 
     /// Keep a connection whose last exchange ended cleanly at a message boundary.
     pub fn checkin(&self, stream: TcpStream) {
-        if let Some(idle) = &self.idle {
+        if let Some(idle) = self.idle_here() {
             if self.is_healthy() {
                 let _ = idle.push(IdleConn {
                     stream,
@@ -151,8 +174,10 @@ impl Backend {
         }
     }
 
+    /// Every worker's: called from whichever thread saw the failure. A connection dropped
+    /// here on another worker's thread only deregisters from that worker's reactor.
     fn drop_idle(&self) {
-        if let Some(idle) = &self.idle {
+        for idle in &*self.idle {
             while idle.pop().is_some() {}
         }
     }
@@ -180,7 +205,12 @@ mod tests {
 
     #[test]
     fn ejection_grows_and_is_capped() {
-        let b = Backend::new("192.0.2.1:80".parse().unwrap(), 0, Duration::from_secs(1));
+        let b = Backend::new(
+            "192.0.2.1:80".parse().unwrap(),
+            0,
+            Duration::from_secs(1),
+            1,
+        );
         let base = Duration::from_secs(10);
         let max = Duration::from_secs(25);
         assert_eq!(b.eject(1000, base, max), Duration::from_secs(10));
@@ -191,7 +221,12 @@ mod tests {
 
     #[test]
     fn failures_count_until_a_success() {
-        let b = Backend::new("192.0.2.1:80".parse().unwrap(), 0, Duration::from_secs(1));
+        let b = Backend::new(
+            "192.0.2.1:80".parse().unwrap(),
+            0,
+            Duration::from_secs(1),
+            1,
+        );
         assert_eq!(b.record(Outcome::Failure), 1);
         assert_eq!(b.record(Outcome::Failure), 2);
         assert_eq!(b.record(Outcome::Success), 0);

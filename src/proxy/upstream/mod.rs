@@ -108,6 +108,7 @@ impl Pools {
                                 b.address,
                                 settings.backend_max_idle,
                                 settings.backend_idle_timeout,
+                                crate::proxy::workers::count(settings),
                             )),
                         }
                     })
