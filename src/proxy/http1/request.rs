@@ -488,12 +488,25 @@ pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
 pub(crate) fn put_ip(out: &mut BytesMut, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.put_u8(b'.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                put_u64(out, u64::from(octet));
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
             }
+            out.put_slice(&text[..len]);
         }
         IpAddr::V6(_) => {
             let _ = write!(Fmt(out), "{ip}");
