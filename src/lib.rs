@@ -12,6 +12,7 @@
 //! - [`proxy`]: the HTTP/1 front: listeners, the connection driver, the wire format
 //!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
 //! - [`ha`]: which node holds the VIPs: VRRPv3 election with keepalived and routers as peers.
+//! - [`tls`]: certificate, key and CA files for TLS on both sides of the proxy, checked.
 //! - [`telemetry`]: logging set-up.
 //! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
 //! - [`daemon`]: the `run`, `check` and `release` commands: start everything in order, reload on
@@ -28,3 +29,4 @@ pub mod istio;
 pub mod l2;
 pub mod proxy;
 pub mod telemetry;
+pub mod tls;

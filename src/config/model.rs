@@ -330,6 +330,54 @@ pub struct Pool {
     pub balance: Balance,
     pub health: Option<HealthCheck>,
     pub outlier: Outlier,
+    /// `[pool.NAME.tls]`: dial the backends with TLS; `None`: plain TCP.
+    pub tls: Option<PoolTls>,
+}
+
+/// TLS to a pool's backends, with its files already read and checked and the rustls client
+/// configuration built from them (once per validated file, shared by every connection).
+#[derive(Debug, Clone)]
+pub struct PoolTls {
+    /// The CA bundle the backends' certificates must chain to; `None` only with
+    /// `insecure_skip_verify = true`.
+    pub ca: Option<PathBuf>,
+    /// Verified against the certificate and sent as SNI; `None`: each backend's IP address
+    /// (verified against the certificate's IP address SAN, no SNI).
+    pub server_name: Option<rustls_pki_types::ServerName<'static>>,
+    /// The client certificate for mutual TLS.
+    pub client_cert: Option<ClientCertFiles>,
+    pub alpn: Vec<String>,
+    pub insecure_skip_verify: bool,
+    pub client_config: std::sync::Arc<rustls::ClientConfig>,
+    /// What was read from the files, so a reload can tell whether the certificates behind
+    /// unchanged paths changed.
+    pub(super) roots: Option<std::sync::Arc<rustls::RootCertStore>>,
+    pub(super) client_key: Option<std::sync::Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl PoolTls {
+    /// Whether connections made with `self` are as good as ones made with `other`: the same
+    /// settings and the same certificates.
+    pub fn same_as(&self, other: &PoolTls) -> bool {
+        self.ca == other.ca
+            && self.server_name == other.server_name
+            && self.client_cert == other.client_cert
+            && self.alpn == other.alpn
+            && self.insecure_skip_verify == other.insecure_skip_verify
+            && self.roots.as_ref().map(|r| &r.roots) == other.roots.as_ref().map(|r| &r.roots)
+            && self.client_key.as_ref().map(|k| &k.cert)
+                == other.client_key.as_ref().map(|k| &k.cert)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The leaf's subject, for `check` and `/config`.
+    pub subject: String,
+    /// Unix seconds.
+    pub not_after: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -143,6 +143,19 @@ pub(super) struct RawPool {
     pub hash_key: Option<Spanned<String>>,
     pub health: Option<Spanned<RawHealth>>,
     pub outlier: Option<Spanned<RawOutlier>>,
+    pub tls: Option<Spanned<RawPoolTls>>,
+}
+
+/// `[pool.NAME.tls]`: TLS (and mutual TLS) to the pool's backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPoolTls {
+    pub ca: Option<Spanned<String>>,
+    pub server_name: Option<Spanned<String>>,
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub alpn: Option<Vec<Spanned<String>>>,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 /// `"IP:PORT"` or `{ address = "IP:PORT", weight = N }`.

@@ -495,3 +495,159 @@ fn bad_admin_access_log_and_log_tables_are_refused_with_line_and_reason() {
     assert!(msg.starts_with("v.toml:5:1:"), "{msg}");
     assert!(msg.contains("admin listener's default address"), "{msg}");
 }
+
+/// `[pool.NAME.tls]` with real files made by rcgen in a temporary directory.
+mod pool_tls {
+    use super::*;
+    use crate::tls::tests::{self_signed, Dir};
+
+    /// GOOD with a tls table on pool "was", the files in `dir`, the config file beside them.
+    fn with_tls(dir: &Dir, table: &str) -> Result<Config, ConfigError> {
+        let text = GOOD.replace(
+            "[pool.was]\nbackends = [\"192.0.2.23:8080\"]\n",
+            &format!("[pool.was]\nbackends = [\"192.0.2.23:8080\"]\n[pool.was.tls]\n{table}"),
+        );
+        parse(&dir.0.join("vipgate.toml"), &text)
+    }
+
+    fn files(tag: &str) -> Dir {
+        let dir = Dir::new(tag);
+        let (ca, _) = self_signed(&["ca.example.test"], false);
+        dir.write("ca.pem", &ca);
+        let (cert, key) = self_signed(&["vipgate-client"], false);
+        dir.write("client.pem", &cert);
+        dir.write("client.key", &key);
+        let (old, old_key) = self_signed(&["old-client"], true);
+        dir.write("old.pem", &old);
+        dir.write("old.key", &old_key);
+        dir.write("junk.pem", "not a certificate\n");
+        dir
+    }
+
+    #[test]
+    fn a_full_table_is_read_with_paths_beside_the_config() {
+        let dir = files("cfg-ok");
+        let c = with_tls(
+            &dir,
+            "ca = \"ca.pem\"\nserver_name = \"WAS.internal\"\ncert = \"client.pem\"\nkey = \"client.key\"\nalpn = [\"http/1.1\"]\n",
+        )
+        .expect("valid");
+        let was = c.pools.iter().find(|p| p.name == "was").unwrap();
+        let tls = was.tls.as_ref().expect("tls");
+        assert_eq!(tls.ca.as_deref(), Some(dir.0.join("ca.pem").as_path()));
+        assert_eq!(
+            tls.server_name.as_ref().map(|n| n.to_str().into_owned()),
+            Some("was.internal".to_owned())
+        );
+        let client = tls.client_cert.as_ref().expect("client cert");
+        assert_eq!(client.cert, dir.0.join("client.pem"));
+        assert!(client.subject.starts_with("CN="), "{}", client.subject);
+        assert!(client.not_after > 1_700_000_000);
+        assert_eq!(tls.alpn, ["http/1.1"]);
+        assert!(!tls.insecure_skip_verify);
+        assert_eq!(tls.client_config.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert!(c
+            .pools
+            .iter()
+            .find(|p| p.name == "web")
+            .unwrap()
+            .tls
+            .is_none());
+
+        let insecure = with_tls(&dir, "insecure_skip_verify = true\n").expect("valid");
+        let t = insecure.pools.iter().find_map(|p| p.tls.as_ref()).unwrap();
+        assert!(t.insecure_skip_verify && t.ca.is_none() && t.server_name.is_none());
+    }
+
+    #[test]
+    fn bad_tables_and_files_are_refused_with_line_file_and_reason() {
+        let dir = files("cfg-bad");
+        // The [pool.was.tls] header is line 22; its first key line 23.
+        let table: &[(&str, usize, &str)] = &[
+            ("server_name = \"was\"\n", 22, "needs ca = \"FILE\""),
+            ("insecure_skip_verify = false\n", 22, "needs ca = \"FILE\""),
+            (
+                "ca = \"ca.pem\"\ninsecure_skip_verify = true\n",
+                23,
+                "exclude each other",
+            ),
+            ("ca = \"missing.pem\"\n", 23, "missing.pem: cannot read"),
+            ("ca = \"junk.pem\"\n", 23, "junk.pem"),
+            ("ca = \"\"\n", 23, "ca is empty"),
+            (
+                "ca = \"ca.pem\"\ncert = \"old.pem\"\nkey = \"old.key\"\n",
+                24,
+                "old.pem: the certificate expired at 2001-01-01",
+            ),
+            (
+                "ca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"old.key\"\n",
+                25,
+                "old.key: the private key does not belong to the certificate in",
+            ),
+            (
+                "ca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"nokey.key\"\n",
+                25,
+                "nokey.key: cannot read",
+            ),
+            (
+                "ca = \"ca.pem\"\ncert = \"client.pem\"\n",
+                24,
+                "cert needs key",
+            ),
+            (
+                "ca = \"ca.pem\"\nkey = \"client.key\"\n",
+                24,
+                "key needs cert",
+            ),
+            (
+                "ca = \"ca.pem\"\nserver_name = \"not a name\"\n",
+                24,
+                "is not a DNS name or an IP address",
+            ),
+            (
+                "ca = \"ca.pem\"\nserver_name = \"*.internal\"\n",
+                24,
+                "is not a DNS name",
+            ),
+            (
+                "ca = \"ca.pem\"\nalpn = [\"h2\", \"http/1.1\"]\n",
+                24,
+                "speaks HTTP/1.1",
+            ),
+            (
+                "ca = \"ca.pem\"\nalpn = [\"\"]\n",
+                24,
+                "is not a protocol id",
+            ),
+            (
+                "ca = \"ca.pem\"\nverify = true\n",
+                24,
+                "unknown field `verify`",
+            ),
+        ];
+        for (tls, line, words) in table {
+            let err = with_tls(&dir, tls).expect_err(tls);
+            let msg = err.to_string();
+            let want = format!("{}:{line}:", dir.0.join("vipgate.toml").display());
+            assert!(msg.starts_with(&want), "{tls:?}: {msg}");
+            assert!(msg.contains(words), "{tls:?}: {msg} lacks {words:?}");
+            assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+        }
+    }
+
+    #[test]
+    fn same_as_sees_changed_certificates_behind_the_same_paths() {
+        let dir = files("cfg-same");
+        let table = "ca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client.key\"\n";
+        let tls = |c: &Config| c.pools.iter().find_map(|p| p.tls.clone()).unwrap();
+        let a = tls(&with_tls(&dir, table).unwrap());
+        let b = tls(&with_tls(&dir, table).unwrap());
+        assert!(a.same_as(&b), "same files, same settings");
+        let (other_ca, _) = self_signed(&["other-ca.example.test"], false);
+        dir.write("ca.pem", &other_ca);
+        let c = tls(&with_tls(&dir, table).unwrap());
+        assert!(!a.same_as(&c), "a new CA behind the same path");
+        let d = tls(&with_tls(&dir, "ca = \"ca.pem\"\ncert = \"client.pem\"\nkey = \"client.key\"\nserver_name = \"x.test\"\n").unwrap());
+        assert!(!c.same_as(&d), "another server name");
+    }
+}

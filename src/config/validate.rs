@@ -15,7 +15,7 @@ use super::load::{Located, Position};
 use super::model::*;
 use super::schema::{
     RawAccessLog, RawAdmin, RawBackend, RawConfig, RawDaemon, RawDuration, RawFraction, RawHealth,
-    RawHost, RawListener, RawOutlier, RawPool, RawProxy, RawRoute, RawVip, RawVrrp,
+    RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawRoute, RawVip, RawVrrp,
 };
 
 /// Upper bounds that keep a typo from turning into a flood or a stall.
@@ -48,7 +48,8 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         Some(v) => Some(validate_vrrp(v, &vips)?),
         None => None,
     };
-    let (pools, pool_ids) = validate_pools(&raw.pool)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let (pools, pool_ids) = validate_pools(&raw.pool, base)?;
     let listeners = validate_listeners(&raw.listener, &pool_ids)?;
     let hosts = validate_hosts(&raw.host, &pool_ids, text)?;
     let proxy = match &raw.proxy {
@@ -536,6 +537,7 @@ type PoolIds = HashMap<String, PoolId>;
 
 fn validate_pools(
     raw: &BTreeMap<Spanned<String>, Spanned<RawPool>>,
+    base: &Path,
 ) -> Result<(Vec<Pool>, PoolIds)> {
     let mut pools = Vec::with_capacity(raw.len());
     let mut ids = HashMap::with_capacity(raw.len());
@@ -571,6 +573,11 @@ fn validate_pools(
         let balance = parse_balance(pool)?;
         let health = pool.health.as_ref().map(parse_health).transpose()?;
         let outlier = parse_outlier(pool.outlier.as_ref().map(Spanned::get_ref))?;
+        let tls = pool
+            .tls
+            .as_ref()
+            .map(|t| parse_pool_tls(t, pool_name, base))
+            .transpose()?;
         ids.insert(pool_name.clone(), PoolId(pools.len()));
         pools.push(Pool {
             name: pool_name.clone(),
@@ -578,12 +585,159 @@ fn validate_pools(
             balance,
             health,
             outlier,
+            tls,
         });
     }
     Ok((pools, ids))
 }
 
 const MAX_WEIGHT: i64 = 1000;
+
+/// ALPN ids vipgate cannot speak to a backend: it relays HTTP/1.1.
+const UNSPOKEN_ALPN: [&str; 3] = ["h2", "h2c", "h3"];
+
+/// `[pool.NAME.tls]`: reads and checks every file (a bad one refuses the whole file, at `check`
+/// and on reload alike) and builds the pool's rustls client configuration. Relative paths are
+/// taken from the directory of the configuration file.
+fn parse_pool_tls(t: &Spanned<RawPoolTls>, pool: &str, base: &Path) -> Result<PoolTls> {
+    use crate::tls::{self, client, TlsError};
+    let raw = t.get_ref();
+    let file = |s: &Spanned<String>, key: &str| -> Result<std::path::PathBuf> {
+        let text = s.get_ref().trim();
+        if text.is_empty() {
+            return Err(Located::new(
+                s.span(),
+                format!("{key} is empty: name a PEM file"),
+            ));
+        }
+        Ok(base.join(text))
+    };
+    let refused = |span: std::ops::Range<usize>, e: TlsError| {
+        Located::new(span, format!("pool {pool:?}: {e}"))
+    };
+    let insecure = raw
+        .insecure_skip_verify
+        .as_ref()
+        .is_some_and(|v| *v.get_ref());
+    let (ca, roots) = match (&raw.ca, insecure) {
+        (Some(ca), false) => {
+            let path = file(ca, "ca")?;
+            let roots = tls::load_roots(&path).map_err(|e| refused(ca.span(), e))?;
+            (Some(path), Some(std::sync::Arc::new(roots)))
+        }
+        (None, true) => (None, None),
+        (Some(ca), true) => {
+            return Err(Located::new(
+                ca.span(),
+                format!("pool {pool:?}: ca and insecure_skip_verify = true exclude each other (drop one)"),
+            ))
+        }
+        (None, false) => {
+            return Err(Located::new(
+                t.span(),
+                format!("[pool.{pool}.tls] needs ca = \"FILE\" (the CA bundle that signed the backends' certificates), or insecure_skip_verify = true to verify nothing"),
+            ))
+        }
+    };
+    let server_name = match &raw.server_name {
+        None => None,
+        Some(n) => {
+            let text = n.get_ref().trim().to_ascii_lowercase();
+            let name = rustls_pki_types::ServerName::try_from(text.clone())
+                .ok()
+                .filter(|_| !text.is_empty() && !text.starts_with("*."));
+            Some(name.ok_or_else(|| {
+                Located::new(
+                    n.span(),
+                    format!(
+                        "server_name {:?} is not a DNS name or an IP address",
+                        n.get_ref()
+                    ),
+                )
+            })?)
+        }
+    };
+    let client_cert = match (&raw.cert, &raw.key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => {
+            let (cert_path, key_path) = (file(c, "cert")?, file(k, "key")?);
+            let loaded =
+                tls::load_cert_and_key(&cert_path, &key_path, std::time::SystemTime::now())
+                    .map_err(|e| {
+                        let span = match &e {
+                            TlsError::Read { path, .. } | TlsError::Invalid { path, .. }
+                                if *path == key_path =>
+                            {
+                                k.span()
+                            }
+                            TlsError::KeyMismatch { .. } => k.span(),
+                            _ => c.span(),
+                        };
+                        refused(span, e)
+                    })?;
+            Some((
+                ClientCertFiles {
+                    cert: cert_path,
+                    key: key_path,
+                    subject: loaded.subject,
+                    not_after: loaded.not_after,
+                },
+                loaded.key,
+            ))
+        }
+        (Some(c), None) => {
+            return Err(Located::new(
+                c.span(),
+                format!("pool {pool:?}: cert needs key = \"FILE\" (its private key)"),
+            ))
+        }
+        (None, Some(k)) => {
+            return Err(Located::new(
+                k.span(),
+                format!("pool {pool:?}: key needs cert = \"FILE\" (the client certificate)"),
+            ))
+        }
+    };
+    let mut alpn = Vec::new();
+    for a in raw.alpn.iter().flatten() {
+        let id = a.get_ref();
+        if id.is_empty() || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Located::new(
+                a.span(),
+                format!("alpn {id:?} is not a protocol id (1 to 255 visible characters, such as \"http/1.1\")"),
+            ));
+        }
+        if UNSPOKEN_ALPN.contains(&id.as_str()) {
+            return Err(Located::new(
+                a.span(),
+                format!("alpn {id:?}: vipgate speaks HTTP/1.1 to backends (offer \"http/1.1\")"),
+            ));
+        }
+        alpn.push(id.clone());
+    }
+    let verify = match &roots {
+        Some(r) => client::ServerVerify::Roots(r.clone()),
+        None => client::ServerVerify::Insecure,
+    };
+    let client_key = client_cert.as_ref().map(|(_, k)| k.clone());
+    let client_config =
+        client::backend_config(pool, verify, client_key.clone(), &alpn).map_err(|e| {
+            Located::new(
+                t.span(),
+                format!("pool {pool:?}: TLS settings refused: {e}"),
+            )
+        })?;
+    Ok(PoolTls {
+        ca,
+        server_name,
+        client_cert: client_cert.map(|(files, _)| files),
+        alpn,
+        insecure_skip_verify: insecure,
+        client_config,
+        roots,
+        client_key,
+    })
+}
 
 fn parse_backend(b: &Spanned<RawBackend>, pool: &str) -> Result<Backend> {
     let (text, weight) = match b.get_ref() {

@@ -85,5 +85,26 @@ pub fn describe(config: &Config) -> String {
             );
         }
     }
+    for pool in &config.pools {
+        let Some(tls) = &pool.tls else { continue };
+        let verify = match &tls.ca {
+            Some(ca) => format!("verify with {}", ca.display()),
+            None => "NOT verified (insecure_skip_verify)".to_owned(),
+        };
+        let name = match &tls.server_name {
+            Some(n) => format!("as {}", n.to_str()),
+            None => "as each backend's IP address".to_owned(),
+        };
+        let client = match &tls.client_cert {
+            Some(c) => format!(
+                ", client certificate {} ({}, expires {})",
+                c.subject,
+                c.cert.display(),
+                crate::tls::format_unix(c.not_after)
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "pool {} tls: {verify} {name}{client}", pool.name);
+    }
     out
 }

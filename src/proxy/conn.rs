@@ -28,6 +28,7 @@ use super::http1::response::{self, ClientFraming};
 use super::http1::{local, Framing, Version, MAX_HEADERS};
 use super::route::{Miss, Target};
 use super::upstream::backend::{Backend, Outcome};
+use super::upstream::stream::{self, TlsFailure, UpstreamStream};
 use super::upstream::HashInput;
 use super::{Shared, Snapshot};
 use crate::config::{PoolId, RetryOn};
@@ -540,20 +541,10 @@ impl Conn {
         let tried_at = Instant::now();
         let (mut upstream, reused) = match backend.checkout() {
             Some(s) => (s, true),
-            None => match timeout(connect_timeout, TcpStream::connect(backend.address)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    (s, false)
-                }
-                Ok(Err(e)) => {
+            None => match stream::connect(backend, connect_timeout, &[]).await {
+                Ok(s) => (s, false),
+                Err(e) => {
                     debug!(backend = %backend.address, error = %e, "connect failed");
-                    return Ok(Attempt::Failed {
-                        failure: Failure::Connect,
-                        body_sent: false,
-                    });
-                }
-                Err(_) => {
-                    debug!(backend = %backend.address, "connect timed out");
                     return Ok(Attempt::Failed {
                         failure: Failure::Connect,
                         body_sent: false,
@@ -606,6 +597,13 @@ impl Conn {
                     body_sent,
                 });
             }
+        }
+        // TLS keeps what did not fit the socket in its own buffer until flushed.
+        if upstream.flush().await.is_err() {
+            return Ok(Attempt::Failed {
+                failure: lost,
+                body_sent,
+            });
         }
         self.ubuf.clear();
         loop {
@@ -680,7 +678,16 @@ impl Conn {
                         ))
                     }
                     Ok(Ok(_)) => got_any = true,
-                    Ok(Err(e)) if !got_any => break Err((lost, e.to_string())),
+                    Ok(Err(e)) if !got_any => {
+                        // A TLS 1.3 backend refuses a client certificate only after our side
+                        // of the handshake is done: its alert is the first thing we read.
+                        let refused = (!reused).then(|| TlsFailure::of_first_read(&e)).flatten();
+                        if let (Some(reason), Some(origin)) = (refused, backend.tls()) {
+                            backend.tls_failed(&origin.pool, reason, &e);
+                            break Err((Failure::Connect, e.to_string()));
+                        }
+                        break Err((lost, e.to_string()));
+                    }
                     Ok(Err(e)) => break Err((Failure::BadResponse, e.to_string())),
                     Err(_) => break Err((Failure::Timeout, "no response head in time".into())),
                 }
@@ -827,7 +834,7 @@ impl Conn {
 
     /// After a 101 the two connections carry another protocol (WebSocket): move bytes both
     /// ways until either side closes, starting with what each side already sent us.
-    async fn tunnel(&mut self, mut upstream: TcpStream) {
+    async fn tunnel(&mut self, mut upstream: UpstreamStream) {
         let early_client = std::mem::take(&mut self.rbuf);
         let early_backend = std::mem::take(&mut self.ubuf);
         if (!early_client.is_empty() && upstream.write_all(&early_client).await.is_err())
@@ -843,7 +850,7 @@ impl Conn {
 
     async fn relay_request_body(
         &mut self,
-        upstream: &mut TcpStream,
+        upstream: &mut UpstreamStream,
         framing: Framing,
         max: Option<u64>,
     ) -> Result<(), RelayError> {

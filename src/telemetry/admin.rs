@@ -554,6 +554,41 @@ pub fn config_json(c: &Config) -> String {
         j.ms("max_ejection_ms", o.max_ejection);
         j.key("max_ejection_percent").raw(o.max_ejection_percent);
         j.close('}');
+        j.key("tls");
+        match &p.tls {
+            None => {
+                j.raw("null");
+            }
+            Some(t) => {
+                j.open('{');
+                match &t.ca {
+                    Some(ca) => j.key("ca").str(&ca.display().to_string()),
+                    None => j.key("ca").raw("null"),
+                };
+                match &t.server_name {
+                    Some(n) => j.key("server_name").str(&n.to_str()),
+                    None => j.key("server_name").raw("null"),
+                };
+                match &t.client_cert {
+                    Some(c) => {
+                        j.key("cert").str(&c.cert.display().to_string());
+                        j.key("key").str(&c.key.display().to_string());
+                        j.key("cert_subject").str(&c.subject);
+                        j.key("cert_not_after_unix").raw(c.not_after);
+                    }
+                    None => {
+                        j.key("cert").raw("null");
+                    }
+                }
+                j.key("alpn").open('[');
+                for a in &t.alpn {
+                    j.str(a);
+                }
+                j.close(']');
+                j.key("insecure_skip_verify").raw(t.insecure_skip_verify);
+                j.close('}');
+            }
+        }
         j.close('}');
     }
     j.close('}');

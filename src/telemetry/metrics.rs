@@ -661,6 +661,7 @@ fn render_backends(out: &mut String, view: &View<'_>) {
             }
         }
     }
+    render_upstream_tls(out, &all, view.config);
     header(
         out,
         "vipgate_pool_backends",
@@ -691,6 +692,68 @@ fn render_backends(out: &mut String, view: &View<'_>) {
                 .filter(|b| b.is_available(now))
                 .count()
         );
+    }
+}
+
+/// TLS to backends, for the backends of pools with `[pool.NAME.tls]` only.
+fn render_upstream_tls(
+    out: &mut String,
+    pools: &[&crate::proxy::upstream::PoolState],
+    config: &crate::config::Config,
+) {
+    use crate::proxy::upstream::stream::TlsFailure;
+    header(
+        out,
+        "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds",
+        "gauge",
+        "When the pool's client certificate (mutual TLS to its backends) expires, Unix seconds.",
+    );
+    for p in &config.pools {
+        if let Some(c) = p.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
+            let _ = writeln!(
+                out,
+                "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds{{pool=\"{}\"}} {}",
+                Esc(&p.name),
+                c.not_after
+            );
+        }
+    }
+    header(
+        out,
+        "vipgate_upstream_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed with the backend.",
+    );
+    for pool in pools {
+        for b in pool.backends().iter().filter(|b| b.uses_tls()) {
+            let _ = writeln!(
+                out,
+                "vipgate_upstream_tls_handshakes_total{{pool=\"{}\",backend=\"{}\"}} {}",
+                Esc(&pool.name),
+                b.address,
+                b.tls_handshakes()
+            );
+        }
+    }
+    header(
+        out,
+        "vipgate_upstream_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes with the backend that failed, by reason (each also a connect failure).",
+    );
+    for pool in pools {
+        for b in pool.backends().iter().filter(|b| b.uses_tls()) {
+            for reason in TlsFailure::ALL {
+                let _ = writeln!(
+                    out,
+                    "vipgate_upstream_tls_handshake_failures_total{{pool=\"{}\",backend=\"{}\",reason=\"{}\"}} {}",
+                    Esc(&pool.name),
+                    b.address,
+                    reason.label(),
+                    b.tls_failures(reason)
+                );
+            }
+        }
     }
 }
 

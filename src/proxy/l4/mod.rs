@@ -1,8 +1,9 @@
 //! Layer 4: whole TCP connections forwarded to a pool (`protocol = "tcp"` listeners).
 //!
 //! Owns choosing a backend for a connection (the pool's balancing, health and ejection, a retry
-//! on another backend when connecting fails), the optional PROXY v2 header towards the backend,
-//! and the zero-copy relay (`splice`). It does not look inside the stream.
+//! on another backend when connecting or the TLS handshake fails), the optional PROXY v2 header
+//! towards the backend (before any TLS), and the relay: zero-copy (`splice`) for plain pools,
+//! copied through rustls for a pool with `[pool.NAME.tls]`. It does not look inside the stream.
 
 pub mod splice;
 
@@ -12,11 +13,11 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tracing::debug;
 
 use super::proxy_protocol;
 use super::upstream::backend::Outcome;
+use super::upstream::stream::{self, UpstreamStream};
 use super::upstream::HashInput;
 use super::Snapshot;
 use crate::config::PoolId;
@@ -49,32 +50,36 @@ pub async fn serve(
         };
         let backend = backend.clone();
         let _active = backend.begin();
-        let upstream = match timeout(
-            snap.settings.connect_timeout,
-            TcpStream::connect(backend.address),
-        )
-        .await
+        let mut header = BytesMut::new();
+        if send_proxy_v2 {
+            proxy_protocol::build_v2(peer, local, &mut header);
+        }
+        let upstream = match stream::connect(&backend, snap.settings.connect_timeout, &header).await
         {
-            Ok(Ok(s)) => s,
-            _ => {
-                debug!(%peer, backend = %backend.address, "connect failed");
+            Ok(s) => s,
+            Err(e) => {
+                debug!(%peer, backend = %backend.address, error = %e, "connect failed");
                 pool.report(&backend, Outcome::Failure);
                 avoid = Some(backend.address);
                 continue;
             }
         };
         pool.report(&backend, Outcome::Success);
-        let _ = upstream.set_nodelay(true);
-        let mut first = BytesMut::new();
-        if send_proxy_v2 {
-            proxy_protocol::build_v2(peer, local, &mut first);
-        }
-        first.extend_from_slice(&early);
         let mut upstream = upstream;
-        if !first.is_empty() && upstream.write_all(&first).await.is_err() {
+        // The client's bytes that came with its PROXY header, inside any TLS.
+        if !early.is_empty()
+            && (upstream.write_all(&early).await.is_err() || upstream.flush().await.is_err())
+        {
             return;
         }
-        match splice::relay(&client, &upstream).await {
+        let relayed = match upstream {
+            UpstreamStream::Plain(tcp) => splice::relay(&client, &tcp).await,
+            UpstreamStream::Tls(mut tls) => {
+                let mut client = client;
+                tokio::io::copy_bidirectional(&mut client, tls.as_mut()).await
+            }
+        };
+        match relayed {
             Ok((up, down)) => {
                 debug!(%peer, backend = %backend.address, up, down, "tcp stream closed")
             }

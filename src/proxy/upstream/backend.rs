@@ -2,16 +2,23 @@
 //! flight, and its idle keep-alive connections.
 //!
 //! Owns the rules for taking a backend out and bringing it back, and for which connections may
-//! be reused. Shared by the request path and the health checker through atomics and a lock-free
-//! queue: no lock on the request path.
+//! be reused, and the counts and reports of its TLS handshakes. Shared by the request path and
+//! the health checker through atomics and a lock-free queue: no lock on the request path.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
-use tokio::net::TcpStream;
+use tracing::warn;
+
+use super::stream::{TlsFailure, TlsOrigin, UpstreamStream};
+
+/// A backend whose handshakes keep failing is reported at most this often; the line says how
+/// many failures it stands for.
+const TLS_REPORT_EVERY_MS: u64 = 10_000;
 
 /// Milliseconds on a process-wide monotonic clock, to keep deadlines in an `AtomicU64`.
 pub fn now_ms() -> u64 {
@@ -36,11 +43,21 @@ pub struct Backend {
     /// is off.
     idle: Box<[ArrayQueue<IdleConn>]>,
     idle_timeout: Duration,
+    /// How its pool dials it with TLS; empty for a plain pool. Replaced on reload.
+    tls: ArcSwapOption<TlsOrigin>,
+    /// Mirrors `tls.is_some()` for the idle check, without touching the `ArcSwap`.
+    tls_on: AtomicBool,
+    tls_handshakes: AtomicU64,
+    tls_failures: [AtomicU64; TlsFailure::ALL.len()],
+    /// `now_ms() + 1` of the last handshake failure report (0: none yet).
+    tls_reported_at: AtomicU64,
+    /// Failures since that report.
+    tls_unreported: AtomicU64,
 }
 
 #[derive(Debug)]
 struct IdleConn {
-    stream: TcpStream,
+    stream: UpstreamStream,
     since: Instant,
 }
 
@@ -57,9 +74,16 @@ impl Backend {
         address: SocketAddr,
         max_idle: u32,
         idle_timeout: Duration,
+        tls: Option<Arc<TlsOrigin>>,
         workers: usize,
     ) -> Backend {
         Backend {
+            tls_on: AtomicBool::new(tls.is_some()),
+            tls: ArcSwapOption::new(tls),
+            tls_handshakes: AtomicU64::new(0),
+            tls_failures: Default::default(),
+            tls_reported_at: AtomicU64::new(0),
+            tls_unreported: AtomicU64::new(0),
             address,
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
@@ -151,11 +175,16 @@ impl Backend {
     }
 
     /// A pooled connection that is still open, if any. Connections idle for longer than the
-    /// idle timeout, or that the backend closed or wrote to while idle, are dropped.
-    pub fn checkout(&self) -> Option<TcpStream> {
+    /// idle timeout, that the backend closed or wrote to while idle, or made before a reload
+    /// switched the pool between plain and TLS, are dropped.
+    pub fn checkout(&self) -> Option<UpstreamStream> {
         let idle = self.idle_here()?;
-        while let Some(c) = idle.pop() {
-            if c.since.elapsed() < self.idle_timeout && still_open(&c.stream) {
+        let tls = self.tls_on.load(Ordering::Relaxed);
+        while let Some(mut c) = idle.pop() {
+            if c.since.elapsed() < self.idle_timeout
+                && c.stream.is_tls() == tls
+                && c.stream.is_idle_and_open()
+            {
                 return Some(c.stream);
             }
         }
@@ -163,7 +192,7 @@ impl Backend {
     }
 
     /// Keep a connection whose last exchange ended cleanly at a message boundary.
-    pub fn checkin(&self, stream: TcpStream) {
+    pub fn checkin(&self, stream: UpstreamStream) {
         if let Some(idle) = self.idle_here() {
             if self.is_healthy() {
                 let _ = idle.push(IdleConn {
@@ -183,12 +212,72 @@ impl Backend {
     }
 }
 
-/// An idle HTTP/1 connection must have nothing to read: EOF means the backend closed it, and
-/// bytes mean it sent something unsolicited (a 408, say) that would be mistaken for the next
-/// response.
-fn still_open(stream: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+impl Backend {
+    /// How its pool dials it with TLS, if it does.
+    pub fn tls(&self) -> Option<Arc<TlsOrigin>> {
+        self.tls.load_full()
+    }
+
+    pub fn uses_tls(&self) -> bool {
+        self.tls_on.load(Ordering::Relaxed)
+    }
+
+    /// A reload's TLS settings for the pool. Idle connections made under different settings
+    /// or certificates are dropped, so new files take effect at once.
+    pub fn set_tls(&self, tls: Option<Arc<TlsOrigin>>) {
+        let same = match (self.tls.load().as_deref(), tls.as_deref()) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same_as(b),
+            _ => false,
+        };
+        self.tls_on.store(tls.is_some(), Ordering::Relaxed);
+        self.tls.store(tls);
+        if !same {
+            self.drop_idle();
+        }
+    }
+
+    pub fn tls_handshake_done(&self) {
+        self.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Completed TLS handshakes, for metrics.
+    pub fn tls_handshakes(&self) -> u64 {
+        self.tls_handshakes.load(Ordering::Relaxed)
+    }
+
+    /// Failed TLS handshakes for `reason`, for metrics.
+    pub fn tls_failures(&self, reason: TlsFailure) -> u64 {
+        self.tls_failures[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Count a failed handshake and report it, at most once per `TLS_REPORT_EVERY_MS`: a
+    /// backend with a bad certificate fails every request, and one line per period says so
+    /// as well as a thousand.
+    pub fn tls_failed(&self, pool: &str, reason: TlsFailure, error: &dyn std::fmt::Display) {
+        self.tls_failures[reason.index()].fetch_add(1, Ordering::Relaxed);
+        let now = now_ms() + 1;
+        let last = self.tls_reported_at.load(Ordering::Relaxed);
+        let due = last == 0 || now >= last + TLS_REPORT_EVERY_MS;
+        if due
+            && self
+                .tls_reported_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let more = self.tls_unreported.swap(0, Ordering::Relaxed);
+            warn!(
+                %pool,
+                backend = %self.address,
+                reason = %reason.label(),
+                unreported_failures = more,
+                "TLS handshake with the backend failed: {}: {error}",
+                reason.explain()
+            );
+        } else {
+            self.tls_unreported.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct ActiveGuard<'a>(&'a Backend);
@@ -209,6 +298,7 @@ mod tests {
             "192.0.2.1:80".parse().unwrap(),
             0,
             Duration::from_secs(1),
+            None,
             1,
         );
         let base = Duration::from_secs(10);
@@ -225,6 +315,7 @@ mod tests {
             "192.0.2.1:80".parse().unwrap(),
             0,
             Duration::from_secs(1),
+            None,
             1,
         );
         assert_eq!(b.record(Outcome::Failure), 1);

@@ -1,17 +1,19 @@
 //! Active health checks: one task per backend probing it on an interval.
 //!
 //! Owns the probe (TCP connect, or `GET path` expecting a 2xx/3xx) and the thresholds that turn
-//! probe results into the backend's healthy flag. Tasks end when their `Pools` is dropped.
+//! probe results into the backend's healthy flag. Tasks end when their `Pools` is dropped. A TLS
+//! pool's probes connect as requests do (`stream::connect`): a TCP check is a completed
+//! handshake, an HTTP check asks over TLS.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{info, warn};
 
 use super::backend::Backend;
+use super::stream;
 use crate::config::{HealthCheck, HealthKind};
 
 pub(super) async fn run(pool: String, backend: Arc<Backend>, check: HealthCheck) {
@@ -22,7 +24,7 @@ pub(super) async fn run(pool: String, backend: Arc<Backend>, check: HealthCheck)
     let mut successes = 0u32;
     let mut failures = 0u32;
     loop {
-        let result = timeout(check.timeout, probe(&backend, &check.kind)).await;
+        let result = timeout(check.timeout, probe(&backend, &check)).await;
         let ok = matches!(result, Ok(Ok(())));
         if ok {
             successes += 1;
@@ -45,11 +47,11 @@ pub(super) async fn run(pool: String, backend: Arc<Backend>, check: HealthCheck)
     }
 }
 
-async fn probe(backend: &Backend, kind: &HealthKind) -> Result<(), String> {
-    let mut stream = TcpStream::connect(backend.address)
+async fn probe(backend: &Backend, check: &HealthCheck) -> Result<(), String> {
+    let mut stream = stream::connect(backend, check.timeout, &[])
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let HealthKind::Http { path, host } = kind else {
+        .map_err(|e| e.to_string())?;
+    let HealthKind::Http { path, host } = &check.kind else {
         return Ok(());
     };
     let host = host.clone().unwrap_or_else(|| backend.address.to_string());
@@ -58,6 +60,7 @@ async fn probe(backend: &Backend, kind: &HealthKind) -> Result<(), String> {
         .write_all(req.as_bytes())
         .await
         .map_err(|e| format!("send: {e}"))?;
+    stream.flush().await.map_err(|e| format!("send: {e}"))?;
     // The status line is all we need; 12 bytes hold "HTTP/1.1 200".
     let mut buf = [0u8; 64];
     let mut got = 0;

@@ -2,12 +2,14 @@
 //!
 //! Owns balancing (round robin by weight, least request, Maglev hashing), skipping backends that
 //! are unhealthy or ejected, outlier ejection from request results, the retry budget, and the
-//! active health checkers' lifetime (they stop when the pools are dropped). It does not speak
-//! HTTP to serve requests: `conn` dials and relays; `health` probes.
+//! active health checkers' lifetime (they stop when the pools are dropped). Dialling a backend
+//! (plain or TLS) is `stream`'s. It does not speak HTTP to serve requests: `conn` relays;
+//! `health` probes.
 
 pub mod backend;
 pub mod balance;
 mod health;
+pub mod stream;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -80,6 +82,12 @@ impl Pools {
             .pools
             .iter()
             .map(|p| {
+                let tls = p.tls.as_ref().map(|t| {
+                    if t.insecure_skip_verify {
+                        warn!(pool = %p.name, "insecure_skip_verify = true: the backends' certificates are not verified; anyone on the path can pose as them");
+                    }
+                    Arc::new(stream::TlsOrigin::new(&p.name, t))
+                });
                 let backends: Vec<Arc<Backend>> = p
                     .backends
                     .iter()
@@ -102,12 +110,14 @@ impl Pools {
                                 if p.health.is_none() {
                                     k.set_healthy(true);
                                 }
+                                k.set_tls(tls.clone());
                                 k.clone()
                             }
                             None => Arc::new(Backend::new(
                                 b.address,
                                 settings.backend_max_idle,
                                 settings.backend_idle_timeout,
+                                tls.clone(),
                                 crate::proxy::workers::count(settings),
                             )),
                         }
