@@ -102,6 +102,9 @@ write_config() { # CERT KEY: the client certificate files of pool mtls
   {
     printf '[[vip]]\naddress = "%s"\ninterface = "eth0"\n[[listener]]\nbind = "%s:80"\n' "$VIP" "$VIP"
     printf '[log]\nlevel = "info"\n'
+    # One worker: with runtime = "per-core" each worker thread keeps its own idle backend
+    # connections, and the reuse checked below is across client connections of one worker.
+    printf '[proxy]\nworker_threads = 1\n'
     for h in mtls ip nocert strict wrongca wrongname; do host "$h" "$h"; done
     pool mtls "$NGINX_PORT" 'ca = "pki/ca.pem"' 'server_name = "was.internal"' \
       "cert = \"$1\"" "key = \"$2\"" 'alpn = ["http/1.1"]'

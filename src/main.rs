@@ -84,7 +84,13 @@ fn main() -> ExitCode {
                 }
             };
             vipgate::telemetry::init(&cfg.log.level);
-            let runtime = match runtime(Some(cfg.proxy.worker_threads)) {
+            // Per core, the daemon's own thread is the first worker (`proxy::workers` starts
+            // the others); shared, one multi-thread runtime runs everything.
+            let threads = match cfg.proxy.runtime {
+                vipgate::config::RuntimeKind::PerCore => None,
+                vipgate::config::RuntimeKind::Shared => Some(cfg.proxy.worker_threads),
+            };
+            let runtime = match runtime(threads) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
@@ -161,7 +167,7 @@ fn main() -> ExitCode {
 }
 
 /// A multi-thread runtime with `workers` threads (`Some(0)`: one per CPU), or a
-/// current-thread one for one-shot commands (`None`).
+/// current-thread one (`None`: one-shot commands, and the first worker of a per-core daemon).
 fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
     let mut b = match workers {
         Some(n) => {

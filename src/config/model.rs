@@ -556,6 +556,29 @@ pub struct ProxySettings {
     pub retry_budget_percent: u32,
     /// Threads of the proxy runtime; 0: one per CPU. Read at start only.
     pub worker_threads: usize,
+    /// How those threads share the work. Read at start only.
+    pub runtime: RuntimeKind,
+}
+
+/// How the proxy's worker threads are organised (`[proxy] runtime`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// One single-threaded runtime per worker thread, each accepting on its own
+    /// `SO_REUSEPORT` socket per listener: a connection stays on the thread that accepted it,
+    /// with no work stealing and no wake-ups across threads.
+    PerCore,
+    /// One multi-threaded runtime whose workers share every listener and steal each other's
+    /// tasks.
+    Shared,
+}
+
+impl RuntimeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::PerCore => "per-core",
+            RuntimeKind::Shared => "shared",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,6 +649,7 @@ impl Default for ProxySettings {
             request_id: false,
             retry_budget_percent: RETRY_BUDGET_PERCENT,
             worker_threads: 0,
+            runtime: RuntimeKind::PerCore,
         }
     }
 }

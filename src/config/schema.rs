@@ -86,6 +86,7 @@ pub(super) struct RawProxy {
     pub request_id: Option<bool>,
     pub retry_budget_percent: Option<Spanned<i64>>,
     pub worker_threads: Option<Spanned<i64>>,
+    pub runtime: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -209,7 +209,31 @@ const BAD: &[(&str, &str, usize, &str)] = &[
         19,
         "unknown field `drain_timeot_ms`",
     ),
+    (
+        "[pool.web]",
+        "[proxy]\nruntime = \"per-thread\"\n[pool.web]",
+        19,
+        "runtime \"per-thread\" is not \"per-core\" or \"shared\"",
+    ),
 ];
+
+#[test]
+fn runtime_defaults_to_per_core_and_is_read() {
+    let c = parse(Path::new("v.toml"), GOOD).unwrap();
+    assert_eq!(c.proxy.runtime, RuntimeKind::PerCore);
+    for (value, want) in [
+        ("per-core", RuntimeKind::PerCore),
+        ("shared", RuntimeKind::Shared),
+    ] {
+        let text = format!("[proxy]\nruntime = \"{value}\"\nworker_threads = 2\n{GOOD}");
+        let c = parse(Path::new("v.toml"), &text).unwrap();
+        assert_eq!(
+            (c.proxy.runtime, c.proxy.worker_threads),
+            (want, 2),
+            "{value}"
+        );
+    }
+}
 
 #[test]
 fn bad_files_are_refused_with_line_and_reason() {

@@ -1335,6 +1335,19 @@ fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
             }
         },
     };
+    let runtime = match raw.runtime.as_ref() {
+        None => RuntimeKind::PerCore,
+        Some(r) => match r.get_ref().as_str() {
+            "per-core" => RuntimeKind::PerCore,
+            "shared" => RuntimeKind::Shared,
+            other => {
+                return Err(Located::new(
+                    r.span(),
+                    format!("runtime {other:?} is not \"per-core\" or \"shared\""),
+                ))
+            }
+        },
+    };
     Ok(ProxySettings {
         head_timeout: ms(
             raw.head_timeout_ms.as_ref(),
@@ -1405,6 +1418,7 @@ fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
             RETRY_BUDGET_PERCENT,
         )?,
         worker_threads: count(raw.worker_threads.as_ref(), 0, 1024, "worker_threads", 0)? as usize,
+        runtime,
     })
 }
 

@@ -44,6 +44,8 @@ pub enum DaemonError {
     Election(#[from] HaError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] io::Error),
+    #[error("cannot start the worker threads: {0}")]
+    Workers(#[source] io::Error),
 }
 
 /// Run until SIGTERM or SIGINT, reloading on SIGHUP; then release the VIPs, drain and return.

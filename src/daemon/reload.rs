@@ -139,7 +139,15 @@ impl Running {
     }
 
     async fn try_reload(&mut self, path: &Path) -> Result<Plan, ReloadError> {
-        let new = config::load(path)?;
+        let mut new = config::load(path)?;
+        // The threads run as they started: a reload cannot re-thread the process.
+        if (new.proxy.runtime, new.proxy.worker_threads)
+            != (self.config.proxy.runtime, self.config.proxy.worker_threads)
+        {
+            warn!("[proxy] runtime and worker_threads change at the next restart, not on reload");
+            new.proxy.runtime = self.config.proxy.runtime;
+            new.proxy.worker_threads = self.config.proxy.worker_threads;
+        }
         let plan = Plan::between(&self.config, &new);
 
         // With VRRP on either side, a change of the election or of its VIPs restarts the
@@ -154,7 +162,10 @@ impl Running {
         let restart_election = elected && (!same_election || self.config.vips != new.vips);
 
         // Everything that can fail, before anything the old configuration relies on changes.
-        let bound = bind_all(plan.listeners_added.iter().copied())?;
+        let bound = bind_all(
+            plan.listeners_added.iter().copied(),
+            self.workers.handles().len(),
+        )?;
         let added = if elected {
             Vec::new()
         } else {
@@ -172,6 +183,7 @@ impl Running {
                 l,
                 &self.shared,
                 &self.drain,
+                &self.workers,
                 &self.listener_failures,
             ));
         }

@@ -28,50 +28,65 @@ use crate::ha::track::Probe;
 use crate::ha::Router;
 use crate::l2::{self, Announcer};
 use crate::proxy::drain::Drain;
+use crate::proxy::workers::Workers;
 use crate::proxy::{listener, Shared, Snapshot};
 use crate::telemetry::admin::{AdminServer, AdminState, ReloadRequest};
 
-/// One listening socket being served.
+/// One listening address being served: one socket per worker.
 pub(super) struct ServedListener {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl ServedListener {
-    /// Start accepting on an already bound socket. If the accept loop ends on its own (an
-    /// error, a panic), the listener is registered in `failures`.
+    /// Start accepting on already bound sockets, the i-th on worker i: each worker accepts
+    /// and serves its own connections. If an accept loop ends on its own (an error, a panic),
+    /// the listener is registered in `failures`.
     pub fn spawn(
         addr: SocketAddr,
-        l: TcpListener,
+        sockets: Vec<std::net::TcpListener>,
         shared: &Shared,
         drain: &Drain,
+        workers: &Workers,
         failures: &ListenerFailures,
     ) -> Self {
         let (stop, stop_rx) = watch::channel(false);
-        info!(%addr, "listening");
-        let serve = tokio::spawn(listener::serve(
-            l,
-            addr,
-            shared.clone(),
-            stop_rx,
-            drain.clone(),
-        ));
-        let failures = failures.clone();
-        let task = tokio::spawn(async move {
-            match serve.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failures.fail(addr, &format!("accept failed: {e}")),
-                Err(e) => failures.fail(addr, &format!("the accept loop ended: {e}")),
-            }
-        });
-        ServedListener { addr, stop, task }
+        info!(%addr, sockets = sockets.len(), "listening");
+        let tasks = sockets
+            .into_iter()
+            .zip(workers.handles().iter().cycle())
+            .map(|(socket, worker)| {
+                let (shared, stop_rx, drain) = (shared.clone(), stop_rx.clone(), drain.clone());
+                let serve = worker.spawn(async move {
+                    // Registered here, so the socket belongs to this worker's reactor.
+                    let l = TcpListener::from_std(socket)?;
+                    listener::serve(l, addr, shared, stop_rx, drain).await
+                });
+                let failures = failures.clone();
+                tokio::spawn(async move {
+                    match serve.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => failures.fail(addr, &format!("accept failed: {e}")),
+                        Err(e) => failures.fail(addr, &format!("the accept loop ended: {e}")),
+                    }
+                })
+            })
+            .collect();
+        ServedListener { addr, stop, tasks }
     }
 
-    /// Stop accepting and close the socket; connections already accepted carry on.
+    /// Whether an accept loop of this listener ended on its own.
+    fn failed(&self) -> bool {
+        self.tasks.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Stop accepting and close the sockets; connections already accepted carry on.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
         info!(addr = %self.addr, "stopped listening");
     }
 }
@@ -86,13 +101,16 @@ fn tracks_listeners(config: &Config) -> bool {
     })
 }
 
-/// Bind every address, or none: on failure the sockets bound so far are closed.
+/// Bind every address (`per_address` sockets each, one per worker), or none: on failure the
+/// sockets bound so far are closed.
 pub(super) fn bind_all(
     addrs: impl IntoIterator<Item = SocketAddr>,
-) -> Result<Vec<(SocketAddr, TcpListener)>, DaemonError> {
+    per_address: usize,
+) -> Result<Vec<(SocketAddr, Vec<std::net::TcpListener>)>, DaemonError> {
     let mut bound = Vec::new();
     for addr in addrs {
-        let l = listener::bind(addr).map_err(|source| DaemonError::Bind { addr, source })?;
+        let l = listener::bind_workers(addr, per_address)
+            .map_err(|source| DaemonError::Bind { addr, source })?;
         bound.push((addr, l));
     }
     Ok(bound)
@@ -117,6 +135,8 @@ pub(super) struct Running {
     /// With `[vrrp]`: the election, which announces the VIPs while this node is master.
     pub router: Option<Router>,
     pub reloads: ReloadCount,
+    /// The proxy's worker threads (under `runtime = "per-core"`); fixed at start.
+    pub workers: Workers,
     /// What the admin listener reads (also when it is disabled: it costs nothing).
     pub admin_state: Arc<AdminState>,
     pub admin: Option<AdminServer>,
@@ -149,11 +169,12 @@ pub(super) async fn own(
 impl Running {
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
         let listener_failures = ListenerFailures::default();
+        let per_address = crate::proxy::workers::count(&config.proxy);
         let mut unbound = Vec::new();
         let bound = if tracks_listeners(&config) {
             let mut bound = Vec::new();
             for addr in config.listeners.iter().map(|l| l.bind) {
-                match listener::bind(addr) {
+                match listener::bind_workers(addr, per_address) {
                     Ok(l) => bound.push((addr, l)),
                     Err(e) => {
                         listener_failures
@@ -164,7 +185,7 @@ impl Running {
             }
             bound
         } else {
-            bind_all(config.listeners.iter().map(|l| l.bind))?
+            bind_all(config.listeners.iter().map(|l| l.bind), per_address)?
         };
         // The admin port too, before anything is announced.
         let admin_socket = match &config.admin {
@@ -180,9 +201,12 @@ impl Running {
         let (announcers, router) = own(&config, probe.clone()).await?;
         let drain = Drain::new();
         let cert_watch = crate::proxy::tls::watch::spawn(shared.clone());
+        let workers = Workers::start(&config.proxy).map_err(DaemonError::Workers)?;
         let listeners = bound
             .into_iter()
-            .map(|(addr, l)| ServedListener::spawn(addr, l, &shared, &drain, &listener_failures))
+            .map(|(addr, l)| {
+                ServedListener::spawn(addr, l, &shared, &drain, &workers, &listener_failures)
+            })
             .collect();
         let (admin_state, admin_reloads) =
             AdminState::new(shared.clone(), drain.clone(), config.clone());
@@ -199,6 +223,7 @@ impl Running {
             announcers,
             router,
             reloads: ReloadCount::default(),
+            workers,
             admin_state,
             admin,
             admin_reloads: Some(admin_reloads),
@@ -211,7 +236,7 @@ impl Running {
 
     /// Whether a listener of the configuration is not being served.
     pub fn has_unserved_listeners(&self) -> bool {
-        !self.unbound.is_empty() || self.listeners.iter().any(|l| l.task.is_finished())
+        !self.unbound.is_empty() || self.listeners.iter().any(ServedListener::failed)
     }
 
     /// Serve again the listeners that are not served: those whose accept loop ended, and
@@ -219,22 +244,26 @@ impl Running {
     pub async fn heal_listeners(&mut self) {
         let mut i = 0;
         while i < self.listeners.len() {
-            if self.listeners[i].task.is_finished() {
+            if self.listeners[i].failed() {
+                // The other workers' sockets of this address go too: it is bound again whole.
                 let dead = self.listeners.remove(i);
-                self.unbound.push(dead.addr);
+                let addr = dead.addr;
+                dead.stop().await;
+                self.unbound.push(addr);
             } else {
                 i += 1;
             }
         }
         let mut still = Vec::new();
         for addr in std::mem::take(&mut self.unbound) {
-            match listener::bind(addr) {
+            match listener::bind_workers(addr, self.workers.handles().len()) {
                 Ok(l) => {
                     self.listeners.push(ServedListener::spawn(
                         addr,
                         l,
                         &self.shared,
                         &self.drain,
+                        &self.workers,
                         &self.listener_failures,
                     ));
                     self.listener_failures.clear(addr);

@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
+use super::deadline::Deadline;
 use super::drain::ConnGuard;
 use super::forwarded;
 use super::http1::chunked::ChunkedDecoder;
@@ -93,6 +94,7 @@ pub async fn serve<S: ClientStream>(
         uhead: BytesMut::new(),
         ubuf: BytesMut::new(),
         req: Track::default(),
+        timer: Deadline::new(),
     };
     if let Err(e) = conn.run().await {
         debug!(%peer, error = %e, "connection ended");
@@ -120,6 +122,8 @@ struct Conn<S> {
     ubuf: BytesMut,
     /// Telemetry hook: what the current request did, for its metrics and access log line.
     req: Track,
+    /// The time limit of whichever wait is current (idle, head, response head).
+    timer: Deadline,
 }
 
 /// The current request as telemetry sees it. Reset per request without allocating; the access
@@ -351,7 +355,11 @@ impl<S: ClientStream> Conn<S> {
             }
             self.rbuf.reserve(HEAD_CHUNK);
             let read = if started {
-                match timeout_at(deadline, self.client.read_buf(&mut self.rbuf)).await {
+                match self
+                    .timer
+                    .run(deadline, self.client.read_buf(&mut self.rbuf))
+                    .await
+                {
                     Ok(r) => r?,
                     Err(_) => {
                         return Ok(Some(Decision::Local {
@@ -364,7 +372,11 @@ impl<S: ClientStream> Conn<S> {
             } else {
                 // Readable now (wait_for_request said so); the timeout only guards a spurious
                 // wake-up.
-                match timeout(idle, self.client.read_buf(&mut self.rbuf)).await {
+                match self
+                    .timer
+                    .run(Instant::now() + idle, self.client.read_buf(&mut self.rbuf))
+                    .await
+                {
                     Ok(r) => r?,
                     Err(_) => return Ok(None),
                 }
@@ -406,9 +418,10 @@ impl<S: ClientStream> Conn<S> {
     /// `Some(Ok(true))` when the client sent something, `Some(Ok(false))` when draining began,
     /// `None` when `limit` passed.
     async fn readable_within(&mut self, limit: Duration) -> Option<io::Result<bool>> {
+        let deadline = Instant::now() + limit;
         tokio::select! {
             biased;
-            r = timeout(limit, self.client.inner_mut().readable()) => r.ok().map(|r| r.map(|()| true)),
+            r = self.timer.run(deadline, self.client.inner_mut().readable()) => r.ok().map(|r| r.map(|()| true)),
             () = self.guard.draining() => Some(Ok(false)),
         }
     }
@@ -639,7 +652,8 @@ impl<S: ClientStream> Conn<S> {
         }
         self.ubuf.clear();
         loop {
-            // Read until one complete head is buffered.
+            // Read until one complete head is buffered, within one limit for the whole head.
+            let head_deadline = Instant::now() + head_timeout;
             let mut got_any = false;
             let parsed = loop {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -696,7 +710,11 @@ impl<S: ClientStream> Conn<S> {
                     Err(e) => break Err((Failure::BadResponse, e.to_string())),
                 }
                 self.ubuf.reserve(HEAD_CHUNK);
-                match timeout(head_timeout, upstream.read_buf(&mut self.ubuf)).await {
+                match self
+                    .timer
+                    .run(head_deadline, upstream.read_buf(&mut self.ubuf))
+                    .await
+                {
                     Ok(Ok(0)) if !got_any => break Err((lost, "closed before responding".into())),
                     Ok(Ok(0)) => {
                         break Err((

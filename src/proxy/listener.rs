@@ -23,8 +23,24 @@ use crate::config::Protocol as ListenerProtocol;
 /// VIP before the announcer has installed its local route (and keep the socket when a later
 /// failover removes the route).
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr, false)?)
+}
+
+/// Bind `count` listening sockets for `addr`, one per worker; more than one share the port
+/// with SO_REUSEPORT, so the kernel spreads new connections over the workers. Not registered
+/// with any runtime yet: each worker does that for its own.
+pub fn bind_workers(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    (0..count.max(1))
+        .map(|_| bind_std(addr, count > 1))
+        .collect()
+}
+
+fn bind_std(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     match addr {
         SocketAddr::V4(_) => socket.set_freebind_v4(true)?,
         SocketAddr::V6(_) => {
@@ -35,7 +51,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accept on the listener configured as `bind` until `stop` turns true; each connection runs

@@ -3,10 +3,12 @@
 //! Owns accepting connections on the configured addresses and relaying each request to the
 //! backend its route names. Submodules: `http1` (wire format, pure), `route` (Host and path
 //! table, pure), `upstream` (pools and balancing), `listener` (sockets), `tls` (https
-//! listeners: certificates by SNI, handshakes), `conn` (one client
-//! connection's life), `drain` (counting connections and telling them to finish on stop). It does not own the VIP: `l2` makes the kernel deliver VIP traffic here.
+//! listeners: certificates by SNI, handshakes), `conn` (one client connection's life),
+//! `drain` (counting connections and telling them to finish on stop), `workers` (the per-core
+//! worker threads). It does not own the VIP: `l2` makes the kernel deliver VIP traffic here.
 
 pub mod conn;
+pub mod deadline;
 pub mod drain;
 pub mod forwarded;
 pub mod http1;
@@ -16,6 +18,7 @@ pub mod proxy_protocol;
 pub mod route;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 use std::sync::Arc;
 

@@ -669,6 +669,7 @@ pub fn config_json(c: &Config) -> String {
     j.key("request_id").raw(s.request_id);
     j.key("retry_budget_percent").raw(s.retry_budget_percent);
     j.key("worker_threads").raw(s.worker_threads);
+    j.key("runtime").str(s.runtime.name());
     j.close('}');
     j.key("daemon").open('{');
     j.ms("drain_timeout_ms", c.daemon.drain_timeout);

@@ -356,6 +356,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
     let mut forwarded_for_written = false;
     let mut has_request_id = false;
     let mut has_host = false;
+    let connection_lists_fields = tokens::connection_lists_fields(req.headers);
     for h in req.headers {
         let name = h.name;
         if tokens::is_hop_by_hop(name)
@@ -369,7 +370,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
         {
             continue;
         }
-        if tokens::named_by_connection(req.headers, name) {
+        if connection_lists_fields && tokens::named_by_connection(req.headers, name) {
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -390,7 +391,9 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
                 out.put_slice(v.value);
                 first = false;
             }
-            let _ = write!(Fmt(out), ", {}\r\n", fwd.peer);
+            out.put_slice(b", ");
+            put_ip(out, fwd.peer);
+            out.put_slice(b"\r\n");
             forwarded_for_written = true;
             continue;
         }
@@ -405,7 +408,9 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
         }
     }
     if !forwarded_for_written {
-        let _ = write!(Fmt(out), "X-Forwarded-For: {}\r\n", fwd.peer);
+        out.put_slice(b"X-Forwarded-For: ");
+        put_ip(out, fwd.peer);
+        out.put_slice(b"\r\n");
     }
     let keep =
         |n: &str| fwd.peer_trusted && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n));
@@ -417,7 +422,9 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
             put3(out, b"X-Forwarded-Host: ", a, b"\r\n");
         }
     }
-    let _ = write!(Fmt(out), "X-Real-IP: {}\r\n", fwd.client);
+    out.put_slice(b"X-Real-IP: ");
+    put_ip(out, fwd.client);
+    out.put_slice(b"\r\n");
     if let Some(protocols) = req.upgrade {
         put3(out, b"Connection: upgrade\r\nUpgrade: ", protocols, b"\r\n");
     }
@@ -431,7 +438,9 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
             }
         }
         Framing::Length(n) => {
-            let _ = write!(Fmt(out), "Content-Length: {n}\r\n");
+            out.put_slice(b"Content-Length: ");
+            put_u64(out, n);
+            out.put_slice(b"\r\n");
         }
         Framing::Chunked | Framing::UntilClose => out.put_slice(b"Transfer-Encoding: chunked\r\n"),
     }
@@ -459,6 +468,52 @@ fn put3(out: &mut BytesMut, a: &[u8], b: &[u8], c: &[u8]) {
     out.put_slice(c);
 }
 
+/// A decimal number, without the formatting machinery (this runs for every request).
+pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+}
+
+/// An address as `Display` writes it; IPv4 (every request's X-Forwarded-For and X-Real-IP)
+/// without the formatting machinery.
+pub(crate) fn put_ip(out: &mut BytesMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            out.put_slice(&text[..len]);
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(Fmt(out), "{ip}");
+        }
+    }
+}
+
 /// `fmt::Write` into a `BytesMut` without an intermediate `String`.
 pub(crate) struct Fmt<'a>(pub &'a mut BytesMut);
 
@@ -472,6 +527,27 @@ impl std::fmt::Write for Fmt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_and_addresses_are_written_as_display_writes_them() {
+        for n in [0u64, 7, 10, 99, 200, 65535, u64::MAX] {
+            let mut out = BytesMut::new();
+            put_u64(&mut out, n);
+            assert_eq!(&out[..], n.to_string().as_bytes());
+        }
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "192.0.2.200",
+            "255.255.255.255",
+            "2001:db8::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = BytesMut::new();
+            put_ip(&mut out, ip);
+            assert_eq!(&out[..], ip.to_string().as_bytes());
+        }
+    }
 
     fn parse_ok(raw: &[u8]) -> (Framing, bool, Option<Vec<u8>>, String) {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];

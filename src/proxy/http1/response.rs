@@ -5,7 +5,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::request::Fmt;
+use super::request::put_u64;
 use super::tokens;
 use super::{Framing, Version, MAX_HEADERS, MAX_HEAD_SIZE};
 
@@ -150,15 +150,18 @@ pub fn write_client_head(
         (Framing::Chunked, Version::Http10) => ClientFraming::Dechunk,
         _ => ClientFraming::Same,
     };
-    let _ = std::fmt::Write::write_fmt(
-        &mut Fmt(out),
-        format_args!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason),
-    );
+    out.put_slice(b"HTTP/1.1 ");
+    put_u64(out, u64::from(resp.status));
+    out.put_u8(b' ');
+    out.put_slice(resp.reason.as_bytes());
+    out.put_slice(b"\r\n");
+    let connection_lists_fields = tokens::connection_lists_fields(resp.headers);
     for h in resp.headers {
         // A 101 keeps its Upgrade: it tells the client which protocol now runs.
         let keep_upgrade = resp.is_switching() && h.name.eq_ignore_ascii_case("upgrade");
         if !keep_upgrade
-            && (tokens::is_hop_by_hop(h.name) || tokens::named_by_connection(resp.headers, h.name))
+            && (tokens::is_hop_by_hop(h.name)
+                || (connection_lists_fields && tokens::named_by_connection(resp.headers, h.name)))
         {
             continue;
         }

@@ -31,6 +31,16 @@ pub(crate) fn named_by_connection(headers: &[httparse::Header<'_>], field: &str)
         .any(|h| has(h.value, field))
 }
 
+/// Whether a `Connection` field of this head lists a field other than the hop-by-hop ones
+/// (which are dropped anyway): only then must each field be checked with
+/// [`named_by_connection`]. `Connection: keep-alive` (or none) is the common case.
+pub(crate) fn connection_lists_fields(headers: &[httparse::Header<'_>]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| list(h.value).any(|t| std::str::from_utf8(t).map_or(true, |t| !is_hop_by_hop(t))))
+}
+
 /// Hop-by-hop fields that never cross a proxy (RFC 9110 §7.6.1, which also names
 /// `Proxy-Connection` because old clients still send it). `Transfer-Encoding` and `Content-Length` are handled by the
 /// framing code, which writes its own normalised version.
@@ -55,5 +65,23 @@ mod tests {
         assert_eq!(v, vec![&b"gzip"[..], &b"chunked"[..]]);
         assert!(has(b"keep-alive, Upgrade", "upgrade"));
         assert!(!has(b"keep-alive", "close"));
+    }
+
+    #[test]
+    fn connection_lists_fields_only_beyond_the_hop_by_hop_ones() {
+        let h = |v: &'static [u8]| httparse::Header {
+            name: "Connection",
+            value: v,
+        };
+        for (value, want) in [
+            (&b"keep-alive"[..], false),
+            (b"Upgrade, Keep-Alive", false),
+            (b"close", true),
+            (b"keep-alive, X-Secret", true),
+            (b"", false),
+        ] {
+            assert_eq!(connection_lists_fields(&[h(value)]), want, "{value:?}");
+        }
+        assert!(!connection_lists_fields(&[]));
     }
 }

@@ -14,8 +14,12 @@ use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// Bytes moved per splice call; the default pipe holds 64 KiB.
+/// Bytes moved per read/write in the fallback loop.
 const CHUNK: usize = 64 * 1024;
+/// The pipe between the sockets is grown to this (the default 64 KiB pipe makes a bulk
+/// transfer take four times as many splice calls and wake-ups); where the kernel refuses
+/// (`fs.pipe-max-size` lower, or the user's pipe quota spent) the default pipe is used.
+const PIPE_SIZE: i32 = 1 << 20;
 
 /// Relay both ways until both directions have ended; returns (client→backend, backend→client)
 /// byte counts.
@@ -26,7 +30,12 @@ pub async fn relay(a: &TcpStream, b: &TcpStream) -> io::Result<(u64, u64)> {
 
 async fn one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
     let result = match nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
-        Ok((r, w)) => splice_loop(src, dst, &r, &w).await,
+        Ok((r, w)) => {
+            // F_SETPIPE_SZ returns the size the pipe got (a power of two pages).
+            let size = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
+                .map_or(CHUNK, |n| usize::try_from(n).unwrap_or(CHUNK));
+            splice_loop(src, dst, &r, &w, size).await
+        }
         Err(_) => Err(io::ErrorKind::Unsupported.into()),
     };
     let total = match result {
@@ -43,6 +52,7 @@ async fn splice_loop(
     dst: &TcpStream,
     pipe_r: &OwnedFd,
     pipe_w: &OwnedFd,
+    pipe_size: usize,
 ) -> io::Result<u64> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut total = 0u64;
@@ -50,7 +60,8 @@ async fn splice_loop(
         let filled = loop {
             src.readable().await?;
             match src.try_io(Interest::READABLE, || {
-                splice(src.as_fd(), None, pipe_w.as_fd(), None, CHUNK, flags).map_err(errno_to_io)
+                splice(src.as_fd(), None, pipe_w.as_fd(), None, pipe_size, flags)
+                    .map_err(errno_to_io)
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,

@@ -38,7 +38,10 @@ pub struct Backend {
     ejections: AtomicU32,
     /// Requests in flight, for least-request balancing.
     active: AtomicUsize,
-    idle: Option<ArrayQueue<IdleConn>>,
+    /// One queue per worker (see `proxy::workers`): a connection is registered with the
+    /// reactor of the worker that opened it, so only that worker reuses it. Empty when reuse
+    /// is off.
+    idle: Box<[ArrayQueue<IdleConn>]>,
     idle_timeout: Duration,
     /// How its pool dials it with TLS; empty for a plain pool. Replaced on reload.
     tls: ArcSwapOption<TlsOrigin>,
@@ -66,11 +69,13 @@ pub enum Outcome {
 }
 
 impl Backend {
+    /// `max_idle` idle connections are kept per worker of `workers`.
     pub fn new(
         address: SocketAddr,
         max_idle: u32,
         idle_timeout: Duration,
         tls: Option<Arc<TlsOrigin>>,
+        workers: usize,
     ) -> Backend {
         Backend {
             tls_on: AtomicBool::new(tls.is_some()),
@@ -85,7 +90,13 @@ impl Backend {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             active: AtomicUsize::new(0),
-            idle: (max_idle > 0).then(|| ArrayQueue::new(max_idle as usize)),
+            idle: if max_idle > 0 {
+                (0..workers.max(1))
+                    .map(|_| ArrayQueue::new(max_idle as usize))
+                    .collect()
+            } else {
+                Box::default()
+            },
             idle_timeout,
         }
     }
@@ -93,8 +104,16 @@ impl Backend {
     /// Whether this backend's idle pool was made for these settings (a reload that changes
     /// them starts the backend afresh).
     pub fn has_idle_settings(&self, max_idle: u32, idle_timeout: Duration) -> bool {
-        let capacity = self.idle.as_ref().map_or(0, ArrayQueue::capacity);
+        let capacity = self.idle.first().map_or(0, ArrayQueue::capacity);
         capacity == max_idle as usize && self.idle_timeout == idle_timeout
+    }
+
+    /// The calling worker's idle connections, if reuse is on.
+    fn idle_here(&self) -> Option<&ArrayQueue<IdleConn>> {
+        match self.idle.len() {
+            0 => None,
+            n => self.idle.get(crate::proxy::workers::current() % n),
+        }
     }
 
     pub fn is_available(&self, now: u64) -> bool {
@@ -159,7 +178,7 @@ impl Backend {
     /// idle timeout, that the backend closed or wrote to while idle, or made before a reload
     /// switched the pool between plain and TLS, are dropped.
     pub fn checkout(&self) -> Option<UpstreamStream> {
-        let idle = self.idle.as_ref()?;
+        let idle = self.idle_here()?;
         let tls = self.tls_on.load(Ordering::Relaxed);
         while let Some(mut c) = idle.pop() {
             if c.since.elapsed() < self.idle_timeout
@@ -174,7 +193,7 @@ impl Backend {
 
     /// Keep a connection whose last exchange ended cleanly at a message boundary.
     pub fn checkin(&self, stream: UpstreamStream) {
-        if let Some(idle) = &self.idle {
+        if let Some(idle) = self.idle_here() {
             if self.is_healthy() {
                 let _ = idle.push(IdleConn {
                     stream,
@@ -184,8 +203,10 @@ impl Backend {
         }
     }
 
+    /// Every worker's: called from whichever thread saw the failure. A connection dropped
+    /// here on another worker's thread only deregisters from that worker's reactor.
     fn drop_idle(&self) {
-        if let Some(idle) = &self.idle {
+        for idle in &*self.idle {
             while idle.pop().is_some() {}
         }
     }
@@ -278,6 +299,7 @@ mod tests {
             0,
             Duration::from_secs(1),
             None,
+            1,
         );
         let base = Duration::from_secs(10);
         let max = Duration::from_secs(25);
@@ -294,6 +316,7 @@ mod tests {
             0,
             Duration::from_secs(1),
             None,
+            1,
         );
         assert_eq!(b.record(Outcome::Failure), 1);
         assert_eq!(b.record(Outcome::Failure), 2);

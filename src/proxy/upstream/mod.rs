@@ -118,6 +118,7 @@ impl Pools {
                                 settings.backend_max_idle,
                                 settings.backend_idle_timeout,
                                 tls.clone(),
+                                crate::proxy::workers::count(settings),
                             )),
                         }
                     })
