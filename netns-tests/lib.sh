@@ -680,6 +680,16 @@ assert_outage() {
   fi
 }
 
+# OLD_IP NEW_IP DESC MAX_MS: after a change that moves the VIP from OLD to NEW, waits (≤ 5 s)
+# until the running prober's last 50 probes were answered through NEW, stops it, and asserts
+# the outage of the move (assert_outage).
+probe_settled_outage() {
+  probe_until "$2" 50 || fail "$3: the probes settle on $2"
+  probe_stop
+  probe_outage "$1" "$2"
+  assert_outage "$3" "$4"
+}
+
 # A config serving $HA_HOST on VIP:80 from HA_BACKEND or the first backend, with no [[vip]] and no [vrrp]:
 # the HTTP side of a node whose VIP keepalived holds as an interface address.
 ha_serve_config() { # FILE

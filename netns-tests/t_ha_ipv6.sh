@@ -225,6 +225,12 @@ assert_eq "node b logged no dropped advert" 0 \
   "$(sed 's/\x1b\[[0-9;]*m//g' "$LOG_B" | grep -cE 'dropped|invalid VRRP' || true)"
 assert_eq "node a answers ARP for the IPv4 VIP" "$mac_a" "$(arp_mac "$VIP")"
 assert_eq "and NS for the IPv6 VIP" "$mac_a" "$(ndp_mac "$VIP6")"
+vrrp_series() { # NAMESPACE STATE: the families whose router /metrics shows in STATE
+  in_ns "$1" curl -s --max-time 5 http://127.0.0.1:9901/metrics |
+    sed -n "s/^vipgate_vrrp_state{vrid=\"$HA_VRID\",state=\"$2\",family=\"\(ipv[46]\)\"} 1\$/\1/p" | paste -sd' ' -
+}
+assert_eq "a's /metrics: both families' routers are master" "ipv4 ipv6" "$(vrrp_series "$NS_LB" master)"
+assert_eq "b's /metrics: both families' routers are backup" "ipv4 ipv6" "$(vrrp_series "$NS_LB2" backup)"
 VG_LOG=$LOG_A
 stop_vipgate_pid "$PID_A"
 wait_state "$LOG_B" Master 10 || abort "node b takes over"

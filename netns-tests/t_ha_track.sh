@@ -61,10 +61,7 @@ sleep 1
 backend_kill 0
 wait_state "$LOG_B" Master 60 || fail "node b becomes master within 6 s of be1's death"
 wait_state "$LOG_A" Backup 30 || fail "node a yields to b"
-probe_until "$B" 50 || fail "the probes settle on node b"
-probe_stop
-probe_outage "$A" "$B"
-assert_outage "be1 killed, a lowered to 50, b took over" 5000
+probe_settled_outage "$A" "$B" "be1 killed, a lowered to 50, b took over" 5000
 assert_eq "a advertises 150 - 100" 50 "$(metric_a 'vipgate_vrrp_priority{')"
 assert_eq "a's tracked pool is failed" 1 "$(metric_a 'vipgate_vrrp_track_failed{vrid="51",track="pool:web"}')"
 wait_log "$LOG_A" 'tracked condition failed.*track=pool:web' 1 || fail "a logged the failed condition"
@@ -83,10 +80,7 @@ sleep 0.5
 backend_spawn 0
 wait_state "$LOG_A" Master 60 || fail "node a becomes master again within 6 s"
 wait_state "$LOG_B" Backup 30 || fail "node b yields"
-probe_until "$A" 50 || fail "the probes settle on node a"
-probe_stop
-probe_outage "$B" "$A"
-assert_outage "be1 back, a preempted b" 3000
+probe_settled_outage "$B" "$A" "be1 back, a preempted b" 3000
 assert_eq "a advertises 150 again" 150 "$(metric_a 'vipgate_vrrp_priority{')"
 assert_eq "a's tracked pool cleared" 0 "$(metric_a 'vipgate_vrrp_track_failed{vrid="51",track="pool:web"}')"
 one_owner "a took back" "$mac_a"
@@ -113,12 +107,9 @@ sleep 1
 backend_kill 0
 wait_state "$LOG_A" Fault 60 || fail "node a enters Fault within 6 s of be1's death"
 wait_state "$LOG_B" Master 30 || fail "node b takes over"
-probe_until "$B" 50 || fail "the probes settle on node b"
-probe_stop
-probe_outage "$A" "$B"
-assert_outage "be1 killed, a in fault, b took over" 5000
+probe_settled_outage "$A" "$B" "be1 killed, a in fault, b took over" 5000
 assert_eq "a advertises nothing (priority 0)" 0 "$(metric_a 'vipgate_vrrp_priority{')"
-assert_eq "a's state is fault" 1 "$(metric_a 'vipgate_vrrp_state{vrid="51",state="fault"}')"
+assert_eq "a's state is fault" 1 "$(metric_a 'vipgate_vrrp_state{vrid="51",state="fault",family="ipv4"}')"
 sleep 1.5
 assert_eq "a stays in fault while be1 is down" Fault "$(vrrp_state "$LOG_A")"
 one_owner "b took over from a in fault" "$mac_b"
@@ -130,10 +121,7 @@ sleep 0.5
 backend_spawn 0
 wait_state "$LOG_A" Master 60 || fail "node a becomes master again within 6 s"
 wait_state "$LOG_B" Backup 30 || fail "node b yields"
-probe_until "$A" 50 || fail "the probes settle on node a"
-probe_stop
-probe_outage "$B" "$A"
-assert_outage "be1 back, a out of fault, preempted b" 3000
+probe_settled_outage "$B" "$A" "be1 back, a out of fault, preempted b" 3000
 one_owner "a took back after the fault" "$mac_a"
 stop_vipgate_pid "$PID_A"
 

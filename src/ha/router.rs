@@ -511,7 +511,8 @@ impl Election {
         } = step;
         if let Some(state) = became {
             // Telemetry hook: vipgate_vrrp_state and vipgate_vrrp_transitions_total.
-            crate::telemetry::metrics::process().vrrp_state(self.vrid, state, state != before);
+            let v6 = self.addresses.first().is_some_and(IpAddr::is_ipv6);
+            crate::telemetry::metrics::process().vrrp_state(self.vrid, v6, state, state != before);
         }
         if let Some(priority) = send {
             self.send(priority);

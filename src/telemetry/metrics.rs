@@ -227,8 +227,9 @@ pub struct Process {
     pub access_log_dropped: AtomicU64,
     /// 0 without `[vrrp]`.
     vrrp_vrid: AtomicU32,
-    vrrp_state: AtomicU8,
-    pub vrrp_transitions: AtomicU64,
+    /// The state and transitions of the IPv4 (index 0) and IPv6 (1) virtual routers: one per
+    /// family of the VIPs, each with its own election.
+    vrrp_families: [VrrpFamily; 2],
     /// The priority advertised now (lowered by tracking; 0 in fault).
     vrrp_priority: AtomicU32,
     /// Each `[[vrrp.track]]` condition's label and whether it failed.
@@ -299,8 +300,12 @@ static PROCESS: Process = Process {
     access_log_lines: AtomicU64::new(0),
     access_log_dropped: AtomicU64::new(0),
     vrrp_vrid: AtomicU32::new(0),
-    vrrp_state: AtomicU8::new(0),
-    vrrp_transitions: AtomicU64::new(0),
+    vrrp_families: [const {
+        VrrpFamily {
+            state: AtomicU8::new(0),
+            transitions: AtomicU64::new(0),
+        }
+    }; 2],
     vrrp_priority: AtomicU32::new(0),
     vrrp_tracks: Mutex::new(Vec::new()),
     vips: Mutex::new(Vec::new()),
@@ -328,6 +333,13 @@ fn unix_now() -> u64 {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The data is a list of Arcs: a panic elsewhere cannot leave it half-written.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One virtual router's state code (`vrrp_code`; 0 before it started) and its changes of state.
+#[derive(Debug)]
+struct VrrpFamily {
+    state: AtomicU8,
+    transitions: AtomicU64,
 }
 
 fn vrrp_code(s: VrrpState) -> u8 {
@@ -397,12 +409,14 @@ impl Process {
         self.last_reload_ok.store(ok, Ordering::Relaxed);
     }
 
-    /// The election of `vrid` entered `state` (`transition`: from another state).
-    pub fn vrrp_state(&self, vrid: u8, state: VrrpState, transition: bool) {
+    /// The election of `vrid` for IPv6 VIPs (`v6`) or IPv4 ones entered `state`
+    /// (`transition`: from another state).
+    pub fn vrrp_state(&self, vrid: u8, v6: bool, state: VrrpState, transition: bool) {
         self.vrrp_vrid.store(u32::from(vrid), Ordering::Relaxed);
-        self.vrrp_state.store(vrrp_code(state), Ordering::Relaxed);
+        let family = &self.vrrp_families[usize::from(v6)];
+        family.state.store(vrrp_code(state), Ordering::Relaxed);
         if transition {
-            self.vrrp_transitions.fetch_add(1, Ordering::Relaxed);
+            family.transitions.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -414,9 +428,14 @@ impl Process {
     }
 
     /// The VRRP state's name (`backup`, `master`, …) and the priority advertised now, for the
-    /// status line.
+    /// status line: with VIPs of both families, the IPv4 router's (the line has room for one).
     pub fn vrrp_now(&self) -> (&'static str, u32) {
-        let code = self.vrrp_state.load(Ordering::Relaxed);
+        let code = self
+            .vrrp_families
+            .iter()
+            .map(|f| f.state.load(Ordering::Relaxed))
+            .find(|&c| c != 0)
+            .unwrap_or(0);
         let name = VRRP_STATES
             .iter()
             .find(|(c, _)| *c == code)
@@ -629,18 +648,27 @@ pub fn render(view: &View<'_>) -> String {
     );
     let vrid = p.vrrp_vrid.load(Ordering::Relaxed);
     if let Some(v) = &view.config.vrrp {
-        let code = if vrid == u32::from(v.vrid.get()) {
-            p.vrrp_state.load(Ordering::Relaxed)
-        } else {
-            1
-        };
-        for (c, name) in VRRP_STATES {
-            let _ = writeln!(
-                out,
-                "vipgate_vrrp_state{{vrid=\"{}\",state=\"{name}\"}} {}",
-                v.vrid.get(),
-                u8::from(code == c)
-            );
+        // One virtual router per family of the configured VIPs (see ha::router).
+        let families: Vec<(bool, &str)> = [(false, "ipv4"), (true, "ipv6")]
+            .into_iter()
+            .filter(|(v6, _)| view.config.vips.iter().any(|a| a.address.is_ipv6() == *v6))
+            .collect();
+        for &(v6, family) in &families {
+            let code = match p.vrrp_families[usize::from(v6)]
+                .state
+                .load(Ordering::Relaxed)
+            {
+                c if vrid == u32::from(v.vrid.get()) && c != 0 => c,
+                _ => 1,
+            };
+            for (c, name) in VRRP_STATES {
+                let _ = writeln!(
+                    out,
+                    "vipgate_vrrp_state{{vrid=\"{}\",state=\"{name}\",family=\"{family}\"}} {}",
+                    v.vrid.get(),
+                    u8::from(code == c)
+                );
+            }
         }
         header(
             &mut out,
@@ -648,12 +676,16 @@ pub fn render(view: &View<'_>) -> String {
             "counter",
             "Changes of VRRP state since the process started.",
         );
-        let _ = writeln!(
-            out,
-            "vipgate_vrrp_transitions_total{{vrid=\"{}\"}} {}",
-            v.vrid.get(),
-            p.vrrp_transitions.load(Ordering::Relaxed)
-        );
+        for &(v6, family) in &families {
+            let _ = writeln!(
+                out,
+                "vipgate_vrrp_transitions_total{{vrid=\"{}\",family=\"{family}\"}} {}",
+                v.vrid.get(),
+                p.vrrp_families[usize::from(v6)]
+                    .transitions
+                    .load(Ordering::Relaxed)
+            );
+        }
         header(
             &mut out,
             "vipgate_vrrp_priority",
