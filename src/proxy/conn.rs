@@ -26,7 +26,7 @@ use super::forwarded;
 use super::http1::chunked::ChunkedDecoder;
 use super::http1::request::{self, Forwarding};
 use super::http1::response::{self, ClientFraming};
-use super::http1::{local, Framing, Version, MAX_HEADERS};
+use super::http1::{local, Framing, Version};
 use super::route::{Miss, Target};
 use super::tls::TlsInfo;
 use super::upstream::backend::{Backend, Outcome};
@@ -309,7 +309,7 @@ impl<S: ClientStream> Conn<S> {
         let idle = settings.client_idle_timeout;
         loop {
             if started {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut headers = super::http1::headers();
                 match request::parse(&self.rbuf, &mut headers, &limits) {
                     Ok(Some(req)) => {
                         let head_len = req.head_len;
@@ -656,7 +656,7 @@ impl<S: ClientStream> Conn<S> {
             let head_deadline = Instant::now() + head_timeout;
             let mut got_any = false;
             let parsed = loop {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut headers = super::http1::headers();
                 match response::parse(&self.ubuf, &mut headers, ex.head_request) {
                     Ok(Some(resp)) => {
                         if resp.is_switching() && !ex.upgrade {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use bytes::{BufMut, BytesMut};
 
 use super::tokens;
-use super::{Framing, Version, MAX_HEADERS, MAX_HEAD_SIZE};
+use super::{Framing, Headers, Version, MAX_HEADERS, MAX_HEAD_SIZE};
 
 /// Why a request head was refused; each maps to the status the client gets, after which the
 /// connection is closed (the framing of anything behind a bad head cannot be trusted).
@@ -86,7 +86,7 @@ impl Default for Limits {
 /// Parse the head at the start of `buf`. `Ok(None)` means more bytes are needed.
 pub fn parse<'b, 'h>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut Headers<'b>,
     limits: &Limits,
 ) -> Result<Option<Request<'b, 'h>>, RequestError> {
     // The request line is judged first, so an over-long URI gets 414 rather than 431.
@@ -98,8 +98,8 @@ pub fn parse<'b, 'h>(
         Some(i) if i > limits.max_request_line => return Err(RequestError::RequestLineTooLong),
         _ => {}
     }
-    let mut req = httparse::Request::new(headers);
-    let status = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let status = match req.parse_with_uninit_headers(buf, headers) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
         Err(e) => return Err(RequestError::Malformed(httparse_reason(e))),
@@ -550,7 +550,7 @@ mod tests {
     }
 
     fn parse_ok(raw: &[u8]) -> (Framing, bool, Option<Vec<u8>>, String) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         let r = parse(raw, &mut headers, &Limits::default())
             .expect("valid")
             .expect("complete");
@@ -563,13 +563,13 @@ mod tests {
     }
 
     fn parse_err(raw: &[u8]) -> RequestError {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         parse(raw, &mut headers, &Limits::default()).expect_err("must be refused")
     }
 
     #[test]
     fn partial_heads_ask_for_more() {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         assert!(parse(
             b"GET / HTTP/1.1\r\nHost: a\r\n",
             &mut headers,
@@ -656,7 +656,7 @@ mod tests {
             max_request_line: 64,
             ..Limits::default()
         };
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));
         assert_eq!(
             parse(long.as_bytes(), &mut headers, &limits)
@@ -664,7 +664,7 @@ mod tests {
                 .status(),
             414
         );
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         assert!(parse(b"GET /short HTTP/1.1\r\n", &mut headers, &limits)
             .unwrap()
             .is_none());
@@ -672,7 +672,7 @@ mod tests {
             max_headers: 2,
             ..Limits::default()
         };
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         let three = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
         assert_eq!(parse(three, &mut headers, &few).unwrap_err().status(), 431);
     }
@@ -704,7 +704,7 @@ mod tests {
     #[test]
     fn upstream_head_drops_hop_by_hop_and_normalises_framing() {
         let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.9\r\nAccept: */*\r\n\r\n";
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         let req = parse(raw, &mut headers, &Limits::default())
             .unwrap()
             .unwrap();
@@ -726,7 +726,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_and_stay_in_bounds(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = super::super::headers();
             if let Ok(Some(req)) = parse(&input, &mut headers, &Limits::default()) {
                 proptest::prop_assert!(req.head_len <= input.len());
                 let mut out = BytesMut::new();
@@ -743,7 +743,7 @@ mod tests {
             let flip = flip % raw.len();
             raw[flip] = byte;
             raw.truncate(cut.max(1).min(raw.len()));
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = super::super::headers();
             let _ = parse(&raw, &mut headers, &Limits::default());
         }
     }

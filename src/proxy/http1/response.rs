@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::request::put_u64;
 use super::tokens;
-use super::{Framing, Version, MAX_HEADERS, MAX_HEAD_SIZE};
+use super::{Framing, Headers, Version, MAX_HEAD_SIZE};
 
 /// Why a backend's response could not be relayed; the client gets 502.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,11 +45,13 @@ impl Response<'_, '_> {
 /// Parse the response head at the start of `buf`; `head_request` if it answers a HEAD.
 pub fn parse<'b, 'h>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut Headers<'b>,
     head_request: bool,
 ) -> Result<Option<Response<'b, 'h>>, ResponseError> {
-    let mut resp = httparse::Response::new(headers);
-    let head_len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, headers)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_SIZE => {
             return Err(ResponseError::HeadTooLarge)
@@ -202,7 +204,7 @@ mod tests {
     use super::*;
 
     fn framing_of(raw: &[u8], method: &str) -> Framing {
-        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut h = super::super::headers();
         parse(raw, &mut h, method == "HEAD")
             .unwrap()
             .unwrap()
@@ -254,7 +256,7 @@ mod tests {
     #[test]
     fn client_head_for_until_close_body_is_rechunked() {
         let raw = b"HTTP/1.0 200 OK\r\nServer: x\r\nConnection: close\r\n\r\n";
-        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut h = super::super::headers();
         let resp = parse(raw, &mut h, false).unwrap().unwrap();
         let mut out = BytesMut::new();
         let f = write_client_head(&resp, Version::Http11, true, &mut out);
@@ -269,7 +271,7 @@ mod tests {
     #[test]
     fn chunked_to_http10_client_is_dechunked_and_closed() {
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut h = super::super::headers();
         let resp = parse(raw, &mut h, false).unwrap().unwrap();
         let mut out = BytesMut::new();
         let f = write_client_head(&resp, Version::Http10, true, &mut out);
