@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
-use super::tokens;
+use super::tokens::{self, ConnectionOptions, Field};
 use super::{Framing, Headers, Version, MAX_HEADERS, MAX_HEAD_SIZE};
 
 /// Why a request head was refused; each maps to the status the client gets, after which the
@@ -62,6 +62,9 @@ pub struct Request<'b, 'h> {
     /// The `Upgrade` field of an HTTP/1.1 request whose `Connection` asks for an upgrade
     /// (WebSocket): forwarded so the backend may answer 101 and the connection become a tunnel.
     pub upgrade: Option<&'b [u8]>,
+    /// A `Connection` field names fields beyond the hop-by-hop ones, which must then be
+    /// dropped too.
+    pub connection_names_fields: bool,
 }
 
 /// Size limits on a request head (`[proxy]` settings).
@@ -134,59 +137,67 @@ pub fn parse<'b, 'h>(
     let mut expect_continue = false;
     let mut connection_upgrade = false;
     let mut upgrade: Option<&'b [u8]> = None;
+    let mut connection_names_fields = false;
     for h in headers {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return Err(RequestError::Malformed("more than one Host field"));
-            }
-            host = Some(h.value);
-        } else if name.eq_ignore_ascii_case("content-length") {
-            // RFC 9112 §6.3 point 5: repeated or list-valued Content-Length is accepted only
-            // when every value is the same valid number.
-            for v in tokens::list(h.value) {
-                let n = parse_content_length(v)?;
-                if content_length.is_some_and(|seen| seen != n) {
-                    return Err(RequestError::Malformed("conflicting Content-Length values"));
+        match Field::of(h.name.as_bytes()) {
+            Field::Host => {
+                if host.is_some() {
+                    return Err(RequestError::Malformed("more than one Host field"));
                 }
-                content_length = Some(n);
+                host = Some(h.value);
             }
-            if tokens::list(h.value).next().is_none() {
-                return Err(RequestError::Malformed("empty Content-Length"));
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            has_te = true;
-            // Only the final coding decides framing; chunked anywhere but last is invalid
-            // (RFC 9112 §6.1), and any other coding is one we do not implement.
-            for coding in tokens::list(h.value) {
-                if chunked {
-                    return Err(RequestError::Malformed(
-                        "chunked is not the final transfer coding",
-                    ));
+            Field::ContentLength => {
+                // RFC 9112 §6.3 point 5: repeated or list-valued Content-Length is accepted only
+                // when every value is the same valid number.
+                for v in tokens::list(h.value) {
+                    let n = parse_content_length(v)?;
+                    if content_length.is_some_and(|seen| seen != n) {
+                        return Err(RequestError::Malformed("conflicting Content-Length values"));
+                    }
+                    content_length = Some(n);
                 }
-                if coding.eq_ignore_ascii_case(b"chunked") {
-                    chunked = true;
+                if tokens::list(h.value).next().is_none() {
+                    return Err(RequestError::Malformed("empty Content-Length"));
+                }
+            }
+            Field::TransferEncoding => {
+                has_te = true;
+                // Only the final coding decides framing; chunked anywhere but last is invalid
+                // (RFC 9112 §6.1), and any other coding is one we do not implement.
+                for coding in tokens::list(h.value) {
+                    if chunked {
+                        return Err(RequestError::Malformed(
+                            "chunked is not the final transfer coding",
+                        ));
+                    }
+                    if coding.eq_ignore_ascii_case(b"chunked") {
+                        chunked = true;
+                    } else {
+                        return Err(RequestError::UnsupportedTransferCoding);
+                    }
+                }
+            }
+            Field::Connection => {
+                let o = ConnectionOptions::of(h.value);
+                connection_upgrade |= o.upgrade;
+                connection_names_fields |= o.names_fields;
+                if o.close {
+                    close = true;
+                } else if o.keep_alive && version == Version::Http10 {
+                    close = false;
+                }
+            }
+            Field::Upgrade => upgrade = Some(h.value),
+            Field::Expect => {
+                if h.value.eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
                 } else {
-                    return Err(RequestError::UnsupportedTransferCoding);
+                    // RFC 9110 §10.1.1: an expectation we cannot meet gets 417; we keep it simple
+                    // and refuse it as malformed rather than forward an unknown expectation.
+                    return Err(RequestError::Malformed("unsupported Expect value"));
                 }
             }
-        } else if name.eq_ignore_ascii_case("connection") {
-            connection_upgrade |= tokens::has(h.value, "upgrade");
-            if tokens::has(h.value, "close") {
-                close = true;
-            } else if tokens::has(h.value, "keep-alive") && version == Version::Http10 {
-                close = false;
-            }
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade = Some(h.value);
-        } else if name.eq_ignore_ascii_case("expect") {
-            if h.value.eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
-            } else {
-                // RFC 9110 §10.1.1: an expectation we cannot meet gets 417; we keep it simple
-                // and refuse it as malformed rather than forward an unknown expectation.
-                return Err(RequestError::Malformed("unsupported Expect value"));
-            }
+            _ => {}
         }
     }
     if has_te {
@@ -239,6 +250,7 @@ pub fn parse<'b, 'h>(
         expect_continue: expect_continue && framing != Framing::Empty,
         // RFC 9110 §7.8: Upgrade counts only when Connection names it, and not in HTTP/1.0.
         upgrade: upgrade.filter(|_| connection_upgrade && version == Version::Http11),
+        connection_names_fields,
     }))
 }
 
@@ -356,24 +368,28 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
     let mut forwarded_for_written = false;
     let mut has_request_id = false;
     let mut has_host = false;
-    let connection_lists_fields = tokens::connection_lists_fields(req.headers);
+    // A trusted peer's own X-Forwarded-Proto/-Host stand (even if Connection drops them).
+    let mut has_proto = false;
+    let mut has_forwarded_host = false;
     for h in req.headers {
         let name = h.name;
-        if tokens::is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("x-real-ip")
-            || (!fwd.peer_trusted
-                && (name.eq_ignore_ascii_case("x-forwarded-proto")
-                    || name.eq_ignore_ascii_case("x-forwarded-host")))
-        {
+        let field = Field::of(name.as_bytes());
+        match field {
+            Field::TransferEncoding | Field::ContentLength | Field::Expect | Field::XRealIp => {
+                continue
+            }
+            Field::XForwardedProto => has_proto = true,
+            Field::XForwardedHost => has_forwarded_host = true,
+            f if f.is_hop_by_hop() => continue,
+            _ => {}
+        }
+        if !fwd.peer_trusted && matches!(field, Field::XForwardedProto | Field::XForwardedHost) {
             continue;
         }
-        if connection_lists_fields && tokens::named_by_connection(req.headers, name) {
+        if req.connection_names_fields && tokens::named_by_connection(req.headers, name) {
             continue;
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
+        if field == Field::XForwardedFor {
             if forwarded_for_written {
                 continue;
             }
@@ -383,7 +399,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
             for v in req
                 .headers
                 .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+                .filter(|h| Field::of(h.name.as_bytes()) == Field::XForwardedFor)
             {
                 if !first {
                     out.put_slice(b", ");
@@ -397,8 +413,8 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
             forwarded_for_written = true;
             continue;
         }
-        has_request_id |= name.eq_ignore_ascii_case("x-request-id");
-        has_host |= name.eq_ignore_ascii_case("host");
+        has_request_id |= field == Field::XRequestId;
+        has_host |= field == Field::Host;
         put3(out, name.as_bytes(), b": ", h.value);
         out.put_slice(b"\r\n");
     }
@@ -412,12 +428,10 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
         put_ip(out, fwd.peer);
         out.put_slice(b"\r\n");
     }
-    let keep =
-        |n: &str| fwd.peer_trusted && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n));
-    if !keep("x-forwarded-proto") {
+    if !(fwd.peer_trusted && has_proto) {
         put3(out, b"X-Forwarded-Proto: ", fwd.proto.as_bytes(), b"\r\n");
     }
-    if !keep("x-forwarded-host") {
+    if !(fwd.peer_trusted && has_forwarded_host) {
         if let Some(a) = req.authority {
             put3(out, b"X-Forwarded-Host: ", a, b"\r\n");
         }

@@ -6,7 +6,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::request::put_u64;
-use super::tokens;
+use super::tokens::{self, ConnectionOptions, Field};
 use super::{Framing, Headers, Version, MAX_HEAD_SIZE};
 
 /// Why a backend's response could not be relayed; the client gets 502.
@@ -28,6 +28,9 @@ pub struct Response<'b, 'h> {
     pub framing: Framing,
     /// The backend will close after this response.
     pub close: bool,
+    /// A `Connection` field names fields beyond the hop-by-hop ones, which must then be
+    /// dropped too.
+    pub connection_names_fields: bool,
 }
 
 impl Response<'_, '_> {
@@ -71,32 +74,46 @@ pub fn parse<'b, 'h>(
     let mut chunked = false;
     let mut has_te = false;
     let mut close = version == Version::Http10;
+    let mut connection_names_fields = false;
     for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            for v in tokens::list(h.value) {
-                let n = std::str::from_utf8(v)
-                    .ok()
-                    .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or(ResponseError::Malformed("invalid Content-Length"))?;
-                if content_length.is_some_and(|seen| seen != n) {
-                    return Err(ResponseError::Malformed(
-                        "conflicting Content-Length values",
-                    ));
+        match Field::of(h.name.as_bytes()) {
+            Field::ContentLength => {
+                for v in tokens::list(h.value) {
+                    // Digits only (no sign), and no more than a u64 holds.
+                    let n = v
+                        .iter()
+                        .try_fold(0u64, |n, &b| {
+                            if b.is_ascii_digit() {
+                                n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+                            } else {
+                                None
+                            }
+                        })
+                        .ok_or(ResponseError::Malformed("invalid Content-Length"))?;
+                    if content_length.is_some_and(|seen| seen != n) {
+                        return Err(ResponseError::Malformed(
+                            "conflicting Content-Length values",
+                        ));
+                    }
+                    content_length = Some(n);
                 }
-                content_length = Some(n);
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            has_te = true;
-            chunked = tokens::list(h.value)
-                .last()
-                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            if tokens::has(h.value, "close") {
-                close = true;
-            } else if tokens::has(h.value, "keep-alive") && version == Version::Http10 {
-                close = false;
+            Field::TransferEncoding => {
+                has_te = true;
+                chunked = tokens::list(h.value)
+                    .last()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
             }
+            Field::Connection => {
+                let o = ConnectionOptions::of(h.value);
+                connection_names_fields |= o.names_fields;
+                if o.close {
+                    close = true;
+                } else if o.keep_alive && version == Version::Http10 {
+                    close = false;
+                }
+            }
+            _ => {}
         }
     }
     // RFC 9112 §6.3: HEAD, 1xx, 204 and 304 responses end at the head whatever they say.
@@ -125,6 +142,7 @@ pub fn parse<'b, 'h>(
         head_len,
         framing,
         close: close || framing == Framing::UntilClose,
+        connection_names_fields,
     }))
 }
 
@@ -157,17 +175,18 @@ pub fn write_client_head(
     out.put_u8(b' ');
     out.put_slice(resp.reason.as_bytes());
     out.put_slice(b"\r\n");
-    let connection_lists_fields = tokens::connection_lists_fields(resp.headers);
     for h in resp.headers {
+        let field = Field::of(h.name.as_bytes());
         // A 101 keeps its Upgrade: it tells the client which protocol now runs.
-        let keep_upgrade = resp.is_switching() && h.name.eq_ignore_ascii_case("upgrade");
+        let keep_upgrade = resp.is_switching() && field == Field::Upgrade;
         if !keep_upgrade
-            && (tokens::is_hop_by_hop(h.name)
-                || (connection_lists_fields && tokens::named_by_connection(resp.headers, h.name)))
+            && (field.is_hop_by_hop()
+                || (resp.connection_names_fields
+                    && tokens::named_by_connection(resp.headers, h.name)))
         {
             continue;
         }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") && framing != ClientFraming::Same {
+        if field == Field::TransferEncoding && framing != ClientFraming::Same {
             continue;
         }
         out.put_slice(h.name.as_bytes());
