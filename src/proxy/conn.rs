@@ -95,6 +95,7 @@ pub async fn serve<S: ClientStream>(
         ubuf: BytesMut::new(),
         req: Track::default(),
         timer: Deadline::new(),
+        clock: Instant::now(),
     };
     if let Err(e) = conn.run().await {
         debug!(%peer, error = %e, "connection ended");
@@ -124,6 +125,10 @@ struct Conn<S> {
     req: Track,
     /// The time limit of whichever wait is current (idle, head, response head).
     timer: Deadline,
+    /// The latest clock reading: taken when a request's first bytes are at hand and when it
+    /// ends, and reused for what is computed between (the idle and head deadlines), rather
+    /// than read again for each.
+    clock: Instant,
 }
 
 /// The current request as telemetry sees it. Reset per request without allocating; the access
@@ -301,7 +306,8 @@ impl<S: ClientStream> Conn<S> {
             max_headers: settings.max_headers,
         };
         let mut started = !self.rbuf.is_empty();
-        let now = Instant::now();
+        // Fresh: the previous request just ended (or the connection just began).
+        let now = self.clock;
         if started {
             self.req.start = Some(now);
         }
@@ -350,11 +356,8 @@ impl<S: ClientStream> Conn<S> {
                     }
                 }
             }
-            if !started && !self.wait_for_request(idle).await? {
-                return Ok(None);
-            }
-            self.rbuf.reserve(HEAD_CHUNK);
             let read = if started {
+                self.rbuf.reserve(HEAD_CHUNK);
                 match self
                     .timer
                     .run(deadline, self.client.read_buf(&mut self.rbuf))
@@ -370,8 +373,52 @@ impl<S: ClientStream> Conn<S> {
                     }
                 }
             } else {
-                // Readable now (wait_for_request said so); the timeout only guards a spurious
-                // wake-up.
+                match self.wait_for_request(idle).await? {
+                    Some(read) => read,
+                    None => return Ok(None),
+                }
+            };
+            if read == 0 {
+                // EOF: clean between requests; mid-head the client gave up, nothing to answer.
+                return Ok(None);
+            }
+            if !started {
+                self.req.start = Some(self.clock);
+            }
+            started = true;
+        }
+    }
+
+    /// Wait until the client sends the next request and read its first bytes; `Ok(None)` when
+    /// `idle` passes first. A connection that stays idle past `BUFFER_RELEASE_AFTER` gives its
+    /// buffers back, so ten thousand idle keep-alive clients cost little more than their
+    /// sockets; until then the wait is the read itself, one readiness poll fewer per request.
+    /// An idle keep-alive connection is closed at once when a graceful stop begins; a request
+    /// that has already arrived is still answered.
+    async fn wait_for_request(&mut self, idle: Duration) -> io::Result<Option<usize>> {
+        let since = self.clock;
+        let first = idle.min(BUFFER_RELEASE_AFTER);
+        self.rbuf.reserve(HEAD_CHUNK);
+        let read = tokio::select! {
+            biased;
+            r = self.timer.run(since + first, self.client.read_buf(&mut self.rbuf)) => r.ok(),
+            () = self.guard.draining() => return Ok(None),
+        };
+        let read = match read {
+            Some(r) => r?,
+            None if first >= idle => return Ok(None),
+            None => {
+                self.rbuf = BytesMut::new();
+                self.wbuf = BytesMut::new();
+                self.uhead = BytesMut::new();
+                self.ubuf = BytesMut::new();
+                match self.readable_within(since + idle).await {
+                    Some(Ok(true)) => {}
+                    Some(Ok(false)) | None => return Ok(None),
+                    Some(Err(e)) => return Err(e),
+                }
+                self.rbuf.reserve(HEAD_CHUNK);
+                // Readable now; the timeout only guards a spurious wake-up.
                 match self
                     .timer
                     .run(Instant::now() + idle, self.client.read_buf(&mut self.rbuf))
@@ -380,45 +427,15 @@ impl<S: ClientStream> Conn<S> {
                     Ok(r) => r?,
                     Err(_) => return Ok(None),
                 }
-            };
-            if read == 0 {
-                // EOF: clean between requests; mid-head the client gave up, nothing to answer.
-                return Ok(None);
             }
-            if !started {
-                self.req.start = Some(Instant::now());
-            }
-            started = true;
-        }
-    }
-
-    /// Wait until the client sends the next request or `idle` passes (then `false`). A
-    /// connection that stays idle past `BUFFER_RELEASE_AFTER` gives its buffers back, so ten
-    /// thousand idle keep-alive clients cost little more than their sockets.
-    /// An idle keep-alive connection is closed at once when a graceful stop begins; a request
-    /// that has already arrived is still answered.
-    async fn wait_for_request(&mut self, idle: Duration) -> io::Result<bool> {
-        let first = idle.min(BUFFER_RELEASE_AFTER);
-        match self.readable_within(first).await {
-            Some(r) => return r,
-            None if first >= idle => return Ok(false),
-            None => {}
-        }
-        self.rbuf = BytesMut::new();
-        self.wbuf = BytesMut::new();
-        self.uhead = BytesMut::new();
-        self.ubuf = BytesMut::new();
-        Ok(self
-            .readable_within(idle - first)
-            .await
-            .transpose()?
-            .unwrap_or(false))
+        };
+        self.clock = Instant::now();
+        Ok(Some(read))
     }
 
     /// `Some(Ok(true))` when the client sent something, `Some(Ok(false))` when draining began,
-    /// `None` when `limit` passed.
-    async fn readable_within(&mut self, limit: Duration) -> Option<io::Result<bool>> {
-        let deadline = Instant::now() + limit;
+    /// `None` when `deadline` passed.
+    async fn readable_within(&mut self, deadline: Instant) -> Option<io::Result<bool>> {
         tokio::select! {
             biased;
             r = self.timer.run(deadline, self.client.inner_mut().readable()) => r.ok().map(|r| r.map(|()| true)),
@@ -536,13 +553,15 @@ impl<S: ClientStream> Conn<S> {
         let t = &mut self.req;
         let Some(start) = t.start else { return };
         let snap = &self.snap;
+        let now = Instant::now();
+        self.clock = now;
         let stats = match t.routed {
             Some((target, pool)) => snap.metrics.series(target, pool),
             None => snap.metrics.unrouted(),
         };
         let f = Finished {
             status: if t.status == 0 { 499 } else { t.status },
-            duration: start.elapsed(),
+            duration: now.saturating_duration_since(start),
             upstream: t.upstream,
             bytes_in: (self.client.read - t.read_mark + t.leftover as u64)
                 .saturating_sub(self.rbuf.len() as u64),
@@ -584,7 +603,7 @@ impl<S: ClientStream> Conn<S> {
         let io_timeout = settings.backend_timeout;
         self.wbuf.clear();
         let tried_at = Instant::now();
-        let (mut upstream, reused) = match backend.checkout() {
+        let (mut upstream, reused) = match backend.checkout(tried_at.into_std()) {
             Some(s) => (s, true),
             None => match stream::connect(backend, connect_timeout, &[]).await {
                 Ok(s) => (s, false),
@@ -651,9 +670,12 @@ impl<S: ClientStream> Conn<S> {
             });
         }
         self.ubuf.clear();
+        // Only a head went out, on a pooled connection, without waiting on anything: the
+        // try's start is as good a clock reading for the first head's limit as a new one.
+        let mut head_from = (reused && ex.framing == Framing::Empty).then_some(tried_at);
         loop {
             // Read until one complete head is buffered, within one limit for the whole head.
-            let head_deadline = Instant::now() + head_timeout;
+            let head_deadline = head_from.take().unwrap_or_else(Instant::now) + head_timeout;
             let mut got_any = false;
             let parsed = loop {
                 let mut headers = super::http1::headers();
@@ -752,8 +774,9 @@ impl<S: ClientStream> Conn<S> {
                 });
             }
             self.ubuf.advance(head_len);
+            let head_at = Instant::now();
             if !interim {
-                self.req.upstream = Some(tried_at.elapsed());
+                self.req.upstream = Some(head_at.saturating_duration_since(tried_at));
             }
             if interim {
                 // 1xx interim responses mean nothing to an HTTP/1.0 client (RFC 9110 §15.2).
@@ -855,7 +878,7 @@ impl<S: ClientStream> Conn<S> {
                     // Only a connection that ended exactly at the message boundary can carry
                     // the next request: leftover bytes would be read as its response.
                     if reusable && backend_framing != Framing::UntilClose && self.ubuf.is_empty() {
-                        backend.checkin(upstream);
+                        backend.checkin(upstream, head_at.into_std());
                     }
                     if keep {
                         Next::KeepOpen
