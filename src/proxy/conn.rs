@@ -21,7 +21,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
 use super::deadline::Deadline;
-use super::drain::ConnGuard;
+use super::drain::{ConnGuard, DrainWatch};
 use super::forwarded;
 use super::http1::chunked::ChunkedDecoder;
 use super::http1::request::{self, Forwarding};
@@ -82,6 +82,8 @@ pub async fn serve<S: ClientStream>(
     front: Front,
 ) {
     let snap = shared.load_full();
+    let signal = std::pin::pin!(guard.signal());
+    let watch = guard.watch(signal);
     let mut conn = Conn {
         client: Counted::new(client),
         front,
@@ -89,6 +91,7 @@ pub async fn serve<S: ClientStream>(
         shared,
         snap,
         guard,
+        watch,
         rbuf: early,
         wbuf: BytesMut::new(),
         uhead: BytesMut::new(),
@@ -102,7 +105,7 @@ pub async fn serve<S: ClientStream>(
     }
 }
 
-struct Conn<S> {
+struct Conn<'w, S> {
     /// Counts bytes both ways for the request metrics and the access log.
     client: Counted<S>,
     front: Front,
@@ -113,6 +116,8 @@ struct Conn<S> {
     snap: Arc<Snapshot>,
     /// Counts this connection for a graceful stop, and says when to finish.
     guard: ConnGuard,
+    /// Wakes the connection when a graceful stop begins while it waits for a request.
+    watch: DrainWatch<'w>,
     /// Bytes read from the client and not yet consumed (the next pipelined request, if any).
     rbuf: BytesMut,
     /// A head or local response on its way to the client.
@@ -247,7 +252,7 @@ impl Failure {
     }
 }
 
-impl<S: ClientStream> Conn<S> {
+impl<S: ClientStream> Conn<'_, S> {
     async fn run(&mut self) -> io::Result<()> {
         loop {
             let current = self.shared.load();
@@ -402,7 +407,7 @@ impl<S: ClientStream> Conn<S> {
         let read = tokio::select! {
             biased;
             r = self.timer.run(since + first, self.client.read_buf(&mut self.rbuf)) => r.ok(),
-            () = self.guard.draining() => return Ok(None),
+            () = self.watch.draining() => return Ok(None),
         };
         let read = match read {
             Some(r) => r?,
@@ -439,7 +444,7 @@ impl<S: ClientStream> Conn<S> {
         tokio::select! {
             biased;
             r = self.timer.run(deadline, self.client.inner_mut().readable()) => r.ok().map(|r| r.map(|()| true)),
-            () = self.guard.draining() => Some(Ok(false)),
+            () = self.watch.draining() => Some(Ok(false)),
         }
     }
 
