@@ -371,6 +371,8 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
     // A trusted peer's own X-Forwarded-Proto/-Host stand (even if Connection drops them).
     let mut has_proto = false;
     let mut has_forwarded_host = false;
+    // Where X-Forwarded-For got the peer's address, for X-Real-IP to copy.
+    let mut peer_text = 0..0;
     for h in req.headers {
         let name = h.name;
         let field = Field::of(name.as_bytes());
@@ -408,7 +410,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
                 first = false;
             }
             out.put_slice(b", ");
-            put_ip(out, fwd.peer);
+            peer_text = put_ip_at(out, fwd.peer);
             out.put_slice(b"\r\n");
             forwarded_for_written = true;
             continue;
@@ -425,7 +427,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
     }
     if !forwarded_for_written {
         out.put_slice(b"X-Forwarded-For: ");
-        put_ip(out, fwd.peer);
+        peer_text = put_ip_at(out, fwd.peer);
         out.put_slice(b"\r\n");
     }
     if !(fwd.peer_trusted && has_proto) {
@@ -437,7 +439,15 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
         }
     }
     out.put_slice(b"X-Real-IP: ");
-    put_ip(out, fwd.client);
+    if fwd.client == fwd.peer && !peer_text.is_empty() && peer_text.len() <= IP_TEXT_MAX {
+        // Usually the peer itself: copy its text rather than format it again.
+        let mut text = [0u8; IP_TEXT_MAX];
+        let text = &mut text[..peer_text.len()];
+        text.copy_from_slice(&out[peer_text]);
+        out.put_slice(text);
+    } else {
+        put_ip(out, fwd.client);
+    }
     out.put_slice(b"\r\n");
     if let Some(protocols) = req.upgrade {
         put3(out, b"Connection: upgrade\r\nUpgrade: ", protocols, b"\r\n");
@@ -495,6 +505,16 @@ pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
         }
     }
     out.put_slice(&digits[i..]);
+}
+
+/// The longest text of an address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_TEXT_MAX: usize = 45;
+
+/// [`put_ip`], returning where in `out` the text went.
+fn put_ip_at(out: &mut BytesMut, ip: IpAddr) -> std::ops::Range<usize> {
+    let at = out.len();
+    put_ip(out, ip);
+    at..out.len()
 }
 
 /// An address as `Display` writes it; IPv4 (every request's X-Forwarded-For and X-Real-IP)
