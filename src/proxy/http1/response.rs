@@ -171,8 +171,19 @@ pub fn write_client_head(
         _ => ClientFraming::Same,
     };
     out.put_slice(b"HTTP/1.1 ");
-    put_u64(out, u64::from(resp.status));
-    out.put_u8(b' ');
+    match resp.status {
+        // The parser reads exactly three digits; leading zeros (status < 100) are not kept.
+        s @ 100..=999 => out.put_slice(&[
+            b'0' + (s / 100) as u8,
+            b'0' + (s / 10 % 10) as u8,
+            b'0' + (s % 10) as u8,
+            b' ',
+        ]),
+        s => {
+            put_u64(out, u64::from(s));
+            out.put_u8(b' ');
+        }
+    }
     out.put_slice(resp.reason.as_bytes());
     out.put_slice(b"\r\n");
     for h in resp.headers {
