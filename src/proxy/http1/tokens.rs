@@ -162,6 +162,11 @@ impl ConnectionOptions {
     /// The options of one `Connection` field value.
     pub(crate) fn of(value: &[u8]) -> ConnectionOptions {
         let mut o = ConnectionOptions::default();
+        // The usual value is the one token, with nothing around it to trim or split.
+        if eq_folded(value, b"keep-alive") {
+            o.keep_alive = true;
+            return o;
+        }
         for t in list(value) {
             match Field::of(t) {
                 Field::KeepAlive => o.keep_alive = true,
