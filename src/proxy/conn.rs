@@ -832,6 +832,8 @@ impl<S: ClientStream> Conn<'_, S> {
                     status,
                 });
             }
+            // The whole body came with the head: the backend has been idle since then.
+            let body_in_head = matches!(rest, Framing::Empty | Framing::Length(0));
             let relayed = match (rest, client_framing) {
                 (Framing::Empty, _) | (Framing::Length(0), _) => Ok(()),
                 (Framing::Length(n), _) => {
@@ -883,7 +885,12 @@ impl<S: ClientStream> Conn<'_, S> {
                     // Only a connection that ended exactly at the message boundary can carry
                     // the next request: leftover bytes would be read as its response.
                     if reusable && backend_framing != Framing::UntilClose && self.ubuf.is_empty() {
-                        backend.checkin(upstream, head_at.into_std());
+                        let idle_since = if body_in_head {
+                            head_at
+                        } else {
+                            Instant::now()
+                        };
+                        backend.checkin(upstream, idle_since.into_std());
                     }
                     if keep {
                         Next::KeepOpen

@@ -202,7 +202,7 @@ impl Backend {
     }
 
     /// Keep a connection whose last exchange ended cleanly at a message boundary; `since` is
-    /// a recent clock reading from before its end (an earlier one only retires it sooner).
+    /// when the backend sent its last byte (a clock reading taken then or just after).
     pub fn checkin(&self, stream: UpstreamStream, since: Instant) {
         if let Some(idle) = self.idle_here() {
             if self.is_healthy() {
