@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use vipgate::proxy::http1::{request, MAX_HEADERS};
+use vipgate::proxy::http1::request;
 use vipgate::proxy::route::RouteTable;
 
 const SEED: &str = r#"
@@ -54,7 +54,7 @@ fn head_and_route(c: &mut Criterion) {
     let limits = request::Limits::default();
     c.bench_function("seed: parse head + route", |b| {
         b.iter(|| {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = vipgate::proxy::http1::headers();
             let req = request::parse(black_box(REQUEST), &mut headers, &limits)
                 .expect("valid")
                 .expect("complete");

@@ -21,12 +21,12 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
 use super::deadline::Deadline;
-use super::drain::ConnGuard;
+use super::drain::{ConnGuard, DrainWatch};
 use super::forwarded;
 use super::http1::chunked::ChunkedDecoder;
 use super::http1::request::{self, Forwarding};
 use super::http1::response::{self, ClientFraming};
-use super::http1::{local, Framing, Version, MAX_HEADERS};
+use super::http1::{local, Framing, Version};
 use super::route::{Miss, Target};
 use super::tls::TlsInfo;
 use super::upstream::backend::{Backend, Outcome};
@@ -82,6 +82,8 @@ pub async fn serve<S: ClientStream>(
     front: Front,
 ) {
     let snap = shared.load_full();
+    let signal = std::pin::pin!(guard.signal());
+    let watch = guard.watch(signal);
     let mut conn = Conn {
         client: Counted::new(client),
         front,
@@ -89,19 +91,21 @@ pub async fn serve<S: ClientStream>(
         shared,
         snap,
         guard,
+        watch,
         rbuf: early,
         wbuf: BytesMut::new(),
         uhead: BytesMut::new(),
         ubuf: BytesMut::new(),
         req: Track::default(),
         timer: Deadline::new(),
+        clock: Instant::now(),
     };
     if let Err(e) = conn.run().await {
         debug!(%peer, error = %e, "connection ended");
     }
 }
 
-struct Conn<S> {
+struct Conn<'w, S> {
     /// Counts bytes both ways for the request metrics and the access log.
     client: Counted<S>,
     front: Front,
@@ -112,6 +116,8 @@ struct Conn<S> {
     snap: Arc<Snapshot>,
     /// Counts this connection for a graceful stop, and says when to finish.
     guard: ConnGuard,
+    /// Wakes the connection when a graceful stop begins while it waits for a request.
+    watch: DrainWatch<'w>,
     /// Bytes read from the client and not yet consumed (the next pipelined request, if any).
     rbuf: BytesMut,
     /// A head or local response on its way to the client.
@@ -124,6 +130,10 @@ struct Conn<S> {
     req: Track,
     /// The time limit of whichever wait is current (idle, head, response head).
     timer: Deadline,
+    /// The latest clock reading: taken when a request's first bytes are at hand and when it
+    /// ends, and reused for what is computed between (the idle and head deadlines), rather
+    /// than read again for each.
+    clock: Instant,
 }
 
 /// The current request as telemetry sees it. Reset per request without allocating; the access
@@ -242,7 +252,7 @@ impl Failure {
     }
 }
 
-impl<S: ClientStream> Conn<S> {
+impl<S: ClientStream> Conn<'_, S> {
     async fn run(&mut self) -> io::Result<()> {
         loop {
             let current = self.shared.load();
@@ -301,7 +311,8 @@ impl<S: ClientStream> Conn<S> {
             max_headers: settings.max_headers,
         };
         let mut started = !self.rbuf.is_empty();
-        let now = Instant::now();
+        // Fresh: the previous request just ended (or the connection just began).
+        let now = self.clock;
         if started {
             self.req.start = Some(now);
         }
@@ -309,7 +320,7 @@ impl<S: ClientStream> Conn<S> {
         let idle = settings.client_idle_timeout;
         loop {
             if started {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut headers = super::http1::headers();
                 match request::parse(&self.rbuf, &mut headers, &limits) {
                     Ok(Some(req)) => {
                         let head_len = req.head_len;
@@ -350,11 +361,8 @@ impl<S: ClientStream> Conn<S> {
                     }
                 }
             }
-            if !started && !self.wait_for_request(idle).await? {
-                return Ok(None);
-            }
-            self.rbuf.reserve(HEAD_CHUNK);
             let read = if started {
+                self.rbuf.reserve(HEAD_CHUNK);
                 match self
                     .timer
                     .run(deadline, self.client.read_buf(&mut self.rbuf))
@@ -370,8 +378,52 @@ impl<S: ClientStream> Conn<S> {
                     }
                 }
             } else {
-                // Readable now (wait_for_request said so); the timeout only guards a spurious
-                // wake-up.
+                match self.wait_for_request(idle).await? {
+                    Some(read) => read,
+                    None => return Ok(None),
+                }
+            };
+            if read == 0 {
+                // EOF: clean between requests; mid-head the client gave up, nothing to answer.
+                return Ok(None);
+            }
+            if !started {
+                self.req.start = Some(self.clock);
+            }
+            started = true;
+        }
+    }
+
+    /// Wait until the client sends the next request and read its first bytes; `Ok(None)` when
+    /// `idle` passes first. A connection that stays idle past `BUFFER_RELEASE_AFTER` gives its
+    /// buffers back, so ten thousand idle keep-alive clients cost little more than their
+    /// sockets; until then the wait is the read itself, one readiness poll fewer per request.
+    /// An idle keep-alive connection is closed at once when a graceful stop begins; a request
+    /// that has already arrived is still answered.
+    async fn wait_for_request(&mut self, idle: Duration) -> io::Result<Option<usize>> {
+        let since = self.clock;
+        let first = idle.min(BUFFER_RELEASE_AFTER);
+        self.rbuf.reserve(HEAD_CHUNK);
+        let read = tokio::select! {
+            biased;
+            r = self.timer.run(since + first, self.client.read_buf(&mut self.rbuf)) => r.ok(),
+            () = self.watch.draining() => return Ok(None),
+        };
+        let read = match read {
+            Some(r) => r?,
+            None if first >= idle => return Ok(None),
+            None => {
+                self.rbuf = BytesMut::new();
+                self.wbuf = BytesMut::new();
+                self.uhead = BytesMut::new();
+                self.ubuf = BytesMut::new();
+                match self.readable_within(since + idle).await {
+                    Some(Ok(true)) => {}
+                    Some(Ok(false)) | None => return Ok(None),
+                    Some(Err(e)) => return Err(e),
+                }
+                self.rbuf.reserve(HEAD_CHUNK);
+                // Readable now; the timeout only guards a spurious wake-up.
                 match self
                     .timer
                     .run(Instant::now() + idle, self.client.read_buf(&mut self.rbuf))
@@ -380,49 +432,19 @@ impl<S: ClientStream> Conn<S> {
                     Ok(r) => r?,
                     Err(_) => return Ok(None),
                 }
-            };
-            if read == 0 {
-                // EOF: clean between requests; mid-head the client gave up, nothing to answer.
-                return Ok(None);
             }
-            if !started {
-                self.req.start = Some(Instant::now());
-            }
-            started = true;
-        }
-    }
-
-    /// Wait until the client sends the next request or `idle` passes (then `false`). A
-    /// connection that stays idle past `BUFFER_RELEASE_AFTER` gives its buffers back, so ten
-    /// thousand idle keep-alive clients cost little more than their sockets.
-    /// An idle keep-alive connection is closed at once when a graceful stop begins; a request
-    /// that has already arrived is still answered.
-    async fn wait_for_request(&mut self, idle: Duration) -> io::Result<bool> {
-        let first = idle.min(BUFFER_RELEASE_AFTER);
-        match self.readable_within(first).await {
-            Some(r) => return r,
-            None if first >= idle => return Ok(false),
-            None => {}
-        }
-        self.rbuf = BytesMut::new();
-        self.wbuf = BytesMut::new();
-        self.uhead = BytesMut::new();
-        self.ubuf = BytesMut::new();
-        Ok(self
-            .readable_within(idle - first)
-            .await
-            .transpose()?
-            .unwrap_or(false))
+        };
+        self.clock = Instant::now();
+        Ok(Some(read))
     }
 
     /// `Some(Ok(true))` when the client sent something, `Some(Ok(false))` when draining began,
-    /// `None` when `limit` passed.
-    async fn readable_within(&mut self, limit: Duration) -> Option<io::Result<bool>> {
-        let deadline = Instant::now() + limit;
+    /// `None` when `deadline` passed.
+    async fn readable_within(&mut self, deadline: Instant) -> Option<io::Result<bool>> {
         tokio::select! {
             biased;
             r = self.timer.run(deadline, self.client.inner_mut().readable()) => r.ok().map(|r| r.map(|()| true)),
-            () = self.guard.draining() => Some(Ok(false)),
+            () = self.watch.draining() => Some(Ok(false)),
         }
     }
 
@@ -536,13 +558,15 @@ impl<S: ClientStream> Conn<S> {
         let t = &mut self.req;
         let Some(start) = t.start else { return };
         let snap = &self.snap;
+        let now = Instant::now();
+        self.clock = now;
         let stats = match t.routed {
             Some((target, pool)) => snap.metrics.series(target, pool),
             None => snap.metrics.unrouted(),
         };
         let f = Finished {
             status: if t.status == 0 { 499 } else { t.status },
-            duration: start.elapsed(),
+            duration: now.saturating_duration_since(start),
             upstream: t.upstream,
             bytes_in: (self.client.read - t.read_mark + t.leftover as u64)
                 .saturating_sub(self.rbuf.len() as u64),
@@ -584,7 +608,7 @@ impl<S: ClientStream> Conn<S> {
         let io_timeout = settings.backend_timeout;
         self.wbuf.clear();
         let tried_at = Instant::now();
-        let (mut upstream, reused) = match backend.checkout() {
+        let (mut upstream, reused) = match backend.checkout(tried_at.into_std()) {
             Some(s) => (s, true),
             None => match stream::connect(backend, connect_timeout, &[]).await {
                 Ok(s) => (s, false),
@@ -651,12 +675,15 @@ impl<S: ClientStream> Conn<S> {
             });
         }
         self.ubuf.clear();
+        // Only a head went out, on a pooled connection, without waiting on anything: the
+        // try's start is as good a clock reading for the first head's limit as a new one.
+        let mut head_from = (reused && ex.framing == Framing::Empty).then_some(tried_at);
         loop {
             // Read until one complete head is buffered, within one limit for the whole head.
-            let head_deadline = Instant::now() + head_timeout;
+            let head_deadline = head_from.take().unwrap_or_else(Instant::now) + head_timeout;
             let mut got_any = false;
             let parsed = loop {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut headers = super::http1::headers();
                 match response::parse(&self.ubuf, &mut headers, ex.head_request) {
                     Ok(Some(resp)) => {
                         if resp.is_switching() && !ex.upgrade {
@@ -752,8 +779,9 @@ impl<S: ClientStream> Conn<S> {
                 });
             }
             self.ubuf.advance(head_len);
+            let head_at = Instant::now();
             if !interim {
-                self.req.upstream = Some(tried_at.elapsed());
+                self.req.upstream = Some(head_at.saturating_duration_since(tried_at));
             }
             if interim {
                 // 1xx interim responses mean nothing to an HTTP/1.0 client (RFC 9110 §15.2).
@@ -804,6 +832,8 @@ impl<S: ClientStream> Conn<S> {
                     status,
                 });
             }
+            // The whole body came with the head: the backend has been idle since then.
+            let body_in_head = matches!(rest, Framing::Empty | Framing::Length(0));
             let relayed = match (rest, client_framing) {
                 (Framing::Empty, _) | (Framing::Length(0), _) => Ok(()),
                 (Framing::Length(n), _) => {
@@ -855,7 +885,12 @@ impl<S: ClientStream> Conn<S> {
                     // Only a connection that ended exactly at the message boundary can carry
                     // the next request: leftover bytes would be read as its response.
                     if reusable && backend_framing != Framing::UntilClose && self.ubuf.is_empty() {
-                        backend.checkin(upstream);
+                        let idle_since = if body_in_head {
+                            head_at
+                        } else {
+                            Instant::now()
+                        };
+                        backend.checkin(upstream, idle_since.into_std());
                     }
                     if keep {
                         Next::KeepOpen

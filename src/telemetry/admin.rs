@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use super::metrics::{self, View};
 use crate::config::{Balance, Config, HashKey, HealthKind, Protocol};
 use crate::proxy::drain::Drain;
-use crate::proxy::http1::{request, MAX_HEADERS};
+use crate::proxy::http1::request;
 use crate::proxy::Shared;
 
 /// How long a client may take to send its request head.
@@ -156,7 +156,7 @@ async fn serve(mut s: TcpStream, peer: SocketAddr, state: Arc<AdminState>) {
     let mut buf = Vec::with_capacity(1024);
     let answer = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut s, &mut buf)).await {
         Ok(Ok(Some(()))) => {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = crate::proxy::http1::headers();
             let limits = request::Limits {
                 max_request_line: MAX_HEAD,
                 max_head_size: MAX_HEAD,

@@ -17,6 +17,15 @@ pub const MAX_HEADERS: usize = 100;
 /// Largest request or response head; more gets 431 (request) or 502 (response).
 pub const MAX_HEAD_SIZE: usize = 64 * 1024;
 
+/// Room for the fields of one head, filled by the parser. Left uninitialised: writing
+/// `MAX_HEADERS` empty fields before every parse cost more than parsing a typical head.
+pub type Headers<'b> = [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// An empty [`Headers`], for one call of `request::parse` or `response::parse`.
+pub const fn headers<'b>() -> Headers<'b> {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 /// The HTTP minor version of a message (HTTP/1.0 or HTTP/1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {

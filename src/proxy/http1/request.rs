@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
-use super::tokens;
-use super::{Framing, Version, MAX_HEADERS, MAX_HEAD_SIZE};
+use super::tokens::{self, ConnectionOptions, Field};
+use super::{Framing, Headers, Version, MAX_HEADERS, MAX_HEAD_SIZE};
 
 /// Why a request head was refused; each maps to the status the client gets, after which the
 /// connection is closed (the framing of anything behind a bad head cannot be trusted).
@@ -62,6 +62,9 @@ pub struct Request<'b, 'h> {
     /// The `Upgrade` field of an HTTP/1.1 request whose `Connection` asks for an upgrade
     /// (WebSocket): forwarded so the backend may answer 101 and the connection become a tunnel.
     pub upgrade: Option<&'b [u8]>,
+    /// A `Connection` field names fields beyond the hop-by-hop ones, which must then be
+    /// dropped too.
+    pub connection_names_fields: bool,
 }
 
 /// Size limits on a request head (`[proxy]` settings).
@@ -86,7 +89,7 @@ impl Default for Limits {
 /// Parse the head at the start of `buf`. `Ok(None)` means more bytes are needed.
 pub fn parse<'b, 'h>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut Headers<'b>,
     limits: &Limits,
 ) -> Result<Option<Request<'b, 'h>>, RequestError> {
     // The request line is judged first, so an over-long URI gets 414 rather than 431.
@@ -98,8 +101,8 @@ pub fn parse<'b, 'h>(
         Some(i) if i > limits.max_request_line => return Err(RequestError::RequestLineTooLong),
         _ => {}
     }
-    let mut req = httparse::Request::new(headers);
-    let status = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let status = match req.parse_with_uninit_headers(buf, headers) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyHeaders),
         Err(e) => return Err(RequestError::Malformed(httparse_reason(e))),
@@ -134,59 +137,67 @@ pub fn parse<'b, 'h>(
     let mut expect_continue = false;
     let mut connection_upgrade = false;
     let mut upgrade: Option<&'b [u8]> = None;
+    let mut connection_names_fields = false;
     for h in headers {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return Err(RequestError::Malformed("more than one Host field"));
-            }
-            host = Some(h.value);
-        } else if name.eq_ignore_ascii_case("content-length") {
-            // RFC 9112 §6.3 point 5: repeated or list-valued Content-Length is accepted only
-            // when every value is the same valid number.
-            for v in tokens::list(h.value) {
-                let n = parse_content_length(v)?;
-                if content_length.is_some_and(|seen| seen != n) {
-                    return Err(RequestError::Malformed("conflicting Content-Length values"));
+        match Field::of(h.name.as_bytes()) {
+            Field::Host => {
+                if host.is_some() {
+                    return Err(RequestError::Malformed("more than one Host field"));
                 }
-                content_length = Some(n);
+                host = Some(h.value);
             }
-            if tokens::list(h.value).next().is_none() {
-                return Err(RequestError::Malformed("empty Content-Length"));
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            has_te = true;
-            // Only the final coding decides framing; chunked anywhere but last is invalid
-            // (RFC 9112 §6.1), and any other coding is one we do not implement.
-            for coding in tokens::list(h.value) {
-                if chunked {
-                    return Err(RequestError::Malformed(
-                        "chunked is not the final transfer coding",
-                    ));
+            Field::ContentLength => {
+                // RFC 9112 §6.3 point 5: repeated or list-valued Content-Length is accepted only
+                // when every value is the same valid number.
+                for v in tokens::list(h.value) {
+                    let n = parse_content_length(v)?;
+                    if content_length.is_some_and(|seen| seen != n) {
+                        return Err(RequestError::Malformed("conflicting Content-Length values"));
+                    }
+                    content_length = Some(n);
                 }
-                if coding.eq_ignore_ascii_case(b"chunked") {
-                    chunked = true;
+                if tokens::list(h.value).next().is_none() {
+                    return Err(RequestError::Malformed("empty Content-Length"));
+                }
+            }
+            Field::TransferEncoding => {
+                has_te = true;
+                // Only the final coding decides framing; chunked anywhere but last is invalid
+                // (RFC 9112 §6.1), and any other coding is one we do not implement.
+                for coding in tokens::list(h.value) {
+                    if chunked {
+                        return Err(RequestError::Malformed(
+                            "chunked is not the final transfer coding",
+                        ));
+                    }
+                    if coding.eq_ignore_ascii_case(b"chunked") {
+                        chunked = true;
+                    } else {
+                        return Err(RequestError::UnsupportedTransferCoding);
+                    }
+                }
+            }
+            Field::Connection => {
+                let o = ConnectionOptions::of(h.value);
+                connection_upgrade |= o.upgrade;
+                connection_names_fields |= o.names_fields;
+                if o.close {
+                    close = true;
+                } else if o.keep_alive && version == Version::Http10 {
+                    close = false;
+                }
+            }
+            Field::Upgrade => upgrade = Some(h.value),
+            Field::Expect => {
+                if h.value.eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
                 } else {
-                    return Err(RequestError::UnsupportedTransferCoding);
+                    // RFC 9110 §10.1.1: an expectation we cannot meet gets 417; we keep it simple
+                    // and refuse it as malformed rather than forward an unknown expectation.
+                    return Err(RequestError::Malformed("unsupported Expect value"));
                 }
             }
-        } else if name.eq_ignore_ascii_case("connection") {
-            connection_upgrade |= tokens::has(h.value, "upgrade");
-            if tokens::has(h.value, "close") {
-                close = true;
-            } else if tokens::has(h.value, "keep-alive") && version == Version::Http10 {
-                close = false;
-            }
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade = Some(h.value);
-        } else if name.eq_ignore_ascii_case("expect") {
-            if h.value.eq_ignore_ascii_case(b"100-continue") {
-                expect_continue = true;
-            } else {
-                // RFC 9110 §10.1.1: an expectation we cannot meet gets 417; we keep it simple
-                // and refuse it as malformed rather than forward an unknown expectation.
-                return Err(RequestError::Malformed("unsupported Expect value"));
-            }
+            _ => {}
         }
     }
     if has_te {
@@ -239,6 +250,7 @@ pub fn parse<'b, 'h>(
         expect_continue: expect_continue && framing != Framing::Empty,
         // RFC 9110 §7.8: Upgrade counts only when Connection names it, and not in HTTP/1.0.
         upgrade: upgrade.filter(|_| connection_upgrade && version == Version::Http11),
+        connection_names_fields,
     }))
 }
 
@@ -356,24 +368,30 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
     let mut forwarded_for_written = false;
     let mut has_request_id = false;
     let mut has_host = false;
-    let connection_lists_fields = tokens::connection_lists_fields(req.headers);
+    // A trusted peer's own X-Forwarded-Proto/-Host stand (even if Connection drops them).
+    let mut has_proto = false;
+    let mut has_forwarded_host = false;
+    // Where X-Forwarded-For got the peer's address, for X-Real-IP to copy.
+    let mut peer_text = 0..0;
     for h in req.headers {
         let name = h.name;
-        if tokens::is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("x-real-ip")
-            || (!fwd.peer_trusted
-                && (name.eq_ignore_ascii_case("x-forwarded-proto")
-                    || name.eq_ignore_ascii_case("x-forwarded-host")))
-        {
+        let field = Field::of(name.as_bytes());
+        match field {
+            Field::TransferEncoding | Field::ContentLength | Field::Expect | Field::XRealIp => {
+                continue
+            }
+            Field::XForwardedProto => has_proto = true,
+            Field::XForwardedHost => has_forwarded_host = true,
+            f if f.is_hop_by_hop() => continue,
+            _ => {}
+        }
+        if !fwd.peer_trusted && matches!(field, Field::XForwardedProto | Field::XForwardedHost) {
             continue;
         }
-        if connection_lists_fields && tokens::named_by_connection(req.headers, name) {
+        if req.connection_names_fields && tokens::named_by_connection(req.headers, name) {
             continue;
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
+        if field == Field::XForwardedFor {
             if forwarded_for_written {
                 continue;
             }
@@ -383,7 +401,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
             for v in req
                 .headers
                 .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+                .filter(|h| Field::of(h.name.as_bytes()) == Field::XForwardedFor)
             {
                 if !first {
                     out.put_slice(b", ");
@@ -392,13 +410,13 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
                 first = false;
             }
             out.put_slice(b", ");
-            put_ip(out, fwd.peer);
+            peer_text = put_ip_at(out, fwd.peer);
             out.put_slice(b"\r\n");
             forwarded_for_written = true;
             continue;
         }
-        has_request_id |= name.eq_ignore_ascii_case("x-request-id");
-        has_host |= name.eq_ignore_ascii_case("host");
+        has_request_id |= field == Field::XRequestId;
+        has_host |= field == Field::Host;
         put3(out, name.as_bytes(), b": ", h.value);
         out.put_slice(b"\r\n");
     }
@@ -409,21 +427,27 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
     }
     if !forwarded_for_written {
         out.put_slice(b"X-Forwarded-For: ");
-        put_ip(out, fwd.peer);
+        peer_text = put_ip_at(out, fwd.peer);
         out.put_slice(b"\r\n");
     }
-    let keep =
-        |n: &str| fwd.peer_trusted && req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(n));
-    if !keep("x-forwarded-proto") {
+    if !(fwd.peer_trusted && has_proto) {
         put3(out, b"X-Forwarded-Proto: ", fwd.proto.as_bytes(), b"\r\n");
     }
-    if !keep("x-forwarded-host") {
+    if !(fwd.peer_trusted && has_forwarded_host) {
         if let Some(a) = req.authority {
             put3(out, b"X-Forwarded-Host: ", a, b"\r\n");
         }
     }
     out.put_slice(b"X-Real-IP: ");
-    put_ip(out, fwd.client);
+    if fwd.client == fwd.peer && !peer_text.is_empty() && peer_text.len() <= IP_TEXT_MAX {
+        // Usually the peer itself: copy its text rather than format it again.
+        let mut text = [0u8; IP_TEXT_MAX];
+        let text = &mut text[..peer_text.len()];
+        text.copy_from_slice(&out[peer_text]);
+        out.put_slice(text);
+    } else {
+        put_ip(out, fwd.client);
+    }
     out.put_slice(b"\r\n");
     if let Some(protocols) = req.upgrade {
         put3(out, b"Connection: upgrade\r\nUpgrade: ", protocols, b"\r\n");
@@ -481,6 +505,16 @@ pub(crate) fn put_u64(out: &mut BytesMut, mut n: u64) {
         }
     }
     out.put_slice(&digits[i..]);
+}
+
+/// The longest text of an address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_TEXT_MAX: usize = 45;
+
+/// [`put_ip`], returning where in `out` the text went.
+fn put_ip_at(out: &mut BytesMut, ip: IpAddr) -> std::ops::Range<usize> {
+    let at = out.len();
+    put_ip(out, ip);
+    at..out.len()
 }
 
 /// An address as `Display` writes it; IPv4 (every request's X-Forwarded-For and X-Real-IP)
@@ -550,7 +584,7 @@ mod tests {
     }
 
     fn parse_ok(raw: &[u8]) -> (Framing, bool, Option<Vec<u8>>, String) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         let r = parse(raw, &mut headers, &Limits::default())
             .expect("valid")
             .expect("complete");
@@ -563,13 +597,13 @@ mod tests {
     }
 
     fn parse_err(raw: &[u8]) -> RequestError {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         parse(raw, &mut headers, &Limits::default()).expect_err("must be refused")
     }
 
     #[test]
     fn partial_heads_ask_for_more() {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         assert!(parse(
             b"GET / HTTP/1.1\r\nHost: a\r\n",
             &mut headers,
@@ -656,7 +690,7 @@ mod tests {
             max_request_line: 64,
             ..Limits::default()
         };
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         let long = format!("GET /{} HTTP/1.1\r\n", "a".repeat(100));
         assert_eq!(
             parse(long.as_bytes(), &mut headers, &limits)
@@ -664,7 +698,7 @@ mod tests {
                 .status(),
             414
         );
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         assert!(parse(b"GET /short HTTP/1.1\r\n", &mut headers, &limits)
             .unwrap()
             .is_none());
@@ -672,7 +706,7 @@ mod tests {
             max_headers: 2,
             ..Limits::default()
         };
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         let three = b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
         assert_eq!(parse(three, &mut headers, &few).unwrap_err().status(), 431);
     }
@@ -704,7 +738,7 @@ mod tests {
     #[test]
     fn upstream_head_drops_hop_by_hop_and_normalises_framing() {
         let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.9\r\nAccept: */*\r\n\r\n";
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = super::super::headers();
         let req = parse(raw, &mut headers, &Limits::default())
             .unwrap()
             .unwrap();
@@ -726,7 +760,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_and_stay_in_bounds(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = super::super::headers();
             if let Ok(Some(req)) = parse(&input, &mut headers, &Limits::default()) {
                 proptest::prop_assert!(req.head_len <= input.len());
                 let mut out = BytesMut::new();
@@ -743,7 +777,7 @@ mod tests {
             let flip = flip % raw.len();
             raw[flip] = byte;
             raw.truncate(cut.max(1).min(raw.len()));
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut headers = super::super::headers();
             let _ = parse(&raw, &mut headers, &Limits::default());
         }
     }

@@ -6,8 +6,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::request::put_u64;
-use super::tokens;
-use super::{Framing, Version, MAX_HEADERS, MAX_HEAD_SIZE};
+use super::tokens::{self, ConnectionOptions, Field};
+use super::{Framing, Headers, Version, MAX_HEAD_SIZE};
 
 /// Why a backend's response could not be relayed; the client gets 502.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +28,9 @@ pub struct Response<'b, 'h> {
     pub framing: Framing,
     /// The backend will close after this response.
     pub close: bool,
+    /// A `Connection` field names fields beyond the hop-by-hop ones, which must then be
+    /// dropped too.
+    pub connection_names_fields: bool,
 }
 
 impl Response<'_, '_> {
@@ -45,11 +48,13 @@ impl Response<'_, '_> {
 /// Parse the response head at the start of `buf`; `head_request` if it answers a HEAD.
 pub fn parse<'b, 'h>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut Headers<'b>,
     head_request: bool,
 ) -> Result<Option<Response<'b, 'h>>, ResponseError> {
-    let mut resp = httparse::Response::new(headers);
-    let head_len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, headers)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_SIZE => {
             return Err(ResponseError::HeadTooLarge)
@@ -69,32 +74,46 @@ pub fn parse<'b, 'h>(
     let mut chunked = false;
     let mut has_te = false;
     let mut close = version == Version::Http10;
+    let mut connection_names_fields = false;
     for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            for v in tokens::list(h.value) {
-                let n = std::str::from_utf8(v)
-                    .ok()
-                    .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or(ResponseError::Malformed("invalid Content-Length"))?;
-                if content_length.is_some_and(|seen| seen != n) {
-                    return Err(ResponseError::Malformed(
-                        "conflicting Content-Length values",
-                    ));
+        match Field::of(h.name.as_bytes()) {
+            Field::ContentLength => {
+                for v in tokens::list(h.value) {
+                    // Digits only (no sign), and no more than a u64 holds.
+                    let n = v
+                        .iter()
+                        .try_fold(0u64, |n, &b| {
+                            if b.is_ascii_digit() {
+                                n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+                            } else {
+                                None
+                            }
+                        })
+                        .ok_or(ResponseError::Malformed("invalid Content-Length"))?;
+                    if content_length.is_some_and(|seen| seen != n) {
+                        return Err(ResponseError::Malformed(
+                            "conflicting Content-Length values",
+                        ));
+                    }
+                    content_length = Some(n);
                 }
-                content_length = Some(n);
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            has_te = true;
-            chunked = tokens::list(h.value)
-                .last()
-                .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            if tokens::has(h.value, "close") {
-                close = true;
-            } else if tokens::has(h.value, "keep-alive") && version == Version::Http10 {
-                close = false;
+            Field::TransferEncoding => {
+                has_te = true;
+                chunked = tokens::list(h.value)
+                    .last()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
             }
+            Field::Connection => {
+                let o = ConnectionOptions::of(h.value);
+                connection_names_fields |= o.names_fields;
+                if o.close {
+                    close = true;
+                } else if o.keep_alive && version == Version::Http10 {
+                    close = false;
+                }
+            }
+            _ => {}
         }
     }
     // RFC 9112 §6.3: HEAD, 1xx, 204 and 304 responses end at the head whatever they say.
@@ -123,6 +142,7 @@ pub fn parse<'b, 'h>(
         head_len,
         framing,
         close: close || framing == Framing::UntilClose,
+        connection_names_fields,
     }))
 }
 
@@ -151,21 +171,33 @@ pub fn write_client_head(
         _ => ClientFraming::Same,
     };
     out.put_slice(b"HTTP/1.1 ");
-    put_u64(out, u64::from(resp.status));
-    out.put_u8(b' ');
+    match resp.status {
+        // The parser reads exactly three digits; leading zeros (status < 100) are not kept.
+        s @ 100..=999 => out.put_slice(&[
+            b'0' + (s / 100) as u8,
+            b'0' + (s / 10 % 10) as u8,
+            b'0' + (s % 10) as u8,
+            b' ',
+        ]),
+        s => {
+            put_u64(out, u64::from(s));
+            out.put_u8(b' ');
+        }
+    }
     out.put_slice(resp.reason.as_bytes());
     out.put_slice(b"\r\n");
-    let connection_lists_fields = tokens::connection_lists_fields(resp.headers);
     for h in resp.headers {
+        let field = Field::of(h.name.as_bytes());
         // A 101 keeps its Upgrade: it tells the client which protocol now runs.
-        let keep_upgrade = resp.is_switching() && h.name.eq_ignore_ascii_case("upgrade");
+        let keep_upgrade = resp.is_switching() && field == Field::Upgrade;
         if !keep_upgrade
-            && (tokens::is_hop_by_hop(h.name)
-                || (connection_lists_fields && tokens::named_by_connection(resp.headers, h.name)))
+            && (field.is_hop_by_hop()
+                || (resp.connection_names_fields
+                    && tokens::named_by_connection(resp.headers, h.name)))
         {
             continue;
         }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") && framing != ClientFraming::Same {
+        if field == Field::TransferEncoding && framing != ClientFraming::Same {
             continue;
         }
         out.put_slice(h.name.as_bytes());
@@ -202,7 +234,7 @@ mod tests {
     use super::*;
 
     fn framing_of(raw: &[u8], method: &str) -> Framing {
-        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut h = super::super::headers();
         parse(raw, &mut h, method == "HEAD")
             .unwrap()
             .unwrap()
@@ -254,7 +286,7 @@ mod tests {
     #[test]
     fn client_head_for_until_close_body_is_rechunked() {
         let raw = b"HTTP/1.0 200 OK\r\nServer: x\r\nConnection: close\r\n\r\n";
-        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut h = super::super::headers();
         let resp = parse(raw, &mut h, false).unwrap().unwrap();
         let mut out = BytesMut::new();
         let f = write_client_head(&resp, Version::Http11, true, &mut out);
@@ -269,7 +301,7 @@ mod tests {
     #[test]
     fn chunked_to_http10_client_is_dechunked_and_closed() {
         let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut h = super::super::headers();
         let resp = parse(raw, &mut h, false).unwrap().unwrap();
         let mut out = BytesMut::new();
         let f = write_client_head(&resp, Version::Http10, true, &mut out);

@@ -90,10 +90,11 @@ impl RouteEntry {
 
 #[derive(Debug)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, usize>,
+    /// Names as bytes: the normalised Host is looked up without a UTF-8 check.
+    exact: HashMap<Box<[u8]>, usize>,
     /// Suffixes like `.example.test`; a host tries each of its own dot-suffixes, longest first,
     /// so a lookup costs one hash probe per label rather than a scan of every wildcard.
-    wildcard: HashMap<Box<str>, usize>,
+    wildcard: HashMap<Box<[u8]>, usize>,
     catch_all: Option<usize>,
     hosts: Vec<HostRoutes>,
 }
@@ -111,11 +112,11 @@ impl RouteTable {
                 // Validation refused duplicate names, so nothing is overwritten here.
                 match name {
                     HostName::Exact(n) => {
-                        table.exact.insert(n.as_str().into(), i);
+                        table.exact.insert(n.as_bytes().into(), i);
                     }
                     HostName::Wildcard(s) if s.is_empty() => table.catch_all = Some(i),
                     HostName::Wildcard(s) => {
-                        table.wildcard.insert(s.as_str().into(), i);
+                        table.wildcard.insert(s.as_bytes().into(), i);
                     }
                 }
             }
@@ -149,14 +150,18 @@ impl RouteTable {
             .ok_or(Miss::NoRoute)
     }
 
-    fn find_host(&self, host: &str) -> Option<usize> {
+    fn find_host(&self, host: &[u8]) -> Option<usize> {
         if let Some(&i) = self.exact.get(host) {
             return Some(i);
         }
         if !self.wildcard.is_empty() {
             // Each '.' (but a leading one) starts a candidate suffix, longest first; the
             // wildcard needs at least one label in front of it.
-            for (i, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
+            for (i, _) in host
+                .iter()
+                .enumerate()
+                .filter(|&(i, &b)| b == b'.' && i > 0)
+            {
                 if let Some(&h) = self.wildcard.get(&host[i..]) {
                     return Some(h);
                 }
@@ -200,9 +205,24 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix.ends_with('/') || matches!(path.as_bytes().get(prefix.len()), None | Some(b'/' | b'?'))
 }
 
+/// Each byte a host name or IP literal may hold, lower-cased; 0 for every other byte. One
+/// lookup per byte instead of a chain of class tests.
+static HOST_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'[' | b']' | b':') {
+            t[b] = c.to_ascii_lowercase();
+        }
+        b += 1;
+    }
+    t
+};
+
 /// Lower-case the host part of an authority into `buf`, dropping the port and a trailing dot.
 /// `None` if it holds bytes no host name or IP literal can hold.
-fn normalize_host<'a>(authority: &[u8], buf: &'a mut [u8; MAX_HOST]) -> Option<&'a str> {
+fn normalize_host<'a>(authority: &[u8], buf: &'a mut [u8; MAX_HOST]) -> Option<&'a [u8]> {
     let authority = crate::proxy::http1::tokens::trim(authority);
     let host = if let Some(rest) = authority.strip_prefix(b"[") {
         // IPv6 literal: keep the brackets so it cannot collide with a name.
@@ -225,13 +245,13 @@ fn normalize_host<'a>(authority: &[u8], buf: &'a mut [u8; MAX_HOST]) -> Option<&
         return None;
     }
     for (dst, &b) in buf.iter_mut().zip(host) {
-        if !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'[' | b']' | b':')) {
+        let lower = HOST_BYTE[usize::from(b)];
+        if lower == 0 {
             return None;
         }
-        *dst = b.to_ascii_lowercase();
+        *dst = lower;
     }
-    // Only ASCII bytes were copied.
-    std::str::from_utf8(&buf[..host.len()]).ok()
+    Some(&buf[..host.len()])
 }
 
 #[cfg(test)]

@@ -120,6 +120,16 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed) && !self.is_ejected(now)
     }
 
+    /// [`Backend::is_available`], reading the clock (`now`) only for a backend that was
+    /// ever ejected.
+    pub fn is_available_at(&self, now: &impl Fn() -> u64) -> bool {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= now()
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -176,12 +186,12 @@ impl Backend {
 
     /// A pooled connection that is still open, if any. Connections idle for longer than the
     /// idle timeout, that the backend closed or wrote to while idle, or made before a reload
-    /// switched the pool between plain and TLS, are dropped.
-    pub fn checkout(&self) -> Option<UpstreamStream> {
+    /// switched the pool between plain and TLS, are dropped. `now` is a fresh clock reading.
+    pub fn checkout(&self, now: Instant) -> Option<UpstreamStream> {
         let idle = self.idle_here()?;
         let tls = self.tls_on.load(Ordering::Relaxed);
         while let Some(mut c) = idle.pop() {
-            if c.since.elapsed() < self.idle_timeout
+            if now.saturating_duration_since(c.since) < self.idle_timeout
                 && c.stream.is_tls() == tls
                 && c.stream.is_idle_and_open()
             {
@@ -191,14 +201,12 @@ impl Backend {
         None
     }
 
-    /// Keep a connection whose last exchange ended cleanly at a message boundary.
-    pub fn checkin(&self, stream: UpstreamStream) {
+    /// Keep a connection whose last exchange ended cleanly at a message boundary; `since` is
+    /// when the backend sent its last byte (a clock reading taken then or just after).
+    pub fn checkin(&self, stream: UpstreamStream, since: Instant) {
         if let Some(idle) = self.idle_here() {
             if self.is_healthy() {
-                let _ = idle.push(IdleConn {
-                    stream,
-                    since: Instant::now(),
-                });
+                let _ = idle.push(IdleConn { stream, since });
             }
         }
     }

@@ -229,8 +229,10 @@ impl PoolState {
     }
 
     pub fn pick(&self, hash: u64, avoid: Option<SocketAddr>) -> Option<&Arc<Backend>> {
-        let now = now_ms();
-        let ok = |b: &Backend| b.is_available(now) && Some(b.address) != avoid;
+        // The clock is read only if some backend was ever ejected.
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(now_ms);
+        let ok = |b: &Backend| b.is_available_at(&now) && Some(b.address) != avoid;
         let n = self.backends.len();
         let chosen = match &self.picker {
             Picker::RoundRobin(cycle) => {
@@ -270,7 +272,8 @@ impl PoolState {
             }
         };
         // With `avoid` the only available backend is still better than none.
-        chosen.or_else(|| avoid.and_then(|_| self.backends.iter().find(|b| b.is_available(now))))
+        chosen
+            .or_else(|| avoid.and_then(|_| self.backends.iter().find(|b| b.is_available_at(&now))))
     }
 
     /// Learn from a try: consecutive failures eject the backend for a while, but never more
