@@ -809,3 +809,40 @@ backends = ["{dead}", "{be}"]
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+/// The head limit starts with the head's first byte: a keep-alive client that idles longer than
+/// `head_timeout_ms` (but less than the idle limit) and then sends its next head in two
+/// segments is answered, while a head that stalls past the limit still gets 408.
+#[tokio::test]
+async fn head_limit_starts_when_the_head_does_not_when_the_idle_wait_does() {
+    let web = backend("web").await;
+    let (addr, _stop) = proxy_with(&format!(
+        r#"
+[proxy]
+head_timeout_ms = 300
+client_idle_timeout_ms = 5000
+[[host]]
+names = ["*"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+[pool.web]
+backends = ["{web}"]
+"#
+    ));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s, &mut buf).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    s.write_all(b"GET /2 HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"Host: a\r\n\r\n").await.unwrap();
+    let (status, head, _) = read_response(&mut s, &mut buf).await;
+    assert_eq!(status, 200, "{head}");
+    s.write_all(b"GET /3 HTTP/1.1\r\n").await.unwrap();
+    let (status, _, _) = read_response(&mut s, &mut buf).await;
+    assert_eq!(status, 408, "a head that stalls past the limit");
+}

@@ -316,7 +316,9 @@ impl<S: ClientStream> Conn<'_, S> {
         if started {
             self.req.start = Some(now);
         }
-        let deadline = now + settings.head_timeout;
+        // The head limit runs from its first byte: a keep-alive client may idle first.
+        let mut deadline = now + settings.head_timeout;
+        let head_timeout = settings.head_timeout;
         let idle = settings.client_idle_timeout;
         loop {
             if started {
@@ -389,6 +391,7 @@ impl<S: ClientStream> Conn<'_, S> {
             }
             if !started {
                 self.req.start = Some(self.clock);
+                deadline = self.clock + head_timeout;
             }
             started = true;
         }
