@@ -21,7 +21,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
 use super::deadline::Deadline;
-use super::drain::{ConnGuard, DrainWatch};
+use super::drain::ConnGuard;
 use super::forwarded;
 use super::http1::chunked::ChunkedDecoder;
 use super::http1::request::{self, Forwarding};
@@ -82,8 +82,6 @@ pub async fn serve<S: ClientStream>(
     front: Front,
 ) {
     let snap = shared.load_full();
-    let signal = std::pin::pin!(guard.signal());
-    let watch = guard.watch(signal);
     let mut conn = Conn {
         client: Counted::new(client),
         front,
@@ -91,7 +89,6 @@ pub async fn serve<S: ClientStream>(
         shared,
         snap,
         guard,
-        watch,
         rbuf: early,
         wbuf: BytesMut::new(),
         uhead: BytesMut::new(),
@@ -105,7 +102,7 @@ pub async fn serve<S: ClientStream>(
     }
 }
 
-struct Conn<'w, S> {
+struct Conn<S> {
     /// Counts bytes both ways for the request metrics and the access log.
     client: Counted<S>,
     front: Front,
@@ -116,8 +113,6 @@ struct Conn<'w, S> {
     snap: Arc<Snapshot>,
     /// Counts this connection for a graceful stop, and says when to finish.
     guard: ConnGuard,
-    /// Wakes the connection when a graceful stop begins while it waits for a request.
-    watch: DrainWatch<'w>,
     /// Bytes read from the client and not yet consumed (the next pipelined request, if any).
     rbuf: BytesMut,
     /// A head or local response on its way to the client.
@@ -252,7 +247,7 @@ impl Failure {
     }
 }
 
-impl<S: ClientStream> Conn<'_, S> {
+impl<S: ClientStream> Conn<S> {
     async fn run(&mut self) -> io::Result<()> {
         loop {
             let current = self.shared.load();
@@ -410,7 +405,7 @@ impl<S: ClientStream> Conn<'_, S> {
         let read = tokio::select! {
             biased;
             r = self.timer.run(since + first, self.client.read_buf(&mut self.rbuf)) => r.ok(),
-            () = self.watch.draining() => return Ok(None),
+            () = self.guard.draining() => return Ok(None),
         };
         let read = match read {
             Some(r) => r?,
@@ -447,7 +442,7 @@ impl<S: ClientStream> Conn<'_, S> {
         tokio::select! {
             biased;
             r = self.timer.run(deadline, self.client.inner_mut().readable()) => r.ok().map(|r| r.map(|()| true)),
-            () = self.watch.draining() => Some(Ok(false)),
+            () = self.guard.draining() => Some(Ok(false)),
         }
     }
 

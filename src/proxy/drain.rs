@@ -7,25 +7,18 @@
 //! passes. It does not own the stop order (that is `daemon`) nor the listening sockets.
 //!
 //! The per-request check is one relaxed atomic load. Waking idle connections uses
-//! `tokio::sync::Notify`: a connection registers with it once, at its first wait for a
-//! request, and keeps that registration (a [`DrainWatch`]) for its life, so each later wait
-//! costs an atomic load rather than a trip through the `Notify`'s lock to register and another
-//! to unregister.
+//! `tokio::sync::Notify`, registered only while a connection waits for its next request.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 #[derive(Debug, Default)]
 struct State {
     draining: AtomicBool,
-    started: Arc<Notify>,
+    started: Notify,
     active: AtomicUsize,
     all_closed: Notify,
 }
@@ -103,63 +96,6 @@ impl ConnGuard {
     }
 }
 
-impl ConnGuard {
-    /// The registration a [`DrainWatch`] keeps: pin it beside the connection and hand it to
-    /// [`ConnGuard::watch`].
-    pub fn signal(&self) -> OwnedNotified {
-        self.state.started.clone().notified_owned()
-    }
-
-    /// The connection's standing wait for draining, over its pinned `signal`.
-    pub fn watch<'a>(&self, signal: Pin<&'a mut OwnedNotified>) -> DrainWatch<'a> {
-        DrainWatch {
-            signal,
-            state: self.state.clone(),
-            waker: None,
-            done: false,
-        }
-    }
-}
-
-/// One connection's wait for draining, registered with the drain signal at its first wait and
-/// kept for the connection's life.
-pub struct DrainWatch<'a> {
-    signal: Pin<&'a mut OwnedNotified>,
-    state: Arc<State>,
-    /// The waker the registration holds. A task keeps its waker, so the signal is polled (and
-    /// its lock taken) once per connection, not once per wait.
-    waker: Option<Waker>,
-    done: bool,
-}
-
-impl<'a> DrainWatch<'a> {
-    /// Resolves once draining has started (at once if it already has).
-    pub fn draining(&mut self) -> impl Future<Output = ()> + use<'_, 'a> {
-        std::future::poll_fn(|cx| self.poll_draining(cx))
-    }
-
-    fn poll_draining(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.done {
-            return Poll::Ready(());
-        }
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            // Registers (or moves the registration to) this waker. A drain that started since
-            // the signal was made completes it here; one that starts later wakes the waker.
-            if self.signal.as_mut().poll(cx).is_ready() {
-                self.done = true;
-                return Poll::Ready(());
-            }
-            self.waker = Some(cx.waker().clone());
-        }
-        // `start` sets the flag before it wakes the registered wakers.
-        if self.state.draining.load(Ordering::Acquire) {
-            self.done = true;
-            return Poll::Ready(());
-        }
-        Poll::Pending
-    }
-}
-
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         if self.state.active.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -199,52 +135,6 @@ mod tests {
         let _g = d.guard();
         d.start();
         assert_eq!(d.wait(Duration::from_millis(30)).await, 1);
-    }
-
-    #[tokio::test]
-    async fn a_watch_is_woken_by_a_drain_that_starts_while_it_waits_again() {
-        let d = Drain::new();
-        let g = d.guard();
-        let t = tokio::spawn(async move {
-            let signal = std::pin::pin!(g.signal());
-            let mut watch = g.watch(signal);
-            // Waits that end otherwise first, as between requests: the registration stays.
-            for _ in 0..3 {
-                tokio::select! {
-                    biased;
-                    () = tokio::time::sleep(Duration::from_millis(5)) => {}
-                    () = watch.draining() => panic!("not draining yet"),
-                }
-            }
-            watch.draining().await;
-            // Stays resolved.
-            watch.draining().await;
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!t.is_finished());
-        d.start();
-        tokio::time::timeout(Duration::from_secs(5), t)
-            .await
-            .expect("woken")
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_watch_made_before_a_drain_and_first_polled_after_it_resolves() {
-        let d = Drain::new();
-        let g = d.guard();
-        let signal = std::pin::pin!(g.signal());
-        let mut watch = g.watch(signal);
-        d.start();
-        tokio::time::timeout(Duration::from_secs(5), watch.draining())
-            .await
-            .expect("resolved at once");
-        let g2 = d.guard();
-        let signal = std::pin::pin!(g2.signal());
-        let mut late = g2.watch(signal);
-        tokio::time::timeout(Duration::from_secs(5), late.draining())
-            .await
-            .expect("made after the drain began: resolved at once");
     }
 
     #[tokio::test]
