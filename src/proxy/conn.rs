@@ -608,7 +608,10 @@ impl<S: ClientStream> Conn<S> {
         let tried_at = Instant::now();
         let (mut upstream, reused) = match backend.checkout(tried_at.into_std()) {
             Some(s) => (s, true),
-            None => match stream::connect(backend, connect_timeout, &[]).await {
+            // Boxed: a connect's state (a TLS handshake's included) is bigger than the rest of
+            // an exchange, and inline it would be carried by every connection's task, idle
+            // ones too. New backend connections are rare next to the pooled ones.
+            None => match Box::pin(stream::connect(backend, connect_timeout, &[])).await {
                 Ok(s) => (s, false),
                 Err(e) => {
                     debug!(backend = %backend.address, error = %e, "connect failed");
@@ -681,58 +684,62 @@ impl<S: ClientStream> Conn<S> {
             let head_deadline = head_from.take().unwrap_or_else(Instant::now) + head_timeout;
             let mut got_any = false;
             let parsed = loop {
-                let mut headers = super::http1::headers();
-                match response::parse(&self.ubuf, &mut headers, ex.head_request) {
-                    Ok(Some(resp)) => {
-                        if resp.is_switching() && !ex.upgrade {
-                            break Err((
-                                Failure::BadResponse,
-                                "101 without an upgrade request".into(),
-                            ));
-                        }
-                        let interim = resp.is_interim();
-                        let retry = !interim
-                            && resp.status >= 500
-                            && may_retry_status.is_some_and(|(on, replayable)| {
-                                Failure::Status(resp.status).retry_allowed(on, replayable)
-                            });
-                        if !retry {
-                            self.wbuf.clear();
-                            // Once draining, tell the client this is the connection's last
-                            // response.
-                            let keep_alive = ex.keep_alive && !self.guard.is_draining();
-                            let framing = response::write_client_head(
-                                &resp,
-                                ex.version,
-                                keep_alive,
-                                &mut self.wbuf,
-                            );
-                            let keep = response::client_may_keep(&resp, framing, keep_alive);
-                            let reusable = !resp.close;
+                // In a block of its own: the header array (3 KB) must not be live across the
+                // read below, or it would sit in every connection's task for its whole life.
+                {
+                    let mut headers = super::http1::headers();
+                    match response::parse(&self.ubuf, &mut headers, ex.head_request) {
+                        Ok(Some(resp)) => {
+                            if resp.is_switching() && !ex.upgrade {
+                                break Err((
+                                    Failure::BadResponse,
+                                    "101 without an upgrade request".into(),
+                                ));
+                            }
+                            let interim = resp.is_interim();
+                            let retry = !interim
+                                && resp.status >= 500
+                                && may_retry_status.is_some_and(|(on, replayable)| {
+                                    Failure::Status(resp.status).retry_allowed(on, replayable)
+                                });
+                            if !retry {
+                                self.wbuf.clear();
+                                // Once draining, tell the client this is the connection's last
+                                // response.
+                                let keep_alive = ex.keep_alive && !self.guard.is_draining();
+                                let framing = response::write_client_head(
+                                    &resp,
+                                    ex.version,
+                                    keep_alive,
+                                    &mut self.wbuf,
+                                );
+                                let keep = response::client_may_keep(&resp, framing, keep_alive);
+                                let reusable = !resp.close;
+                                break Ok((
+                                    resp.status,
+                                    resp.head_len,
+                                    interim,
+                                    retry,
+                                    resp.framing,
+                                    framing,
+                                    keep,
+                                    reusable,
+                                ));
+                            }
                             break Ok((
                                 resp.status,
                                 resp.head_len,
                                 interim,
                                 retry,
                                 resp.framing,
-                                framing,
-                                keep,
-                                reusable,
+                                ClientFraming::Same,
+                                false,
+                                false,
                             ));
                         }
-                        break Ok((
-                            resp.status,
-                            resp.head_len,
-                            interim,
-                            retry,
-                            resp.framing,
-                            ClientFraming::Same,
-                            false,
-                            false,
-                        ));
+                        Ok(None) => {}
+                        Err(e) => break Err((Failure::BadResponse, e.to_string())),
                     }
-                    Ok(None) => {}
-                    Err(e) => break Err((Failure::BadResponse, e.to_string())),
                 }
                 self.ubuf.reserve(HEAD_CHUNK);
                 match self
