@@ -7,8 +7,9 @@
 //! the last one's) only moves a number, and when the armed timer fires early the wait re-arms
 //! it for the real deadline. It does not own what the limits are (`conn` and the settings).
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::task::{Poll, Waker};
 
 use tokio::time::{sleep_until, Instant, Sleep};
 
@@ -16,6 +17,10 @@ use tokio::time::{sleep_until, Instant, Sleep};
 #[derive(Debug)]
 pub struct Deadline {
     sleep: Pin<Box<Sleep>>,
+    /// The waker the armed timer holds, once polled. Until the timer fires or is re-armed, a
+    /// wait on the same task need not poll it again: polling re-registers the waker and takes
+    /// the task's budget each time, twice per request, for nothing.
+    registered: Option<Waker>,
 }
 
 /// `fut` did not finish before the deadline.
@@ -27,6 +32,7 @@ impl Deadline {
     pub fn new() -> Deadline {
         Deadline {
             sleep: Box::pin(sleep_until(far_future())),
+            registered: None,
         }
     }
 
@@ -38,23 +44,40 @@ impl Deadline {
     ) -> Result<F::Output, Elapsed> {
         // Armed later than needed: only an earlier deadline costs a timer-wheel update.
         if self.sleep.deadline() > deadline {
-            self.sleep.as_mut().reset(deadline);
+            self.rearm(deadline);
         }
-        tokio::pin!(fut);
-        loop {
-            tokio::select! {
-                biased;
-                out = &mut fut => return Ok(out),
-                () = self.sleep.as_mut() => {
-                    if Instant::now() >= deadline {
-                        self.sleep.as_mut().reset(far_future());
-                        return Err(Elapsed);
-                    }
-                    // Fired for an earlier wait's deadline: wait on for this one's.
-                    self.sleep.as_mut().reset(deadline);
-                }
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
             }
-        }
+            loop {
+                let armed = self
+                    .registered
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()));
+                // Firing takes the waker, and leaves the timer elapsed until re-armed.
+                if armed && !self.sleep.is_elapsed() {
+                    return Poll::Pending;
+                }
+                if self.sleep.as_mut().poll(cx).is_pending() {
+                    self.registered = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                if Instant::now() >= deadline {
+                    self.rearm(far_future());
+                    return Poll::Ready(Err(Elapsed));
+                }
+                // Fired for an earlier wait's deadline: wait on for this one's.
+                self.rearm(deadline);
+            }
+        })
+        .await
+    }
+
+    fn rearm(&mut self, deadline: Instant) {
+        self.sleep.as_mut().reset(deadline);
+        self.registered = None;
     }
 }
 
@@ -100,5 +123,30 @@ mod tests {
             .run(t2 + Duration::from_secs(5), tokio::time::sleep(ms(30)))
             .await;
         assert_eq!(r, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_skips_polling_the_armed_timer_still_times_out() {
+        let ms = Duration::from_millis;
+        let mut d = Deadline::new();
+        let t0 = Instant::now();
+        // Pending at first, so the timer is polled and holds the task's waker; then done.
+        let r = d.run(t0 + ms(80), tokio::time::sleep(ms(10))).await;
+        assert_eq!(r, Ok(()));
+        // Same deadline: the armed timer is not polled again, and must still end the wait.
+        let r = d.run(t0 + ms(80), std::future::pending::<()>()).await;
+        assert_eq!(r, Err(Elapsed));
+        let waited = t0.elapsed();
+        assert!(
+            waited >= ms(80) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
+        // And again after it fired and was re-armed.
+        let t1 = Instant::now();
+        let r = d.run(t1 + ms(30), tokio::time::sleep(ms(5))).await;
+        assert_eq!(r, Ok(()));
+        let r = d.run(t1 + ms(30), std::future::pending::<()>()).await;
+        assert_eq!(r, Err(Elapsed));
+        assert!(t1.elapsed() >= ms(30));
     }
 }

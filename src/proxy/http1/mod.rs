@@ -6,6 +6,7 @@
 //! connection driver in `proxy::conn` does the reading and writing.
 
 pub mod chunked;
+mod lines;
 pub mod local;
 pub mod request;
 pub mod response;

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use bytes::{BufMut, BytesMut};
 
+use super::lines::LineCopy;
 use super::tokens::{self, ConnectionOptions, Field};
 use super::{Framing, Headers, Version, MAX_HEADERS, MAX_HEAD_SIZE};
 
@@ -52,6 +53,8 @@ pub struct Request<'b, 'h> {
     pub authority: Option<&'b [u8]>,
     pub version: Version,
     pub headers: &'h [httparse::Header<'b>],
+    /// The received head's bytes, which `headers` point into.
+    pub head: &'b [u8],
     /// Bytes of the head including the blank line.
     pub head_len: usize,
     pub framing: Framing,
@@ -244,6 +247,7 @@ pub fn parse<'b, 'h>(
         authority: target_authority.or(host),
         version,
         headers,
+        head: &buf[..head_len],
         head_len,
         framing,
         keep_alive: !close,
@@ -373,6 +377,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
     let mut has_forwarded_host = false;
     // Where X-Forwarded-For got the peer's address, for X-Real-IP to copy.
     let mut peer_text = 0..0;
+    let mut lines = LineCopy::new(req.head);
     for h in req.headers {
         let name = h.name;
         let field = Field::of(name.as_bytes());
@@ -396,6 +401,7 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
                 continue;
             }
             // One field: every X-Forwarded-For value in order, then the peer.
+            lines.flush(out);
             out.put_slice(b"X-Forwarded-For: ");
             let mut first = true;
             for v in req
@@ -417,9 +423,9 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
         }
         has_request_id |= field == Field::XRequestId;
         has_host |= field == Field::Host;
-        put3(out, name.as_bytes(), b": ", h.value);
-        out.put_slice(b"\r\n");
+        lines.keep(h, out);
     }
+    lines.flush(out);
     if !has_host {
         if let Some(a) = req.authority {
             put3(out, b"Host: ", a, b"\r\n");

@@ -5,6 +5,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use super::lines::LineCopy;
 use super::request::put_u64;
 use super::tokens::{self, ConnectionOptions, Field};
 use super::{Framing, Headers, Version, MAX_HEAD_SIZE};
@@ -24,6 +25,8 @@ pub struct Response<'b, 'h> {
     pub reason: &'b str,
     pub version: Version,
     pub headers: &'h [httparse::Header<'b>],
+    /// The received head's bytes, which `headers` point into.
+    pub head: &'b [u8],
     pub head_len: usize,
     pub framing: Framing,
     /// The backend will close after this response.
@@ -139,6 +142,7 @@ pub fn parse<'b, 'h>(
         reason: resp.reason.unwrap_or(""),
         version,
         headers,
+        head: &buf[..head_len],
         head_len,
         framing,
         close: close || framing == Framing::UntilClose,
@@ -186,6 +190,7 @@ pub fn write_client_head(
     }
     out.put_slice(resp.reason.as_bytes());
     out.put_slice(b"\r\n");
+    let mut lines = LineCopy::new(resp.head);
     for h in resp.headers {
         let field = Field::of(h.name.as_bytes());
         // A 101 keeps its Upgrade: it tells the client which protocol now runs.
@@ -200,11 +205,9 @@ pub fn write_client_head(
         if field == Field::TransferEncoding && framing != ClientFraming::Same {
             continue;
         }
-        out.put_slice(h.name.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(h.value);
-        out.put_slice(b"\r\n");
+        lines.keep(h, out);
     }
+    lines.flush(out);
     if framing == ClientFraming::Rechunk {
         out.put_slice(b"Transfer-Encoding: chunked\r\n");
     }
