@@ -81,6 +81,11 @@ eff() { # KEY: the effective value of net.ipv4.conf.{all,eth0}.KEY (the larger o
 assert_eq "arp_ignore on the lb's eth0 is 1 (the kernel does not answer for the VIP)" 1 "$(eff arp_ignore)"
 assert_eq "arp_announce on the lb's eth0 is 2" 2 "$(eff arp_announce)"
 expect_route "HTTP to the VIP reaches the backend" arp.example.test / 200 be1
+# The announcer's packet socket is bound to ARP (0806), not to every protocol (0003): bound to
+# all, the kernel would clone every frame the proxy sends and hand it every frame it receives.
+# shellcheck disable=SC2016 # awk's fields, literal here
+assert_eq "the lb's packet sockets: one, SOCK_RAW, bound to ARP" "3 0806" \
+  "$(in_lb awk 'NR > 1 { print $3, $4 }' /proc/net/packet)"
 assert_contains "client's neighbour entry after traffic is the lb MAC" "$(client_neigh)" "lladdr $mac"
 
 section "after SIGTERM"

@@ -65,11 +65,11 @@ const AD_VLAN_TAG_PRESENT: u32 = (libc::SKF_AD_OFF + libc::SKF_AD_VLAN_TAG_PRESE
 /// The in-kernel filter on the packet socket: pass only untagged ARP frames that are broadcast
 /// or addressed to us. As `(code, jt, jf, k)`, jumps relative to the next instruction.
 ///
-/// pnet binds its socket to ETH_P_ALL, so without a filter every frame on the interface would
-/// be copied into this process only to be dropped, including all the HTTP traffic the proxy
-/// itself carries and every frame we send. The VLAN check matters because a frame whose 802.1Q
-/// tag the NIC (or veth) stripped into metadata arrives here looking untagged: an ARP request
-/// from VLAN 100 would be answered on the untagged LAN.
+/// The socket is bound to ETH_P_ARP (see `open_channel`), so the kernel hands it incoming ARP
+/// frames only; the filter keeps out those for other hosts, which reach it on a promiscuous
+/// interface, so that they are not copied into this process. The VLAN check matters because
+/// a frame whose 802.1Q tag the NIC (or veth) stripped into metadata arrives here looking
+/// untagged: an ARP request from VLAN 100 would be answered on the untagged LAN.
 const ARP_FILTER: [(u16, u8, u8, u32); 8] = [
     /* 0 */ (BPF_LD_W_ABS, 0, 0, AD_PKTTYPE),
     /* 1 */ (BPF_JGT_K, 5, 0, PACKET_BROADCAST), // multicast, other host, outgoing: 7
@@ -425,7 +425,19 @@ fn open_channel(iface: &NetworkInterface, vip: IpAddr) -> io::Result<PacketChann
         join_solicited_node(&socket, iface.index, v6)?;
     }
     let error_probe = socket.try_clone()?;
+    // The one ethertype the announcer reads. Bound to it, the socket is handed only incoming
+    // frames of that type; bound to ETH_P_ALL, as pnet binds a layer-2 channel, it would be
+    // handed every frame the interface carries, both ways, with each outgoing one cloned for
+    // it before the filter drops it: four clones and filter runs per proxied request on the
+    // LB's interface. pnet calls this `Layer3`, but it only chooses the protocol of the bind
+    // (and of the address frames are sent to); the descriptor stays ours, SOCK_RAW, so frames
+    // keep their Ethernet header both ways.
+    let ethertype = match vip {
+        IpAddr::V4(_) => etherparse::EtherType::ARP.0,
+        IpAddr::V6(_) => ndp::ETHERTYPE_IPV6,
+    };
     let config = pnet_datalink::Config {
+        channel_type: pnet_datalink::ChannelType::Layer3(ethertype),
         read_timeout: Some(READ_TIMEOUT),
         write_timeout: Some(WRITE_TIMEOUT),
         // ARP requests are broadcast or unicast to us; promiscuous mode would only add frames
