@@ -82,6 +82,11 @@ assert_eq "the lb's local route for the VIP is installed with proto 86" \
   "local $VIP6 dev lo proto 86 metric 1024 pref medium" "$(local_route6 "$NS_LB")"
 assert_contains "the lb joined the VIP's solicited-node group MAC" \
   "$(ip -n "$NS_LB" maddr show dev eth0)" "link  33:33:ff:00:02:00"
+# Bound to IPv6 (86dd), not to every protocol (0003): the kernel neither clones the frames the
+# lb sends for it nor hands it the IPv4 the proxy carries.
+# shellcheck disable=SC2016 # awk's fields, literal here
+assert_eq "the lb's packet sockets: one, SOCK_RAW, bound to IPv6" "3 86dd" \
+  "$(in_lb awk 'NR > 1 { print $3, $4 }' /proc/net/packet)"
 capture_start "$NS_CLIENT" -v icmp6 || abort "tcpdump listens in the client namespace"
 assert_eq "ndisc6 resolves the VIP to the lb's MAC" "$mac_a" "$(ndp_mac "$VIP6")"
 capture_stop
