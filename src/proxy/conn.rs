@@ -702,7 +702,10 @@ impl<S: ClientStream> Conn<S> {
                                 && may_retry_status.is_some_and(|(on, replayable)| {
                                     Failure::Status(resp.status).retry_allowed(on, replayable)
                                 });
-                            if !retry {
+                            // A response dropped for a retry never reaches the client.
+                            let (framing, keep, reusable) = if retry {
+                                (ClientFraming::Same, false, false)
+                            } else {
                                 self.wbuf.clear();
                                 // Once draining, tell the client this is the connection's last
                                 // response.
@@ -714,27 +717,17 @@ impl<S: ClientStream> Conn<S> {
                                     &mut self.wbuf,
                                 );
                                 let keep = response::client_may_keep(&resp, framing, keep_alive);
-                                let reusable = !resp.close;
-                                break Ok((
-                                    resp.status,
-                                    resp.head_len,
-                                    interim,
-                                    retry,
-                                    resp.framing,
-                                    framing,
-                                    keep,
-                                    reusable,
-                                ));
-                            }
+                                (framing, keep, !resp.close)
+                            };
                             break Ok((
                                 resp.status,
                                 resp.head_len,
                                 interim,
                                 retry,
                                 resp.framing,
-                                ClientFraming::Same,
-                                false,
-                                false,
+                                framing,
+                                keep,
+                                reusable,
                             ));
                         }
                         Ok(None) => {}
