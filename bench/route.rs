@@ -62,6 +62,49 @@ fn head_and_route(c: &mut Criterion) {
             black_box(table.lookup(authority, req.path))
         })
     });
+    // The request path as conn runs it: the path is normalised before the lookup.
+    let rules = vipgate::wire::path::PathRules::default();
+    c.bench_function("seed: parse head + normalise path + route", |b| {
+        let mut normal = String::new();
+        b.iter(|| {
+            let mut headers = vipgate::proxy::http1::headers();
+            let req = request::parse(black_box(REQUEST), &mut headers, &limits)
+                .expect("valid")
+                .expect("complete");
+            let authority = req.authority.expect("host");
+            let path = match vipgate::wire::path::normalize(req.path, rules, &mut normal) {
+                Ok(vipgate::wire::path::Normal::Unchanged) => req.path,
+                Ok(_) => normal.as_str(),
+                Err(_) => return None,
+            };
+            Some(black_box(table.lookup(authority, path)))
+        })
+    });
+    for (name, path) in [
+        (
+            "normalise: nothing to change",
+            "/api/posts/2024/hello-world?page=2",
+        ),
+        (
+            "normalise: %20 and UTF-8, nothing to change",
+            "/static/caf%C3%A9/a%20b.png",
+        ),
+        (
+            "normalise: dot segments, %61, //",
+            "/static/../api//%61dmin/./x?page=2",
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            let mut normal = String::new();
+            b.iter(|| {
+                black_box(vipgate::wire::path::normalize(
+                    black_box(path),
+                    rules,
+                    &mut normal,
+                ))
+            })
+        });
+    }
     c.bench_function("seed: route only", |b| {
         b.iter(|| {
             black_box(table.lookup(

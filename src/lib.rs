@@ -15,6 +15,7 @@
 //! - [`tls`]: certificate, key and CA files for TLS on both sides of the proxy, checked.
 //! - [`telemetry`]: logging set-up.
 //! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
+//! - [`wire`]: protocol rules over bytes shared by several layers (path normalisation), a leaf.
 //! - [`daemon`]: the `run`, `check` and `release` commands: start everything in order, reload on
 //!   SIGHUP, drain and stop in reverse on SIGTERM/SIGINT, and tell systemd (sd_notify).
 //!
@@ -30,3 +31,4 @@ pub mod l2;
 pub mod proxy;
 pub mod telemetry;
 pub mod tls;
+pub mod wire;

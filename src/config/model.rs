@@ -10,6 +10,8 @@ use std::num::NonZeroU8;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::wire::path::{EscapedSlashes, PathRules};
+
 /// Gratuitous ARPs sent when a VIP is taken over (keepalived sends 5, back to back).
 pub const DEFAULT_GARP_COUNT: u32 = 5;
 /// Spacing of the takeover burst; a little spacing survives a switch that drops a back-to-back
@@ -298,6 +300,9 @@ pub struct Route {
     /// Largest request body accepted (413 beyond); `None`: no limit.
     pub max_body_bytes: Option<u64>,
     pub access: AccessList,
+    /// Match the prefix without regard to ASCII case (`/Admin` meets `/admin`), for backends
+    /// that treat paths so.
+    pub ignore_case: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -558,6 +563,8 @@ pub struct ProxySettings {
     pub worker_threads: usize,
     /// How those threads share the work. Read at start only.
     pub runtime: RuntimeKind,
+    /// How request paths are normalised before routing (`merge_slashes`, `escaped_slashes`).
+    pub path: PathRules,
 }
 
 /// How the proxy's worker threads are organised (`[proxy] runtime`).
@@ -650,6 +657,7 @@ impl Default for ProxySettings {
             retry_budget_percent: RETRY_BUDGET_PERCENT,
             worker_threads: 0,
             runtime: RuntimeKind::PerCore,
+            path: PathRules::default(),
         }
     }
 }

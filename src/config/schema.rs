@@ -87,6 +87,8 @@ pub(super) struct RawProxy {
     pub retry_budget_percent: Option<Spanned<i64>>,
     pub worker_threads: Option<Spanned<i64>>,
     pub runtime: Option<Spanned<String>>,
+    pub merge_slashes: Option<bool>,
+    pub escaped_slashes: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +149,7 @@ pub(super) struct RawRoute {
     pub max_body_bytes: Option<Spanned<i64>>,
     pub allow: Option<Vec<Spanned<String>>>,
     pub deny: Option<Vec<Spanned<String>>>,
+    pub ignore_case: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -160,6 +160,36 @@ const BAD: &[(&str, &str, usize, &str)] = &[
     ),
     ("prefix = \"/api\"", "prefix = \"/\"", 15, "listed twice"),
     (
+        "prefix = \"/api\"",
+        "prefix = \"/x/../api\"",
+        12,
+        "is not in normal form and would never match: write \"/api\"",
+    ),
+    (
+        "prefix = \"/api\"",
+        "prefix = \"/%61pi//v1\"",
+        12,
+        "write \"/api/v1\"",
+    ),
+    (
+        "prefix = \"/api\"",
+        "prefix = \"/a%2Fb\"",
+        12,
+        "would never match: an encoded slash",
+    ),
+    (
+        "prefix = \"/api\"",
+        "prefix = \"/api\"\nignore_case = 1",
+        13,
+        "invalid type",
+    ),
+    (
+        "[[vip]]",
+        "[proxy]\nescaped_slashes = \"drop\"\n[[vip]]",
+        2,
+        "escaped_slashes \"drop\" is not \"reject\", \"keep\", \"decode\" or \"redirect\"",
+    ),
+    (
         "\"192.0.2.23:8080\"",
         "\"was.example.test:8080\"",
         21,
@@ -233,6 +263,40 @@ fn runtime_defaults_to_per_core_and_is_read() {
             "{value}"
         );
     }
+}
+
+#[test]
+fn path_rules_default_and_are_read() {
+    let c = parse(Path::new("v.toml"), GOOD).unwrap();
+    assert_eq!(c.proxy.path, PathRules::default());
+    assert!(c.proxy.path.merge_slashes);
+    assert_eq!(c.proxy.path.escaped_slashes, EscapedSlashes::Reject);
+    assert!(!c.hosts[0].routes[0].ignore_case);
+    for (value, want) in [
+        ("keep", EscapedSlashes::Keep),
+        ("decode", EscapedSlashes::Decode),
+        ("redirect", EscapedSlashes::Redirect),
+    ] {
+        let text = format!(
+            "[proxy]\nmerge_slashes = false\nescaped_slashes = \"{value}\"\n{}",
+            GOOD.replace("prefix = \"/api\"", "prefix = \"/api\"\nignore_case = true")
+        );
+        let c = parse(Path::new("v.toml"), &text).unwrap();
+        assert_eq!(
+            c.proxy.path,
+            PathRules {
+                merge_slashes: false,
+                escaped_slashes: want
+            }
+        );
+        assert!(c.hosts[0].routes[0].ignore_case);
+    }
+    // With slashes kept as they are, a prefix may hold an encoded one.
+    let text = format!(
+        "[proxy]\nescaped_slashes = \"keep\"\n{}",
+        GOOD.replace("prefix = \"/api\"", "prefix = \"/a%2Fb\"")
+    );
+    assert!(parse(Path::new("v.toml"), &text).is_ok());
 }
 
 #[test]

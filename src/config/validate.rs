@@ -64,11 +64,11 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
     if let (Some(v), Some(raw_v)) = (vrrp.as_mut(), &raw.vrrp) {
         v.track = validate_tracks(raw_v, v.priority, &pools, &listeners)?;
     }
-    let hosts = validate_hosts(&raw.host, &pool_ids, text)?;
     let proxy = match &raw.proxy {
         Some(p) => validate_proxy(p.get_ref())?,
         None => ProxySettings::default(),
     };
+    let hosts = validate_hosts(&raw.host, &pool_ids, proxy.path, text)?;
     if let Some(i) = listeners
         .iter()
         .position(|l| l.protocol.is_http() && l.redirect_https.is_none())
@@ -1319,6 +1319,22 @@ fn parse_outlier(raw: Option<&RawOutlier>) -> Result<Outlier> {
 
 fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
     use super::model::defaults::*;
+    let escaped_slashes = match raw.escaped_slashes.as_ref() {
+        None => EscapedSlashes::default(),
+        Some(e) => EscapedSlashes::parse(e.get_ref()).ok_or_else(|| {
+            Located::new(
+                e.span(),
+                format!(
+                    "escaped_slashes {:?} is not \"reject\", \"keep\", \"decode\" or \"redirect\"",
+                    e.get_ref()
+                ),
+            )
+        })?,
+    };
+    let path = PathRules {
+        merge_slashes: raw.merge_slashes.unwrap_or(true),
+        escaped_slashes,
+    };
     let trusted_proxies = parse_cidrs(raw.trusted_proxies.as_deref())?;
     let client_ip_header = match raw.client_ip_header.as_ref() {
         None => ClientIpHeader::XForwardedFor,
@@ -1419,6 +1435,7 @@ fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
         )?,
         worker_threads: count(raw.worker_threads.as_ref(), 0, 1024, "worker_threads", 0)? as usize,
         runtime,
+        path,
     })
 }
 
@@ -1468,7 +1485,12 @@ fn is_pool_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn validate_hosts(raw: &[Spanned<RawHost>], pool_ids: &PoolIds, text: &str) -> Result<Vec<Host>> {
+fn validate_hosts(
+    raw: &[Spanned<RawHost>],
+    pool_ids: &PoolIds,
+    path_rules: PathRules,
+    text: &str,
+) -> Result<Vec<Host>> {
     // Where each name was first defined, to point a duplicate back at it.
     let mut seen: HashMap<HostName, usize> = HashMap::new();
     let mut hosts = Vec::with_capacity(raw.len());
@@ -1503,7 +1525,7 @@ fn validate_hosts(raw: &[Spanned<RawHost>], pool_ids: &PoolIds, text: &str) -> R
         }
         let mut routes: Vec<Route> = Vec::with_capacity(host.route.len());
         for r in &host.route {
-            let route = parse_route(r, pool_ids, &names[0])?;
+            let route = parse_route(r, pool_ids, &names[0], path_rules)?;
             if routes.iter().any(|seen| seen.prefix == route.prefix) {
                 return Err(Located::new(
                     r.get_ref().prefix.span(),
@@ -1537,19 +1559,43 @@ fn validate_hosts(raw: &[Spanned<RawHost>], pool_ids: &PoolIds, text: &str) -> R
     Ok(hosts)
 }
 
-fn parse_route(r: &Spanned<RawRoute>, pool_ids: &PoolIds, host: &HostName) -> Result<Route> {
+fn parse_route(
+    r: &Spanned<RawRoute>,
+    pool_ids: &PoolIds,
+    host: &HostName,
+    path_rules: PathRules,
+) -> Result<Route> {
     use super::model::defaults::RETRIES;
     let raw = r.get_ref();
     let prefix = raw.prefix.get_ref();
     if !prefix.starts_with('/')
         || prefix
             .bytes()
-            .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#')
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'?' || b == b'#')
     {
         return Err(Located::new(
             raw.prefix.span(),
             format!("route prefix {prefix:?} must start with '/' and hold no spaces, '?' or '#'"),
         ));
+    }
+    // Requests are matched in normal form, so a prefix in any other form would never match.
+    let mut normal = String::new();
+    match crate::wire::path::normalize(prefix, path_rules, &mut normal) {
+        Ok(crate::wire::path::Normal::Unchanged) => {}
+        Ok(_) => {
+            return Err(Located::new(
+                raw.prefix.span(),
+                format!(
+                    "route prefix {prefix:?} is not in normal form and would never match: write {normal:?}"
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(Located::new(
+                raw.prefix.span(),
+                format!("route prefix {prefix:?} would never match: {e}"),
+            ))
+        }
     }
     let split = match (&raw.pool, &raw.split) {
         (Some(pool), None) => vec![WeightedPool {
@@ -1655,6 +1701,7 @@ fn parse_route(r: &Spanned<RawRoute>, pool_ids: &PoolIds, host: &HostName) -> Re
         timeout,
         max_body_bytes,
         access: parse_access(raw.allow.as_deref(), raw.deny.as_deref())?,
+        ignore_case: raw.ignore_case.unwrap_or(false),
     })
 }
 

@@ -37,6 +37,7 @@ use crate::config::{PoolId, RetryOn};
 use crate::telemetry::access_log::{Record, RequestInfo};
 use crate::telemetry::counted::Counted;
 use crate::telemetry::metrics::Finished;
+use crate::wire::path::{self, Normal};
 
 /// Room made for reading a head: most heads fit, and ten thousand connections reading heads
 /// at once stay small.
@@ -93,6 +94,7 @@ pub async fn serve<S: ClientStream>(
         wbuf: BytesMut::new(),
         uhead: BytesMut::new(),
         ubuf: BytesMut::new(),
+        path: String::new(),
         req: Track::default(),
         timer: Deadline::new(),
         clock: Instant::now(),
@@ -121,6 +123,8 @@ struct Conn<S> {
     uhead: BytesMut,
     /// Bytes read from the backend and not yet relayed.
     ubuf: BytesMut,
+    /// The current request's path in normal form, when that differs from the one received.
+    path: String,
     /// Telemetry hook: what the current request did, for its metrics and access log line.
     req: Track,
     /// The time limit of whichever wait is current (idle, head, response head).
@@ -156,6 +160,7 @@ const EMPTY_INFO: RequestInfo<'static> = RequestInfo {
     version: None,
     host: b"",
     path: "",
+    normalized_path: "",
     user_agent: b"",
     referer: b"",
     request_id: b"",
@@ -315,16 +320,49 @@ impl<S: ClientStream> Conn<S> {
         let mut deadline = now + settings.head_timeout;
         let head_timeout = settings.head_timeout;
         let idle = settings.client_idle_timeout;
+        let path_rules = settings.path;
         loop {
             if started {
                 let mut headers = super::http1::headers();
                 match request::parse(&self.rbuf, &mut headers, &limits) {
                     Ok(Some(req)) => {
                         let head_len = req.head_len;
-                        let decision =
-                            decide(&self.snap, &self.front, self.peer, &req, &mut self.uhead);
-                        self.req.log =
-                            access_record(&self.snap, &self.front, self.peer, &req, &decision);
+                        let received = req.path;
+                        // Everything after this sees the path in normal form, the backend too.
+                        let normal = path::normalize(received, path_rules, &mut self.path);
+                        let req = match normal {
+                            Ok(Normal::Changed | Normal::Redirect) => request::Request {
+                                path: &self.path,
+                                ..req
+                            },
+                            _ => req,
+                        };
+                        let decision = match normal {
+                            Err(e) => {
+                                debug!(peer = %self.peer, path = received, error = %e, "refused request path");
+                                Decision::Local {
+                                    status: 400,
+                                    body: "bad request path",
+                                    close: true,
+                                }
+                            }
+                            Ok(Normal::Redirect) => Decision::Redirect {
+                                status: 308,
+                                location: req.path.to_owned(),
+                                close: req.framing != Framing::Empty || !req.keep_alive,
+                            },
+                            Ok(_) => {
+                                decide(&self.snap, &self.front, self.peer, &req, &mut self.uhead)
+                            }
+                        };
+                        self.req.log = access_record(
+                            &self.snap,
+                            &self.front,
+                            self.peer,
+                            &req,
+                            received,
+                            &decision,
+                        );
                         self.rbuf.advance(head_len);
                         return Ok(Some(decision));
                     }
@@ -1097,11 +1135,13 @@ fn decide(
 }
 
 /// Telemetry hook: the access log record of a sampled request, with what only the head knows.
+/// `received` is the path as the client sent it; `req.path` is in normal form.
 fn access_record(
     snap: &Snapshot,
     front: &Front,
     peer: SocketAddr,
     req: &request::Request<'_, '_>,
+    received: &str,
     decision: &Decision,
 ) -> Option<Record> {
     let log = snap.access_log.as_ref().filter(|l| l.sampled())?;
@@ -1125,7 +1165,8 @@ fn access_record(
             method: req.method,
             version: Some(req.version),
             host: req.authority.unwrap_or_default(),
-            path: req.path,
+            path: received,
+            normalized_path: if req.path == received { "" } else { req.path },
             user_agent: header("user-agent"),
             referer: header("referer"),
             request_id: id,

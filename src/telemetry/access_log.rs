@@ -33,10 +33,10 @@ pub struct Record {
     pub time: SystemTime,
     /// The real client (after PROXY protocol and trusted forwarding headers).
     pub client: IpAddr,
-    /// `host`, `path`, `user_agent`, `referer`, `request_id` back to back; `ends` marks where
-    /// each ends.
+    /// `host`, `path`, `user_agent`, `referer`, `request_id`, `normalized_path` back to back;
+    /// `ends` marks where each ends.
     text: String,
-    ends: [u32; 5],
+    ends: [u32; 6],
     method: [u8; 16],
     method_len: u8,
     pub version: Option<Version>,
@@ -59,7 +59,10 @@ pub struct RequestInfo<'a> {
     pub method: &'a str,
     pub version: Option<Version>,
     pub host: &'a [u8],
+    /// As received.
     pub path: &'a str,
+    /// What was routed and forwarded, when normalisation changed the path; else empty.
+    pub normalized_path: &'a str,
     pub user_agent: &'a [u8],
     pub referer: &'a [u8],
     /// The id vipgate generated, else the client's `X-Request-Id`.
@@ -74,9 +77,10 @@ impl Record {
             info.user_agent,
             info.referer,
             info.request_id,
+            info.normalized_path.as_bytes(),
         ];
         let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ends = [0u32; 5];
+        let mut ends = [0u32; 6];
         for (i, part) in parts.into_iter().enumerate() {
             text.push_str(&String::from_utf8_lossy(part));
             ends[i] = u32::try_from(text.len()).unwrap_or(u32::MAX);
@@ -127,6 +131,10 @@ impl Record {
     }
     pub fn request_id(&self) -> Option<&str> {
         Some(self.part(4)).filter(|s| !s.is_empty())
+    }
+    /// The path routed and forwarded, when it differs from the one received.
+    pub fn normalized_path(&self) -> Option<&str> {
+        Some(self.part(5)).filter(|s| !s.is_empty())
     }
 }
 
@@ -235,7 +243,7 @@ fn seconds(d: Duration) -> f64 {
 }
 
 /// Fields in the order every format writes them.
-fn fields(r: &Record) -> [(&'static str, Value<'_>); 21] {
+fn fields(r: &Record) -> [(&'static str, Value<'_>); 22] {
     let (route, pool) = match &r.series {
         Some(s) => (&*s.route, &*s.pool),
         None => ("", ""),
@@ -246,6 +254,7 @@ fn fields(r: &Record) -> [(&'static str, Value<'_>); 21] {
         ("method", Value::Str(r.method())),
         ("host", Value::Str(r.host())),
         ("path", Value::Str(r.path())),
+        ("normalized_path", Value::OptStr(r.normalized_path())),
         ("protocol", Value::Str(version(r.version))),
         ("status", Value::Int(u64::from(r.status))),
         ("route", Value::OptStr((!route.is_empty()).then_some(route))),
@@ -415,6 +424,10 @@ fn combined(r: &Record, out: &mut String) {
     quoted(r.user_agent(), out);
     out.push_str(" host=");
     logfmt_str(r.host(), out);
+    if let Some(p) = r.normalized_path() {
+        out.push_str(" normalized_path=");
+        logfmt_str(p, out);
+    }
     let (route, pool) = r
         .series
         .as_ref()
@@ -527,6 +540,7 @@ mod tests {
                 version: Some(Version::Http11),
                 host: b"blog.example.test",
                 path: "/api/x?q=\"1\"",
+                normalized_path: "",
                 user_agent: b"curl/7.88.1",
                 referer: b"",
                 request_id: b"0123456789abcdef0123456789abcdef",
@@ -569,7 +583,7 @@ mod tests {
             s,
             concat!(
                 r#"{"time":"2026-11-25T10:00:00.123Z","client":"192.0.2.10","method":"GET","#,
-                r#""host":"blog.example.test","path":"/api/x?q=\"1\"","protocol":"HTTP/1.1","#,
+                r#""host":"blog.example.test","path":"/api/x?q=\"1\"","normalized_path":null,"protocol":"HTTP/1.1","#,
                 r#""status":200,"route":"/api","pool":"was","backend":"192.0.2.23:8080","#,
                 r#""bytes_in":78,"bytes_out":1234,"duration":0.001500,"#,
                 r#""upstream_duration":0.001200,"retries":1,"user_agent":"curl/7.88.1","#,
@@ -603,7 +617,7 @@ mod tests {
             s,
             concat!(
                 "time=2026-11-25T10:00:00.123Z client=192.0.2.10 method=GET host=blog.example.test ",
-                r#"path="/api/x?q=\"1\"" protocol=HTTP/1.1 status=200 route=/api pool=was backend= "#,
+                r#"path="/api/x?q=\"1\"" normalized_path= protocol=HTTP/1.1 status=200 route=/api pool=was backend= "#,
                 "bytes_in=78 bytes_out=1234 duration=0.001500 upstream_duration= retries=1 ",
                 "user_agent=curl/7.88.1 referer= request_id=0123456789abcdef0123456789abcdef ",
                 r#"tls_version=TLSv1.3 tls_cipher=TLS13_AES_128_GCM_SHA256 client_subject="CN=client one""#
@@ -636,6 +650,7 @@ mod tests {
                 version: None,
                 host: b"",
                 path: "",
+                normalized_path: "",
                 user_agent: b"",
                 referer: b"",
                 request_id: b"",
@@ -644,7 +659,7 @@ mod tests {
         r.status = 400;
         let mut s = String::new();
         format_line(&r, &mut s);
-        assert!(s.contains(r#""method":"","host":"","path":"","protocol":"-","status":400,"route":null,"pool":null,"backend":null"#), "{s}");
+        assert!(s.contains(r#""method":"","host":"","path":"","normalized_path":null,"protocol":"-","status":400,"route":null,"pool":null,"backend":null"#), "{s}");
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub struct RouteEntry {
     pub timeout: Option<std::time::Duration>,
     pub max_body_bytes: Option<u64>,
     pub access: AccessList,
+    pub ignore_case: bool,
 }
 
 impl RouteEntry {
@@ -70,6 +71,7 @@ impl RouteEntry {
             timeout: r.timeout,
             max_body_bytes: r.max_body_bytes,
             access: r.access.clone(),
+            ignore_case: r.ignore_case,
         }
     }
 
@@ -137,7 +139,8 @@ impl RouteTable {
         table
     }
 
-    /// Route a request by its raw authority (Host field or absolute-form) and path.
+    /// Route a request by its raw authority (Host field or absolute-form) and its path in
+    /// normal form (`wire::path`), query included.
     pub fn lookup(&self, authority: &[u8], path: &str) -> Result<Target, Miss> {
         let mut buf = [0u8; MAX_HOST];
         let host = normalize_host(authority, &mut buf).ok_or(Miss::BadHost)?;
@@ -145,7 +148,7 @@ impl RouteTable {
         let routes = &self.hosts[h].routes;
         routes
             .iter()
-            .position(|r| prefix_matches(&r.prefix, path))
+            .position(|r| prefix_matches(&r.prefix, path, r.ignore_case))
             .map(|r| Target { host: h, route: r })
             .ok_or(Miss::NoRoute)
     }
@@ -197,12 +200,21 @@ impl RouteTable {
     }
 }
 
-/// Segment-wise prefix match: `/api` matches `/api`, `/api/x` and `/api?q`, not `/apiary`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if !path.starts_with(prefix) {
+/// Segment-wise prefix match: `/api` matches `/api`, `/api/x`, `/api?q` and `/api;v=1` (a
+/// segment's parameters belong to it, RFC 3986 §3.3, and some backends strip them), not
+/// `/apiary`.
+fn prefix_matches(prefix: &str, path: &str, ignore_case: bool) -> bool {
+    let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
+    let Some(head) = path.get(..prefix.len()) else {
         return false;
-    }
-    prefix.ends_with('/') || matches!(path.as_bytes().get(prefix.len()), None | Some(b'/' | b'?'))
+    };
+    let same = if ignore_case {
+        head.eq_ignore_ascii_case(prefix)
+    } else {
+        head == prefix
+    };
+    same && (prefix.ends_with(b"/")
+        || matches!(path.get(prefix.len()), None | Some(b'/' | b'?' | b';')))
 }
 
 /// Each byte a host name or IP literal may hold, lower-cased; 0 for every other byte. One
@@ -274,6 +286,7 @@ pool = "web"
 [[host.route]]
 prefix = "/static/"
 pool = "cdn"
+ignore_case = true
 
 [[host]]
 names = ["*.example.test"]
@@ -323,6 +336,9 @@ backends = ["192.0.2.27:8080"]
             ("blog.example.test", "/api/v1/posts", Ok("was")),
             ("blog.example.test", "/api?x=1", Ok("was")),
             ("blog.example.test", "/apiary", Ok("web")),
+            ("blog.example.test", "/api;v=1", Ok("was")),
+            ("blog.example.test", "/API", Ok("web")),
+            ("blog.example.test", "/Static/app.js", Ok("cdn")),
             ("blog.example.test", "/static/app.js", Ok("cdn")),
             ("blog.example.test", "/static", Ok("web")),
             ("BLOG.Example.TEST:8080", "/api", Ok("was")),
