@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # Two vipgate nodes hold the VIP through VRRPv3 (100 ms adverts): exactly one answers ARP; a
 # prober on the client (a request every 10 ms) measures the outage when the master is killed,
 # stops gracefully, loses its link, and comes back (with and without preemption); a partition

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # IPv6 VIPs. One node without [vrrp]: nobody answers Neighbor Solicitations for the VIP before
 # vipgate runs (and the kernel stays silent even with the local route); while it runs the lb's
 # MAC answers ndisc6, the unsolicited NA burst reaches the client, the solicited-node group

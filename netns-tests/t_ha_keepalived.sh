@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # keepalived 2.2.7 (VRRPv3, same VRID, 100 ms adverts) as a peer of vipgate, with unicast
 # peers and then over multicast (224.0.0.18, no peers listed on either side): as the backup of
 # a vipgate master, and as the master of a vipgate backup; failover works both ways and exactly

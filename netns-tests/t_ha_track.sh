@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # Health tracking ([[vrrp.track]]) between two vipgate nodes (100 ms adverts, preempt on):
 # node a (priority 150) routes to backend be1 alone and tracks its pool; node b (100) routes to
 # be2. Killing be1 (by PID) makes a's health checks mark the pool down: with `weight = 100` a

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # Balancing through the VIP with a keep-alive python client: a 90/10 canary split over 10,000
 # requests, least_request steering away from a slow backend (against round robin on the same
 # backends as the control), and Maglev on a header (a user keeps its backend; users spread).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # Backend failures through the VIP: a backend killed (SIGKILL, by PID) under keep-alive load
 # costs no idempotent request when retries are on, and is ejected; once restarted, active HTTP
 # health checks bring it back into rotation within a bounded time. The same kill with retries

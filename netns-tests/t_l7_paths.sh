@@ -98,7 +98,7 @@ H='Host: p.example.test\r\n'
 # RAW_CODE (the status or "none"), RAW_STATE (closed/open) and RAW_BODY.
 raw() {
   local out
-  out=$(client_tool raw --target "$VIP:80" --show --data "GET $1 HTTP/1.1\r\n${H}\r\n" 2>&1 || true)
+  out=$(client_tool raw --target "$VIP:80" --linger 0.2 --show --data "GET $1 HTTP/1.1\r\n${H}\r\n" 2>&1 || true)
   read -r RAW_CODE RAW_STATE <<<"$(head -n 1 <<<"$out")"
   RAW_BODY=$(tail -n +2 <<<"$out")
 }

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # HTTP/1 features end to end through the VIP with real clients: Expect: 100-continue with curl,
 # three pipelined requests in one write answered in order, an HTTP/1.0 client (closed after
 # each answer, a chunked response de-chunked for it), chunked bodies both ways, a WebSocket

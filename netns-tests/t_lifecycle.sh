@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # Running under a service manager: sd_notify over a real unix datagram socket given as
 # NOTIFY_SOCKET (READY=1 once serving, WATCHDOG=1 at half WATCHDOG_USEC, RELOADING=1/READY=1
 # around a reload, STOPPING=1), a graceful stop that stops announcing first, closes idle

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # Hot reload on SIGHUP: a broken file is refused with FILE:LINE:COLUMN while traffic keeps
 # flowing; a request in flight finishes on the configuration it started with; listeners and VIPs
 # are added and removed while a VIP that stays keeps being announced without a restart or a new
