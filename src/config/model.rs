@@ -620,7 +620,10 @@ pub mod defaults {
     pub const BACKEND_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
     pub const BACKEND_MAX_IDLE: u32 = 64;
     pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+    /// Largest request or response head (a response's is not configurable).
     pub const MAX_HEAD_SIZE: usize = 64 * 1024;
+    /// Most header fields in one head: the default of `max_headers` and its largest value
+    /// (the size of the parser's array). Matches nginx and HAProxy (about 100).
     pub const MAX_HEADERS: usize = 100;
     pub const RETRY_BUDGET_PERCENT: u32 = 20;
 

@@ -1419,7 +1419,7 @@ fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
         max_headers: count(
             raw.max_headers.as_ref(),
             1,
-            crate::proxy::http1::MAX_HEADERS as i64,
+            MAX_HEADERS as i64,
             "max_headers",
             MAX_HEADERS as u32,
         )? as usize,

@@ -457,43 +457,27 @@ fn combined(r: &Record, out: &mut String) {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-pub(crate) fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 struct Parts {
-    y: i64,
-    mo: u32,
-    d: u32,
-    h: u64,
-    mi: u64,
-    s: u64,
-    ms: u32,
+    y: i32,
+    mo: u8,
+    d: u8,
+    h: u8,
+    mi: u8,
+    s: u8,
+    ms: u16,
 }
 
+/// The calendar date and time (UTC) of `t` (the `time` crate: no calendar arithmetic here).
 fn parts(t: SystemTime) -> Parts {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (y, mo, d) = civil((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    let t = time::OffsetDateTime::from(t.max(UNIX_EPOCH));
     Parts {
-        y,
-        mo,
-        d,
-        h: rem / 3600,
-        mi: rem % 3600 / 60,
-        s: rem % 60,
-        ms: since.subsec_millis(),
+        y: t.year(),
+        mo: u8::from(t.month()),
+        d: t.day(),
+        h: t.hour(),
+        mi: t.minute(),
+        s: t.second(),
+        ms: t.millisecond(),
     }
 }
 
@@ -519,7 +503,7 @@ fn clf_time(t: SystemTime, out: &mut String) {
         out,
         "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
         p.d,
-        MONTHS[(p.mo as usize).clamp(1, 12) - 1],
+        MONTHS[usize::from(p.mo).clamp(1, 12) - 1],
         p.y,
         p.h,
         p.mi,
@@ -564,14 +548,15 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        for (days, date) in [
-            (0, (1970, 1, 1)),
-            (11_016, (2000, 2, 29)),
-            (20_782, (2026, 11, 25)),
-            (-1, (1969, 12, 31)),
+    fn dates_before_and_after_leap_days() {
+        for (secs, want) in [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400, "2000-02-29T00:00:00.000Z"),
+            (1_795_600_800, "2026-11-25T10:00:00.000Z"),
         ] {
-            assert_eq!(civil(days), date, "{days}");
+            let mut s = String::new();
+            rfc3339(UNIX_EPOCH + Duration::from_secs(secs), &mut s);
+            assert_eq!(s, want, "{secs}");
         }
     }
 

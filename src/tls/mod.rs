@@ -216,14 +216,19 @@ fn unix_seconds(t: SystemTime) -> i64 {
 
 /// `2026-11-25T20:50:12Z` for a Unix time, so an expiry reads as a date in errors.
 pub fn format_unix(secs: i64) -> String {
-    let rem = secs.rem_euclid(86_400);
-    let (year, month, day) = crate::telemetry::access_log::civil(secs.div_euclid(86_400));
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        // Outside years -9999..9999: no certificate says that, but say something.
+        Err(_) => format!("{secs} s after 1970"),
+    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,10 @@ pub mod request;
 pub mod response;
 pub(crate) mod tokens;
 
-/// Most header fields in one head; more gets 431. Matches common server defaults (nginx and
-/// HAProxy allow about 100).
-pub const MAX_HEADERS: usize = 100;
-/// Largest request or response head; more gets 431 (request) or 502 (response).
-pub const MAX_HEAD_SIZE: usize = 64 * 1024;
+/// Most header fields in one head (the parse array's size, and the largest `max_headers`);
+/// more gets 431. Largest request or response head; more gets 431 (request) or 502
+/// (response). Defined once, with the other limits, in `config::defaults`.
+pub use crate::config::defaults::{MAX_HEADERS, MAX_HEAD_SIZE};
 
 /// Room for the fields of one head, filled by the parser. Left uninitialised: writing
 /// `MAX_HEADERS` empty fields before every parse cost more than parsing a typical head.
