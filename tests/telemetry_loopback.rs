@@ -14,10 +14,10 @@ use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use vipgate::daemon::admin::{AdminServer, AdminState};
 use vipgate::proxy::drain::Drain;
 use vipgate::proxy::{listener, Snapshot};
 use vipgate::telemetry::access_log::{self, AccessLog};
-use vipgate::telemetry::admin::{AdminServer, AdminState};
 
 /// Answers every request with 200 and a 2-byte body, `/status/NNN` with that status; keeps
 /// connections alive.

@@ -6,6 +6,7 @@
 //! sd_notify wire protocol is `notify`'s; `check`'s printed table is `check`'s; `release`
 //! cleans up after a crash.
 
+pub mod admin;
 mod check;
 pub mod notify;
 mod release;
@@ -133,7 +134,7 @@ async fn reload(
     running: &mut Running,
     path: &std::path::Path,
     notifier: &Notifier,
-) -> crate::telemetry::admin::ReloadOutcome {
+) -> admin::ReloadOutcome {
     notifier.notify(State::Reloading);
     let outcome = running
         .reload(path)
@@ -148,8 +149,8 @@ async fn reload(
 
 /// The next `POST /reload`, or never when the admin listener is off.
 async fn next_reload_request(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<crate::telemetry::admin::ReloadRequest>>,
-) -> Option<crate::telemetry::admin::ReloadRequest> {
+    rx: &mut Option<tokio::sync::mpsc::Receiver<admin::ReloadRequest>>,
+) -> Option<admin::ReloadRequest> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use super::admin::{AdminServer, AdminState, ReloadRequest};
 use super::track::{self, ListenerFailures};
 use super::DaemonError;
 use crate::config::{Config, TrackCondition};
@@ -30,7 +31,6 @@ use crate::l2::{self, Announcer};
 use crate::proxy::drain::Drain;
 use crate::proxy::workers::Workers;
 use crate::proxy::{listener, Shared, Snapshot};
-use crate::telemetry::admin::{AdminServer, AdminState, ReloadRequest};
 
 /// One listening address being served: one socket per worker.
 pub(super) struct ServedListener {

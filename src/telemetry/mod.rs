@@ -1,13 +1,12 @@
 //! Telemetry: what vipgate tells its operators, apart from what it does.
 //!
 //! Owns where daemon logs go and how their level is chosen (this file), the metrics and their
-//! Prometheus exposition (`metrics`), the per-request access log (`access_log`) and the admin
-//! listener that serves metrics, health, readiness, the running configuration and reloads
-//! (`admin`). It does not decide what is logged or counted: each module does, through the
-//! small hooks these modules offer.
+//! Prometheus exposition (`metrics`) and the per-request access log (`access_log`). It does
+//! not decide what is logged or counted: each module does, through the small hooks these
+//! modules offer. The admin listener that serves them belongs to the daemon
+//! (`daemon::admin`), since it also reloads.
 
 pub mod access_log;
-pub mod admin;
 pub mod counted;
 pub mod metrics;
 

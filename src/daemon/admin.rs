@@ -27,11 +27,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::metrics::{self, View};
 use crate::config::{Balance, Config, HashKey, HealthKind, Protocol};
 use crate::proxy::drain::Drain;
 use crate::proxy::http1::request;
 use crate::proxy::Shared;
+use crate::telemetry::metrics::{self, View};
 
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
