@@ -157,7 +157,7 @@ struct Track {
 const EMPTY_INFO: RequestInfo<'static> = RequestInfo {
     client: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     method: "",
-    version: None,
+    protocol: "-",
     host: b"",
     path: "",
     normalized_path: "",
@@ -1163,7 +1163,7 @@ fn access_record(
         &RequestInfo {
             client: forwarded::client_ip(&snap.settings, peer.ip(), req.headers),
             method: req.method,
-            version: Some(req.version),
+            protocol: req.version.name(),
             host: req.authority.unwrap_or_default(),
             path: received,
             normalized_path: if req.path == received { "" } else { req.path },
@@ -1224,10 +1224,21 @@ async fn send<W: AsyncWrite + Unpin>(dst: &mut W, data: &[u8]) -> io::Result<()>
     dst.flush().await
 }
 
-/// 128 random bits as 32 hex digits, from the per-thread generator the balancer uses.
+/// 32 hex digits that no other request of this process shares and that other processes and
+/// nodes are unlikely to repeat: 64 bits drawn from the thread's generator (`fastrand`, seeded
+/// from the OS), then the thread's own sequence from a random start. Not a secret: nothing
+/// trusts an id for more than telling requests apart.
 fn new_request_id(buf: &mut [u8; 32]) -> &str {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let (a, b) = (super::upstream::random_u64(), super::upstream::random_u64());
+    thread_local! {
+        static SEQUENCE: std::cell::Cell<u64> = std::cell::Cell::new(fastrand::u64(..));
+    }
+    let a = fastrand::u64(..);
+    let b = SEQUENCE.with(|s| {
+        let n = s.get().wrapping_add(1);
+        s.set(n);
+        n
+    });
     for (i, byte) in buf.iter_mut().enumerate() {
         let word = if i < 16 { a } else { b };
         *byte = HEX[((word >> ((i % 16) * 4)) & 0xf) as usize];

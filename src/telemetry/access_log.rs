@@ -19,8 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::metrics::{process, RequestStats};
 use crate::config::{AccessLogFormat, AccessLogSettings};
-use crate::proxy::http1::Version;
-use crate::proxy::tls::TlsInfo;
+use crate::tls::TlsInfo;
 
 /// Records the writer may be behind by before lines are dropped.
 pub const QUEUE: usize = 16 * 1024;
@@ -39,7 +38,8 @@ pub struct Record {
     ends: [u32; 6],
     method: [u8; 16],
     method_len: u8,
-    pub version: Option<Version>,
+    /// `HTTP/1.1` and so on; `-` when the head was refused before its version was known.
+    pub protocol: &'static str,
     /// The route's series: host label, route prefix and pool (`None`: not routed).
     pub series: Option<Arc<RequestStats>>,
     pub backend: Option<SocketAddr>,
@@ -57,7 +57,8 @@ pub struct Record {
 pub struct RequestInfo<'a> {
     pub client: IpAddr,
     pub method: &'a str,
-    pub version: Option<Version>,
+    /// `HTTP/1.1` and so on; `-` when the head was refused before its version was known.
+    pub protocol: &'static str,
     pub host: &'a [u8],
     /// As received.
     pub path: &'a str,
@@ -97,7 +98,7 @@ impl Record {
             ends,
             method,
             method_len: method_len as u8,
-            version: info.version,
+            protocol: info.protocol,
             series: None,
             backend: None,
             status: 0,
@@ -172,8 +173,7 @@ impl AccessLog {
 
     /// Whether this request is to be logged.
     pub fn sampled(&self) -> bool {
-        self.threshold == u64::MAX
-            || (self.threshold > 0 && crate::proxy::upstream::random_u64() < self.threshold)
+        self.threshold == u64::MAX || (self.threshold > 0 && fastrand::u64(..) < self.threshold)
     }
 
     /// Queue a finished record; never waits.
@@ -230,14 +230,6 @@ pub fn format_line(r: &Record, out: &mut String) {
     }
 }
 
-fn version(v: Option<Version>) -> &'static str {
-    match v {
-        Some(Version::Http10) => "HTTP/1.0",
-        Some(Version::Http11) => "HTTP/1.1",
-        None => "-",
-    }
-}
-
 fn seconds(d: Duration) -> f64 {
     d.as_micros() as f64 / 1e6
 }
@@ -255,7 +247,7 @@ fn fields(r: &Record) -> [(&'static str, Value<'_>); 22] {
         ("host", Value::Str(r.host())),
         ("path", Value::Str(r.path())),
         ("normalized_path", Value::OptStr(r.normalized_path())),
-        ("protocol", Value::Str(version(r.version))),
+        ("protocol", Value::Str(r.protocol)),
         ("status", Value::Int(u64::from(r.status))),
         ("route", Value::OptStr((!route.is_empty()).then_some(route))),
         ("pool", Value::OptStr((!pool.is_empty()).then_some(pool))),
@@ -414,10 +406,7 @@ fn combined(r: &Record, out: &mut String) {
     let _ = write!(out, "{} - - [", r.client);
     clf_time(r.time, out);
     out.push_str("] ");
-    quoted(
-        &format!("{} {} {}", r.method(), r.path(), version(r.version)),
-        out,
-    );
+    quoted(&format!("{} {} {}", r.method(), r.path(), r.protocol), out);
     let _ = write!(out, " {} {} ", r.status, r.bytes_out);
     quoted(r.referer(), out);
     out.push(' ');
@@ -521,7 +510,7 @@ mod tests {
             &RequestInfo {
                 client: "192.0.2.10".parse().unwrap(),
                 method: "GET",
-                version: Some(Version::Http11),
+                protocol: "HTTP/1.1",
                 host: b"blog.example.test",
                 path: "/api/x?q=\"1\"",
                 normalized_path: "",
@@ -632,7 +621,7 @@ mod tests {
             &RequestInfo {
                 client: "::1".parse().unwrap(),
                 method: "",
-                version: None,
+                protocol: "-",
                 host: b"",
                 path: "",
                 normalized_path: "",

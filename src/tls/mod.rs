@@ -207,6 +207,19 @@ fn invalid(path: &Path, reason: String) -> TlsError {
     }
 }
 
+/// What the handshake settled, for routing (SNI vs Host), access control and the access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The SNI name the client sent, lower-case; `None` without SNI.
+    pub sni: Option<Box<str>>,
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The IANA name of the cipher suite, such as `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: &'static str,
+    /// The subject of the verified client certificate (listeners with `client_ca`).
+    pub client_subject: Option<Box<str>>,
+}
+
 fn unix_seconds(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_secs() as i64,

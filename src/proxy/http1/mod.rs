@@ -34,6 +34,14 @@ pub enum Version {
 }
 
 impl Version {
+    /// As the request line and the access log write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+
     fn from_minor(minor: u8) -> Version {
         if minor == 0 {
             Version::Http10

@@ -42,18 +42,7 @@ const SESSION_CACHE: usize = 4096;
 /// The client side of an https connection.
 pub type ClientTls = TlsStream<Prefixed>;
 
-/// What the handshake settled, for routing (SNI vs Host), access control and the access log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// The SNI name the client sent, lower-case; `None` without SNI.
-    pub sni: Option<Box<str>>,
-    /// `TLSv1.2` or `TLSv1.3`.
-    pub version: &'static str,
-    /// The IANA name of the cipher suite, such as `TLS13_AES_128_GCM_SHA256`.
-    pub cipher: &'static str,
-    /// The subject of the verified client certificate (listeners with `client_ca`).
-    pub client_subject: Option<Box<str>>,
-}
+pub use crate::tls::TlsInfo;
 
 /// The TLS state of one configuration: the certificate set (shared with the file watcher and
 /// kept across reloads as one `ArcSwap`), and each https listener's rustls configuration.

@@ -11,7 +11,6 @@ pub mod balance;
 mod health;
 pub mod stream;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -322,29 +321,11 @@ fn hash_key(key: &HashKey, input: &HashInput<'_>) -> u64 {
     }
 }
 
+/// Uniform in `0..n` (0 for `n` = 0), from the thread's generator: `fastrand` keeps one
+/// wyrand state per thread, seeded from the OS's randomness, so a pick costs no lock and no
+/// system call, and neither threads nor restarts repeat each other's sequences.
 fn random_below(n: usize) -> usize {
-    (random_u64() % n.max(1) as u64) as usize
-}
-
-/// A fast per-thread xorshift generator: least-request and request ids need cheap randomness,
-/// not cryptographic quality.
-pub fn random_u64() -> u64 {
-    thread_local! {
-        static STATE: Cell<u64> = Cell::new({
-            // Seed from the thread's stack address and the clock; distinct per thread.
-            let local = 0u8;
-            let addr = &local as *const u8 as u64;
-            addr ^ (now_ms() << 32) ^ 0x9e37_79b9_7f4a_7c15
-        });
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        x
-    })
+    fastrand::usize(..n.max(1))
 }
 
 #[cfg(test)]
