@@ -5,7 +5,8 @@
 # rotation at once. The same with active health checks instead of ejection (be1 still marked
 # down by its checks when be2 dies). A pool whose backends are all really dead answers 503
 # quickly, and its backends see a bounded number of connection attempts (counted as the RSTs
-# their namespace's kernel sends for the refused SYNs), not three per request.
+# their namespace's kernel sends for the refused SYNs), not three per request. The rolling
+# restart again for a `tcp` listener's pool: its connect retry follows the same rules.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -20,6 +21,11 @@ interface = "eth0"
 
 [[listener]]
 bind = "$VIP:80"
+
+[[listener]]
+bind = "$VIP:5000"
+protocol = "tcp"
+pool = "echo"
 
 [[host]]
 names = ["roll.example.test"]
@@ -63,6 +69,12 @@ healthy_threshold = 4
 unhealthy_threshold = 6
 [pool.hc.outlier]
 consecutive_failures = 0
+
+[pool.echo]
+backends = ["192.0.2.21:7000", "192.0.2.22:7000"]
+[pool.echo.outlier]
+consecutive_failures = 2
+base_ejection_ms = 10000
 
 [pool.dead]
 backends = ["192.0.2.23:8080", "192.0.2.23:8081"]
@@ -155,8 +167,10 @@ done
 assert_eq "with be1 down by its checks, be2 takes everything" "be2" "$(backends_of hc.example.test 10)"
 backend_restart 0 || abort "be1 restarts"
 before=$(retries hc.example.test hc)
-load_with_kill hc.example.test 0.2 1
+load_with_kill hc.example.test 0.5 1
 check_takeover hc.example.test hc "$before" 20
+# Only with be1 still marked down (and be2 a suspect) was nothing available.
+if wait_vg_log 'pool in panic.*pool=hc' 5; then pass "be1 was still marked down when be2 died (pool hc in panic)"; else fail "be1 was still marked down when be2 died: pool hc never in panic"; fi
 
 section "a pool whose backends are all dead answers 503 quickly, without a retry storm"
 # shellcheck disable=SC2016 # awk's own fields
@@ -171,6 +185,29 @@ assert_num "the slowest 503 took < 1000 ms" "$(jget "$r" 'int(d["max_latency_ms"
 # Each backend is tried again once its 1 s suspect mark lapses, by at most the 2 connections.
 limit=$((2 * 2 * (secs + 1)))
 assert_num "connection attempts to the dead backends: $attempts (<= $limit, not 3 per request)" "$attempts" -le "$limit"
+
+section "L4: the same rolling restart for a tcp pool's connect retry"
+echo_start 1 7000 || abort "echo server on be2:7000" # be1's is down at start
+xfer_ok() { client_tool tcp-xfer --target "$VIP:5000" --bytes 10000 --timeout 5 | grep -c 'match=yes' || true; }
+ejected='backend ejected.*pool=echo.*backend=192\.0\.2\.21:7000'
+for ((i = 0; i < 50; i++)); do # ≤ 10 s: be1 is tried again each time its suspect mark lapses
+  [[ $(vg_log_count "$ejected") != 0 ]] && break
+  xfer_ok >/dev/null
+  sleep 0.2
+done
+if [[ $(vg_log_count "$ejected") != 0 ]]; then pass "be1:7000 is ejected"; else abort "be1:7000 is ejected"; fi
+echo_start 0 7000 || abort "echo server on be1:7000 restarts"
+# be1's own suspect mark (from its last refused connect) lapses within 1 s: a backend that
+# refused within the last second is not tried even as the last resort (see configuration.md).
+sleep 1.1
+kill -KILL "${ECHO_PID[0]}" 2>/dev/null || true
+wait "${ECHO_PID[0]}" 2>/dev/null || true
+vg_forget "${ECHO_PID[0]}"
+ok=0
+for ((i = 0; i < 20; i++)); do ok=$((ok + $(xfer_ok))); done
+assert_eq "be2:7000 killed, be1:7000 ejected but back: 20 of 20 connections echoed" "20" "$ok"
+assert_eq "all 20 went to be1:7000" "20" "$(echo_conns be1-7000)"
+if wait_vg_log 'ejected backend answered.*pool=echo' 5; then pass "be1:7000 is back in rotation"; else fail "be1:7000 is back in rotation"; fi
 
 stop_vipgate
 summary
