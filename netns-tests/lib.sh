@@ -308,6 +308,25 @@ backend_restart() {
   vg_wait_http "${BE_IP[i]}:$BACKEND_PORT"
 }
 
+# TCP echo servers (tools.py tcp-echo) in backend namespaces; ECHO_PID lists their PIDs in start order.
+ECHO_PID=()
+echo_start() { # I PORT [--proxy v2]: tools.py tcp-echo in backend I's namespace
+  local i=$1 port=$2 log=$VG_TMP/echo-be$(($1 + 1))-$2.log k
+  shift 2
+  ip netns exec "${BE_NS[i]}" "$VG_PYTHON" "$VG_ROOT/netns-tests/tools.py" tcp-echo \
+    --bind "${BE_IP[i]}" --port "$port" "$@" >"$log" 2>&1 &
+  ECHO_PID+=("$!")
+  vg_track "$!"
+  for ((k = 0; k < 50; k++)); do
+    grep -q listening "$log" && return 0
+    sleep 0.1
+  done
+  cat "$log"
+  return 1
+}
+echo_conns() { grep -c '^conn from' "$VG_TMP/echo-$1.log" || true; } # be1-7000: connections seen
+
+
 # IP: one more address on the client's eth0 (for access lists; curl --interface IP).
 client_add_ip() { ip -n "$NS_CLIENT" addr add "$1/24" dev eth0; }
 

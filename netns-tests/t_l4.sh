@@ -12,23 +12,6 @@ source "$(dirname "$0")/lib.sh"
 lan_up 2
 client_add_ip 192.0.2.11
 
-ECHO_PID=()
-echo_start() { # I PORT [--proxy v2]: tools.py tcp-echo in backend I's namespace
-  local i=$1 port=$2 log=$VG_TMP/echo-be$(($1 + 1))-$2.log k
-  shift 2
-  ip netns exec "${BE_NS[i]}" "$VG_PYTHON" "$VG_ROOT/netns-tests/tools.py" tcp-echo \
-    --bind "${BE_IP[i]}" --port "$port" "$@" >"$log" 2>&1 &
-  ECHO_PID+=("$!")
-  vg_track "$!"
-  for ((k = 0; k < 50; k++)); do
-    grep -q listening "$log" && return 0
-    sleep 0.1
-  done
-  cat "$log"
-  return 1
-}
-conns() { grep -c '^conn from' "$VG_TMP/echo-$1.log" || true; } # be1-7000: connections seen
-
 echo_start 0 7000 || abort "echo server on be1:7000"
 echo_start 1 7000 || abort "echo server on be2:7000"
 echo_start 0 7001 --proxy v2 || abort "PROXY v2 echo server on be1:7001"
@@ -81,13 +64,13 @@ direct=$(sed -n 's/.*MBps=\([0-9.]*\).*/\1/p' <<<"$out")
 note "L4 echo throughput (64 MiB each way, concurrent): via vipgate ${via:-?} MB/s, direct ${direct:-?} MB/s (not judged here)"
 
 section "connections spread over the pool, and survive a dead backend"
-b1=$(conns be1-7000) b2=$(conns be2-7000)
+b1=$(echo_conns be1-7000) b2=$(echo_conns be2-7000)
 ok=0
 for ((k = 0; k < 6; k++)); do
   [[ $(xfer --target "$VIP:5000" --bytes 100000) == *" match=yes "* ]] && ok=$((ok + 1))
 done
 assert_eq "6 more connections, all echoed exactly" 6 "$ok"
-assert_eq "round robin: 3 new connections on each echo server" "3 3" "$(($(conns be1-7000) - b1)) $(($(conns be2-7000) - b2))"
+assert_eq "round robin: 3 new connections on each echo server" "3 3" "$(($(echo_conns be1-7000) - b1)) $(($(echo_conns be2-7000) - b2))"
 assert_contains "the backend sees connections from the lb" "$(cat "$VG_TMP/echo-be1-7000.log")" "conn from $LB_IP:"
 kill -KILL "${ECHO_PID[1]}" 2>/dev/null || true
 wait "${ECHO_PID[1]}" 2>/dev/null || true
@@ -114,7 +97,7 @@ v2='\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x08\xc0\x00\x02\xc8\x9c\x
 out=$(xfer --target "$VIP:5002" --bytes 1000000 --first-line --prefix "$v2")
 assert_match "v2 header from the trusted client: the backend sees 203.0.113.8:40001" "$out" \
   '.* first=\[proxy=v2 src=203\.0\.113\.8:40001 dst=192\.0\.2\.200:5002\] sent=1000000 received=1000000 match=yes .*'
-before=$(conns be1-7001)
+before=$(echo_conns be1-7001)
 out=$(xfer --target "$VIP:5002" --bytes 1000)
 note "without a header: $out"
 assert_match "no PROXY header: closed, nothing echoed" "$out" '.* received=0 match=no.*'
@@ -125,7 +108,7 @@ t0=$(now_ms)
 out=$(client_tool raw --target "$VIP:5002" --data '' --timeout 5 --linger 3)
 assert_eq "a trusted peer that sends nothing is closed after head_timeout_ms" "none closed" "$out"
 note "silent connection closed after $(($(now_ms) - t0)) ms (head_timeout_ms 1000, tool start included)"
-assert_eq "none of the refused connections reached the backend" "$before" "$(conns be1-7001)"
+assert_eq "none of the refused connections reached the backend" "$before" "$(echo_conns be1-7001)"
 
 stop_vipgate
 summary

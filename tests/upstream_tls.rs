@@ -373,7 +373,8 @@ async fn handshake_failures_are_502_with_their_reason_counted() {
 }
 
 #[tokio::test]
-async fn a_failing_handshake_ejects_the_backend_like_a_refused_connect() {
+async fn a_failing_handshake_ejects_the_backend_like_a_refused_connect_and_it_stays_the_last_resort(
+) {
     let pki = pki("eject");
     let backend = tls_backend(&pki, Arc::default()).await;
     let (addr, shared, _stop) = proxy(
@@ -384,13 +385,18 @@ async fn a_failing_handshake_ejects_the_backend_like_a_refused_connect() {
         let mut c = TcpStream::connect(addr).await.unwrap();
         assert_eq!(request(&mut c, "/").await.0, 502);
     }
+    let ejections: u32 = shared
+        .load()
+        .pools
+        .iter()
+        .flat_map(|p| p.backends())
+        .map(|b| b.ejections())
+        .sum();
+    assert_eq!(ejections, 1, "ejected after two failed handshakes");
+    // Alone in its pool, the ejected backend is still the last resort: tried, not skipped.
     let mut c = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(
-        request(&mut c, "/").await.0,
-        503,
-        "ejected after two failed handshakes"
-    );
-    assert_eq!(failures(&shared, TlsFailure::UnknownCa), 2);
+    assert_eq!(request(&mut c, "/").await.0, 502);
+    assert_eq!(failures(&shared, TlsFailure::UnknownCa), 3);
 }
 
 #[tokio::test]

@@ -429,6 +429,9 @@ pub struct Pool {
     pub balance: Balance,
     pub health: Option<HealthCheck>,
     pub outlier: Outlier,
+    /// Below this share of available backends (percent) the pool balances over its ejected
+    /// backends too; 0: never.
+    pub panic_threshold_percent: u8,
     /// `[pool.NAME.tls]`: dial the backends with TLS; `None`: plain TCP.
     pub tls: Option<PoolTls>,
 }
@@ -636,6 +639,8 @@ pub mod defaults {
     pub const OUTLIER_BASE_EJECTION: Duration = Duration::from_secs(10);
     pub const OUTLIER_MAX_EJECTION: Duration = Duration::from_secs(300);
     pub const OUTLIER_MAX_EJECTION_PERCENT: u8 = 50;
+    /// Envoy's default: below half the pool available, a suspected backend beats a certain 502.
+    pub const PANIC_THRESHOLD_PERCENT: u8 = 50;
 
     /// One extra try, on connect failure only: always safe, since nothing reached a backend.
     pub const RETRIES: u32 = 1;

@@ -167,6 +167,7 @@ pub(super) struct RawPool {
     pub hash_key: Option<Spanned<String>>,
     pub health: Option<Spanned<RawHealth>>,
     pub outlier: Option<Spanned<RawOutlier>>,
+    pub panic_threshold_percent: Option<Spanned<i64>>,
     pub tls: Option<Spanned<RawPoolTls>>,
 }
 

@@ -226,6 +226,12 @@ const BAD: &[(&str, &str, usize, &str)] = &[
         "unknown field `interfce`",
     ),
     ("[pool.web]", "[pool.web\n", 18, ""),
+    (
+        "backends = [\"192.0.2.23:8080\"]",
+        "backends = [\"192.0.2.23:8080\"]\npanic_threshold_percent = 101",
+        22,
+        "panic_threshold_percent",
+    ),
     ("bind = \"192.0.2.200:80\"", "bind = 80", 6, "invalid type"),
     (
         "[pool.web]",

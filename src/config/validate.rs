@@ -932,6 +932,13 @@ fn validate_pools(
         let balance = parse_balance(pool)?;
         let health = pool.health.as_ref().map(parse_health).transpose()?;
         let outlier = parse_outlier(pool.outlier.as_ref().map(Spanned::get_ref))?;
+        let panic_threshold_percent = count(
+            pool.panic_threshold_percent.as_ref(),
+            0,
+            100,
+            "panic_threshold_percent",
+            u32::from(super::model::defaults::PANIC_THRESHOLD_PERCENT),
+        )? as u8;
         let tls = pool
             .tls
             .as_ref()
@@ -944,6 +951,7 @@ fn validate_pools(
             balance,
             health,
             outlier,
+            panic_threshold_percent,
             tls,
         });
     }

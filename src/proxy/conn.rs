@@ -557,8 +557,12 @@ impl<S: ClientStream> Conn<S> {
                 }
                 Attempt::Failed { failure, body_sent } => {
                     debug!(backend = %backend.address, ?failure, "try failed");
-                    if failure != Failure::Stale {
-                        pool.report(&backend, Outcome::Failure);
+                    match failure {
+                        Failure::Stale => {}
+                        Failure::Connect | Failure::Reset => {
+                            pool.report(&backend, Outcome::Unreachable)
+                        }
+                        _ => pool.report(&backend, Outcome::Failure),
                     }
                     let in_time = deadline.is_none_or(|d| Instant::now() < d);
                     let allowed = !body_sent

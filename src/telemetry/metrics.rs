@@ -929,6 +929,32 @@ fn render_backends(out: &mut String, view: &View<'_>) {
                 .count()
         );
     }
+    type PoolGet = fn(&crate::proxy::upstream::PoolState, u64) -> u64;
+    let per_pool: [(&str, &str, &str, PoolGet); 2] = [
+        (
+            "vipgate_pool_panic",
+            "gauge",
+            "1 while fewer than panic_threshold_percent of the pool's backends are available, so it balances over the ejected ones too.",
+            |p, now| u64::from(p.in_panic(now)),
+        ),
+        (
+            "vipgate_pool_panics_total",
+            "counter",
+            "Times requests found the pool in panic after it was not.",
+            |p, _| p.panics(),
+        ),
+    ];
+    for (name, kind, help, get) in per_pool {
+        header(out, name, kind, help);
+        for pool in &all {
+            let _ = writeln!(
+                out,
+                "{name}{{pool=\"{}\"}} {}",
+                Esc(&pool.name),
+                get(pool, now)
+            );
+        }
+    }
 }
 
 /// TLS to backends, for the backends of pools with `[pool.NAME.tls]` only.

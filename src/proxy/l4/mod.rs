@@ -1,7 +1,8 @@
 //! Layer 4: whole TCP connections forwarded to a pool (`protocol = "tcp"` listeners).
 //!
-//! Owns choosing a backend for a connection (the pool's balancing, health and ejection, a retry
-//! on another backend when connecting or the TLS handshake fails), the optional PROXY v2 header
+//! Owns choosing a backend for a connection (the pool's balancing, health, ejection and panic
+//! rules, a retry on another backend when connecting or the TLS handshake fails, which also
+//! marks the failed one a suspect), the optional PROXY v2 header
 //! towards the backend (before any TLS), and the relay: zero-copy (`splice`) for plain pools,
 //! copied through rustls for a pool with `[pool.NAME.tls]`. It does not look inside the stream.
 
@@ -59,7 +60,7 @@ pub async fn serve(
             Ok(s) => s,
             Err(e) => {
                 debug!(%peer, backend = %backend.address, error = %e, "connect failed");
-                pool.report(&backend, Outcome::Failure);
+                pool.report(&backend, Outcome::Unreachable);
                 avoid = Some(backend.address);
                 continue;
             }

@@ -14,11 +14,18 @@ use arc_swap::ArcSwapOption;
 use crossbeam_queue::ArrayQueue;
 use tracing::warn;
 
+use super::balance::Standing;
 use super::stream::{TlsFailure, TlsOrigin, UpstreamStream};
 
 /// A backend whose handshakes keep failing is reported at most this often; the line says how
 /// many failures it stands for.
 const TLS_REPORT_EVERY_MS: u64 = 10_000;
+
+/// How long a backend that could not be reached (refused, reset, connect timeout) is passed
+/// over while another can be picked. Short, because it is not capped by
+/// `max_ejection_percent`: it only decides who goes first, and it lapses by itself, so a
+/// backend that was only restarting is tried again a second later.
+pub const SUSPECT_MS: u64 = 1_000;
 
 /// Milliseconds on a process-wide monotonic clock, to keep deadlines in an `AtomicU64`.
 pub fn now_ms() -> u64 {
@@ -33,6 +40,8 @@ pub struct Backend {
     healthy: AtomicBool,
     /// `now_ms()` until which passive outlier detection keeps the backend out.
     ejected_until: AtomicU64,
+    /// `now_ms()` until which it is passed over for being unreachable (0: never was).
+    suspect_until: AtomicU64,
     consecutive_failures: AtomicU32,
     /// How many times it was ejected; each ejection lasts longer.
     ejections: AtomicU32,
@@ -66,6 +75,9 @@ struct IdleConn {
 pub enum Outcome {
     Success,
     Failure,
+    /// A failure that says the backend is likely gone (connect refused or timed out, reset
+    /// before a response): besides counting, it makes the backend a suspect for `SUSPECT_MS`.
+    Unreachable,
 }
 
 impl Backend {
@@ -87,6 +99,7 @@ impl Backend {
             address,
             healthy: AtomicBool::new(true),
             ejected_until: AtomicU64::new(0),
+            suspect_until: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             active: AtomicUsize::new(0),
@@ -130,6 +143,40 @@ impl Backend {
         until == 0 || until <= now()
     }
 
+    /// Where it stands for picking at `now`; the first that applies of: unreachable lately,
+    /// down by its checks, ejected, available. Fresh evidence of a request comes first.
+    pub fn standing(&self, now: u64) -> Standing {
+        if self.suspect_until.load(Ordering::Relaxed) > now {
+            Standing::Suspect
+        } else if !self.is_healthy() {
+            Standing::KnownDead
+        } else if self.is_ejected(now) {
+            Standing::Ejected
+        } else {
+            Standing::Available
+        }
+    }
+
+    /// Whether an ejection ever began (no clock needed to say no).
+    pub fn was_ever_ejected(&self) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn mark_suspect(&self, now: u64) {
+        self.suspect_until
+            .store(now + SUSPECT_MS, Ordering::Relaxed);
+    }
+
+    /// End an ejection early (the backend just answered); false if it was not ejected.
+    pub fn unject(&self, now: u64) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until > now
+            && self
+                .ejected_until
+                .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -167,9 +214,15 @@ impl Backend {
         match outcome {
             Outcome::Success => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);
+                // Read first: the common case (never suspected) writes nothing more.
+                if self.suspect_until.load(Ordering::Relaxed) != 0 {
+                    self.suspect_until.store(0, Ordering::Relaxed);
+                }
                 0
             }
-            Outcome::Failure => self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1,
+            Outcome::Failure | Outcome::Unreachable => {
+                self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+            }
         }
     }
 

@@ -1,8 +1,9 @@
 //! Choosing among weighted items: the pure parts of balancing.
 //!
 //! Owns the arithmetic: a weighted cycle that hands out items in exact proportion and spread
-//! out (used for weighted round robin and for route splits), and the Maglev lookup table.
-//! Knows nothing of health: the pool skips unavailable backends around these.
+//! out (used for weighted round robin and for route splits), the Maglev lookup table, and the
+//! panic and last-resort rule ([`pick_order`]): which standings of backends a pick may take,
+//! in which order. Reads no backend state: the pool counts standings and applies the order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,6 +60,58 @@ impl WeightedCycle {
     fn index_of(&self, n: u64) -> usize {
         let slot = ((n % self.total) * self.stride) % self.total;
         self.ends.partition_point(|&end| end <= slot)
+    }
+}
+
+/// Where a backend stands for a pick, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Healthy by its checks (or unchecked), not ejected, not suspect.
+    Available,
+    /// Ejected by outlier detection, healthy by its checks: perhaps back already.
+    Ejected,
+    /// Down by its active checks: perhaps back already, if the checks lag.
+    KnownDead,
+    /// Refused, reset or timed out a connection within `SUSPECT_MS`: the freshest evidence.
+    Suspect,
+}
+
+impl Standing {
+    pub const COUNT: usize = 4;
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Whether a pool with `available` of `total` backends is in panic: below `threshold_percent`
+/// available (0: never), it balances over its ejected backends as over the available ones.
+pub fn in_panic(available: usize, total: usize, threshold_percent: u8) -> bool {
+    available * 100 < total * usize::from(threshold_percent)
+}
+
+use Standing::{Available, Ejected, KnownDead};
+
+/// The groups of standings a pick tries in turn, each group balanced by the pool's picker, from
+/// the count of backends in each standing (indexed by [`Standing::index`]):
+/// - available first; in panic, available and ejected together (Envoy's panic threshold);
+/// - then ejected (a last resort rather than a 503 or 502);
+/// - then the known dead, but only while some backend is not known dead: when every check
+///   says down, nothing has shown otherwise, and the pool answers 503 at once;
+/// - suspects never, so a pool whose backends all just refused answers 503 without trying
+///   them again until their mark lapses (no retry storm against a dead pool).
+pub fn pick_order(
+    counts: &[usize; Standing::COUNT],
+    threshold_percent: u8,
+) -> &'static [&'static [Standing]] {
+    let total: usize = counts.iter().sum();
+    let panic = in_panic(counts[Available.index()], total, threshold_percent);
+    let dead_too = counts[KnownDead.index()] < total;
+    match (panic, dead_too) {
+        (false, true) => &[&[Available], &[Ejected], &[KnownDead]],
+        (false, false) => &[&[Available], &[Ejected]],
+        (true, true) => &[&[Available, Ejected], &[KnownDead]],
+        (true, false) => &[&[Available, Ejected]],
     }
 }
 
@@ -137,6 +190,56 @@ pub fn fnv1a(data: &[u8], basis: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Standing::Suspect;
+
+    #[test]
+    fn panic_is_below_the_threshold_share() {
+        // (available, total, threshold, panic)
+        let cases = [
+            (2, 2, 50, false),
+            (1, 2, 50, false), // exactly half is not below half
+            (0, 2, 50, true),
+            (4, 10, 50, true),
+            (5, 10, 50, false),
+            (0, 1, 50, true),
+            (0, 2, 0, false), // 0 disables
+            (9, 10, 100, true),
+            (10, 10, 100, false),
+        ];
+        for (available, total, threshold, want) in cases {
+            assert_eq!(
+                in_panic(available, total, threshold),
+                want,
+                "{available}/{total} at {threshold}%"
+            );
+        }
+    }
+
+    #[test]
+    fn pick_order_puts_ejected_then_known_dead_last_and_suspects_never() {
+        type Order = &'static [&'static [Standing]];
+        // counts: [available, ejected, known dead, suspect]
+        let cases: [([usize; 4], u8, Order); 7] = [
+            // All available: the common case.
+            ([2, 0, 0, 0], 50, &[&[Available], &[Ejected], &[KnownDead]]),
+            // Half ejected: not below 50%, so ejected only as a last resort.
+            ([1, 1, 0, 0], 50, &[&[Available], &[Ejected], &[KnownDead]]),
+            // The rolling restart: one ejected, the other just refused: panic.
+            ([0, 1, 0, 1], 50, &[&[Available, Ejected], &[KnownDead]]),
+            // The same with checks: the stale known-dead one is the last resort.
+            ([0, 0, 1, 1], 50, &[&[Available, Ejected], &[KnownDead]]),
+            // Panic disabled: the same backends, in the last-resort order.
+            ([0, 1, 0, 1], 0, &[&[Available], &[Ejected], &[KnownDead]]),
+            // Every check says down: nothing to try (503 at once).
+            ([0, 0, 2, 0], 50, &[&[Available, Ejected]]),
+            ([3, 0, 7, 0], 50, &[&[Available, Ejected], &[KnownDead]]),
+        ];
+        for (counts, threshold, want) in cases {
+            let got = pick_order(&counts, threshold);
+            assert_eq!(got, want, "{counts:?} at {threshold}%");
+            assert!(got.iter().all(|g| !g.contains(&Suspect)));
+        }
+    }
 
     #[test]
     fn weighted_cycle_is_exact_per_cycle_and_spread() {

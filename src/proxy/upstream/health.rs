@@ -5,6 +5,7 @@
 //! pool's probes connect as requests do (`stream::connect`): a TCP check is a completed
 //! handshake, an HTTP check asks over TLS.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,14 @@ use super::backend::Backend;
 use super::stream;
 use crate::config::{HealthCheck, HealthKind};
 
-pub(super) async fn run(pool: String, backend: Arc<Backend>, check: HealthCheck) {
+/// `unsettled` is the pool's: bumped after each probe that leaves the backend down, so the
+/// pool's picks look at every backend again (see `PoolState::pick`).
+pub(super) async fn run(
+    pool: String,
+    backend: Arc<Backend>,
+    check: HealthCheck,
+    unsettled: Arc<AtomicU64>,
+) {
     // Spread the first probes of many backends over one interval instead of a burst.
     let jitter =
         (backend.address.port() as u64 * 7919) % (check.interval.as_millis() as u64).max(1);
@@ -42,6 +50,11 @@ pub(super) async fn run(pool: String, backend: Arc<Backend>, check: HealthCheck)
                 };
                 warn!(%pool, backend = %backend.address, reason = %why, "backend unhealthy");
             }
+        }
+        if !backend.is_healthy() {
+            // Every time, not on the change only: a reload's new pool shares the backend, and
+            // the old pool's checker may have been the one to see the change.
+            unsettled.fetch_add(1, Ordering::Release);
         }
         tokio::time::sleep(check.interval).await;
     }

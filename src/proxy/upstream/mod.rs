@@ -1,8 +1,9 @@
 //! Backend pools: choosing a backend for a request, and learning from the result.
 //!
 //! Owns balancing (round robin by weight, least request, Maglev hashing), skipping backends that
-//! are unhealthy or ejected, outlier ejection from request results, the retry budget, and the
-//! active health checkers' lifetime (they stop when the pools are dropped). Dialling a backend
+//! are unhealthy, ejected or suspect and taking them back as a last resort or in panic (the
+//! rule is `balance::pick_order`), outlier ejection from request results, the retry budget,
+//! and the active health checkers' lifetime (they stop when the pools are dropped). Dialling a backend
 //! (plain or TLS) is `stream`'s. It does not speak HTTP to serve requests: `conn` relays;
 //! `health` probes.
 
@@ -12,15 +13,15 @@ mod health;
 pub mod stream;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{Balance, Config, HashKey, Outlier, PoolId, ProxySettings};
 use backend::{now_ms, Backend, Outcome};
-use balance::{maglev_table, WeightedCycle, MAGLEV_TABLE_SIZE};
+use balance::{maglev_table, Standing, WeightedCycle, MAGLEV_TABLE_SIZE};
 
 #[derive(Debug)]
 pub struct PoolState {
@@ -28,6 +29,13 @@ pub struct PoolState {
     backends: Vec<Arc<Backend>>,
     picker: Picker,
     outlier: Outlier,
+    panic_threshold_percent: u8,
+    /// Non-zero once some backend may not be available (bumped after each change that takes
+    /// one out; reset by a pick that sees all available): while zero, a pick costs what a
+    /// plain balancer does. Shared with the pool's health checkers.
+    unsettled: Arc<AtomicU64>,
+    /// Kept across reloads, so the counter never goes back and one panic logs once.
+    panic: Arc<Panic>,
     /// Requests and retries in flight, for the retry budget.
     active: AtomicUsize,
     retrying: AtomicUsize,
@@ -38,6 +46,12 @@ enum Picker {
     RoundRobin(WeightedCycle),
     LeastRequest,
     Maglev { key: HashKey, table: Vec<u32> },
+}
+
+#[derive(Debug, Default)]
+struct Panic {
+    active: AtomicBool,
+    entered: AtomicU64,
 }
 
 /// What a request offers for hashing.
@@ -136,20 +150,29 @@ impl Pools {
                         }
                     }
                 };
+                // Kept backends may be out: the first pick looks.
+                let unsettled = Arc::new(AtomicU64::new(1));
                 if let Some(check) = &p.health {
                     for b in &backends {
                         health_tasks.push(tokio::spawn(health::run(
                             p.name.clone(),
                             b.clone(),
                             check.clone(),
+                            unsettled.clone(),
                         )));
                     }
                 }
+                let panic = previous
+                    .and_then(|old| old.pools.iter().find(|op| op.name == p.name))
+                    .map_or_else(Arc::default, |op| op.panic.clone());
                 PoolState {
                     name: p.name.clone(),
                     backends,
                     picker,
                     outlier: p.outlier,
+                    panic_threshold_percent: p.panic_threshold_percent,
+                    unsettled,
+                    panic,
                     active: AtomicUsize::new(0),
                     retrying: AtomicUsize::new(0),
                 }
@@ -217,8 +240,6 @@ impl PoolState {
         PoolActiveGuard(self)
     }
 
-    /// Choose an available backend, other than `avoid` if another is available. `None` when
-    /// every backend is unhealthy or ejected: the caller answers 503 at once.
     /// The request's hash for Maglev pools (0 for the others, which ignore it).
     pub fn hash(&self, input: &HashInput<'_>) -> u64 {
         match &self.picker {
@@ -227,13 +248,104 @@ impl PoolState {
         }
     }
 
+    /// Choose a backend, other than `avoid` (the one that just failed this request) unless it
+    /// is the only one left. Available backends first; then, in the order of
+    /// `balance::pick_order`, ejected and known-dead ones. `None` when nothing may be tried:
+    /// the caller answers 503 at once.
     pub fn pick(&self, hash: u64, avoid: Option<SocketAddr>) -> Option<&Arc<Backend>> {
         // The clock is read only if some backend was ever ejected.
         let now = std::cell::OnceCell::new();
         let now = || *now.get_or_init(now_ms);
-        let ok = |b: &Backend| b.is_available_at(&now) && Some(b.address) != avoid;
+        if self.unsettled.load(Ordering::Acquire) == 0 {
+            // Every backend was available when last looked: today's balancer.
+            let ok = |b: &Backend| Some(b.address) != avoid && b.is_available_at(&now);
+            if let Some(b) = self.select(hash, ok) {
+                return Some(b);
+            }
+        }
+        self.pick_unsettled(hash, avoid, now())
+    }
+
+    #[cold]
+    fn pick_unsettled(
+        &self,
+        hash: u64,
+        avoid: Option<SocketAddr>,
+        now: u64,
+    ) -> Option<&Arc<Backend>> {
+        let seen = self.unsettled.load(Ordering::Acquire);
+        let mut counts = [0usize; Standing::COUNT];
+        for b in &self.backends {
+            counts[b.standing(now).index()] += 1;
+        }
+        let total = self.backends.len();
+        let available = counts[Standing::Available.index()];
+        if available == total {
+            // Fails if a change came in meanwhile, which then keeps the slow path on.
+            let _ = self
+                .unsettled
+                .compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        self.note_panic(
+            balance::in_panic(available, total, self.panic_threshold_percent),
+            available,
+        );
+        let order = balance::pick_order(&counts, self.panic_threshold_percent);
+        let take = |b: &Backend, group: &[Standing], other: bool| {
+            (!other || Some(b.address) != avoid) && group.contains(&b.standing(now))
+        };
+        order
+            .iter()
+            .find_map(|g| self.select(hash, |b| take(b, g, true)))
+            // The backend that just failed is still better than none, if it may be tried.
+            .or_else(|| {
+                avoid.and_then(|_| {
+                    order
+                        .iter()
+                        .find_map(|g| self.select(hash, |b| take(b, g, false)))
+                })
+            })
+    }
+
+    /// Log a panic's start and end once each, and count its starts.
+    fn note_panic(&self, panic: bool, available: usize) {
+        if self.panic.active.load(Ordering::Relaxed) == panic
+            || self
+                .panic
+                .active
+                .compare_exchange(!panic, panic, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let (total, threshold) = (self.backends.len(), self.panic_threshold_percent);
+        if panic {
+            self.panic.entered.fetch_add(1, Ordering::Relaxed);
+            warn!(pool = %self.name, available, total, threshold_percent = threshold, "pool in panic: too few backends available, balancing over the ejected ones too");
+        } else {
+            info!(pool = %self.name, available, total, threshold_percent = threshold, "pool out of panic");
+        }
+    }
+
+    /// Times the pool went into panic (for metrics).
+    pub fn panics(&self) -> u64 {
+        self.panic.entered.load(Ordering::Relaxed)
+    }
+
+    /// Whether the pool is in panic now, from the live state (for metrics).
+    pub fn in_panic(&self, now: u64) -> bool {
+        let available = self
+            .backends
+            .iter()
+            .filter(|b| b.standing(now) == Standing::Available)
+            .count();
+        balance::in_panic(available, self.backends.len(), self.panic_threshold_percent)
+    }
+
+    /// The first backend the picker offers that `ok` accepts.
+    fn select(&self, hash: u64, ok: impl Fn(&Backend) -> bool) -> Option<&Arc<Backend>> {
         let n = self.backends.len();
-        let chosen = match &self.picker {
+        match &self.picker {
             Picker::RoundRobin(cycle) => {
                 // A full cycle visits every backend with weight > 0 at least once.
                 (0..n.max(cycle.len()) * 2)
@@ -269,27 +381,39 @@ impl PoolState {
                     .map(|i| &self.backends[table[(h + i) % table.len()] as usize])
                     .find(|b| ok(b))
             }
-        };
-        // With `avoid` the only available backend is still better than none.
-        chosen
-            .or_else(|| avoid.and_then(|_| self.backends.iter().find(|b| b.is_available_at(&now))))
+        }
     }
 
     /// Learn from a try: consecutive failures eject the backend for a while, but never more
-    /// than `max_ejection_percent` of the pool at once.
+    /// than `max_ejection_percent` of the pool at once; an unreachable backend of a pool with
+    /// others is a suspect for `SUSPECT_MS` whether ejected or not (so the live ones take the
+    /// traffic at once); an ejected backend that answers is back at once.
     pub fn report(&self, backend: &Backend, outcome: Outcome) {
         let failures = backend.record(outcome);
-        let limit = self.outlier.consecutive_failures;
-        if outcome == Outcome::Success || limit == 0 || failures < limit {
+        if outcome == Outcome::Success {
+            // Only a panic or last-resort pick reaches an ejected backend.
+            if backend.was_ever_ejected() && backend.unject(now_ms()) {
+                info!(pool = %self.name, backend = %backend.address, "ejected backend answered: back in rotation");
+            }
             return;
         }
         let now = now_ms();
+        if outcome == Outcome::Unreachable && self.backends.len() > 1 {
+            // A single backend is never passed over: there is nothing to prefer to it.
+            backend.mark_suspect(now);
+            self.unsettled.fetch_add(1, Ordering::Release);
+        }
+        let limit = self.outlier.consecutive_failures;
+        if limit == 0 || failures < limit {
+            return;
+        }
         let ejected = self.backends.iter().filter(|b| b.is_ejected(now)).count();
         let max = self.backends.len() * usize::from(self.outlier.max_ejection_percent) / 100;
         if ejected >= max || backend.is_ejected(now) {
             return;
         }
         let d = backend.eject(now, self.outlier.base_ejection, self.outlier.max_ejection);
+        self.unsettled.fetch_add(1, Ordering::Release);
         warn!(pool = %self.name, backend = %backend.address, failures, ejected_for_ms = d.as_millis() as u64, "backend ejected");
     }
 }
@@ -367,8 +491,115 @@ mod tests {
         let pool = p.get(c.hosts[0].routes[0].split[0].pool);
         let first: SocketAddr = "192.0.2.1:80".parse().unwrap();
         assert!((0..10).all(|_| pool.pick(0, Some(first)).unwrap().address != first));
+        // The other is down by its checks: a last resort rather than the one that just failed.
         pool.backends()[1].set_healthy(false);
-        assert_eq!(pool.pick(0, Some(first)).unwrap().address, first);
+        assert_eq!(
+            pool.pick(0, Some(first)).unwrap().address,
+            pool.backends()[1].address
+        );
+        // Both down by their checks: nothing to try.
+        pool.backends()[0].set_healthy(false);
+        assert!(pool.pick(0, Some(first)).is_none());
+    }
+
+    #[test]
+    fn a_lone_backend_is_retried_and_never_suspect() {
+        let (c, p) = pools("backends = [\"192.0.2.1:80\"]\n");
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let only = pool.backends()[0].clone();
+        pool.report(&only, Outcome::Unreachable);
+        assert_eq!(only.standing(now_ms()), Standing::Available);
+        assert_eq!(
+            pool.pick(0, Some(only.address)).unwrap().address,
+            only.address
+        );
+    }
+
+    const ROLLING: &str = "backends = [\"192.0.2.1:80\", \"192.0.2.2:80\"]\n[pool.p.outlier]\nconsecutive_failures = 2\nbase_ejection_ms = 60000\n";
+
+    #[test]
+    fn rolling_restart_turns_to_the_ejected_backend_and_takes_it_back() {
+        let (c, p) = pools(ROLLING);
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let (one, two) = (pool.backends()[0].clone(), pool.backends()[1].clone());
+        pool.report(&one, Outcome::Unreachable);
+        pool.report(&one, Outcome::Unreachable);
+        assert!(one.is_ejected(now_ms()), "web-1 ejected");
+        // web-1's suspect mark lapses (it is back) but the ejection stands: web-2 takes all.
+        one.record(Outcome::Success);
+        assert!((0..10).all(|_| pool.pick(0, None).unwrap().address == two.address));
+        assert!(
+            !pool.in_panic(now_ms()),
+            "1 of 2 available is not below 50%"
+        );
+        // web-2 dies; max_ejection_percent keeps it in, but it is a suspect now.
+        pool.report(&two, Outcome::Unreachable);
+        assert!(!two.is_ejected(now_ms()));
+        assert!(pool.in_panic(now_ms()));
+        assert_eq!(
+            pool.pick(0, Some(two.address)).unwrap().address,
+            one.address,
+            "the retry"
+        );
+        assert_eq!(
+            pool.pick(0, None).unwrap().address,
+            one.address,
+            "the next request"
+        );
+        assert_eq!(pool.panics(), 1);
+        // web-1 answers: back at once, and the pool out of panic.
+        pool.report(&one, Outcome::Success);
+        assert!(!one.is_ejected(now_ms()));
+        assert!(!pool.in_panic(now_ms()));
+        assert!((0..10).all(|_| pool.pick(0, None).unwrap().address == one.address));
+        assert_eq!(pool.panics(), 1, "counted once");
+    }
+
+    #[test]
+    fn panic_balances_over_ejected_backends_and_zero_disables_it() {
+        let four =
+            "backends = [\"192.0.2.1:80\", \"192.0.2.2:80\", \"192.0.2.3:80\", \"192.0.2.4:80\"]\n";
+        for (threshold, want) in [(50, 4), (0, 1)] {
+            let (c, p) = pools(&format!("{four}panic_threshold_percent = {threshold}\n"));
+            let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+            let d = std::time::Duration::from_secs(60);
+            for b in &pool.backends()[1..] {
+                b.eject(now_ms(), d, d);
+            }
+            let seen: std::collections::HashSet<SocketAddr> = (0..40)
+                .map(|_| pool.pick(0, None).unwrap().address)
+                .collect();
+            assert_eq!(seen.len(), want, "threshold {threshold}: {seen:?}");
+        }
+    }
+
+    #[test]
+    fn a_pool_whose_backends_all_refused_is_not_tried_again_at_once() {
+        let (c, p) = pools(ROLLING);
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let (one, two) = (pool.backends()[0].clone(), pool.backends()[1].clone());
+        pool.report(&one, Outcome::Unreachable);
+        assert_eq!(
+            pool.pick(0, Some(one.address)).unwrap().address,
+            two.address
+        );
+        pool.report(&two, Outcome::Unreachable);
+        assert!(pool.pick(0, Some(two.address)).is_none());
+        assert!(pool.pick(0, None).is_none());
+    }
+
+    #[test]
+    fn with_checks_a_stale_down_verdict_is_the_last_resort() {
+        let (c, p) = pools("backends = [\"192.0.2.1:80\", \"192.0.2.2:80\"]\n[pool.p.outlier]\nconsecutive_failures = 0\n");
+        let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+        let (one, two) = (pool.backends()[0].clone(), pool.backends()[1].clone());
+        one.set_healthy(false);
+        pool.report(&two, Outcome::Unreachable);
+        assert_eq!(
+            pool.pick(0, Some(two.address)).unwrap().address,
+            one.address
+        );
+        assert_eq!(pool.pick(0, None).unwrap().address, one.address);
     }
 
     #[test]
