@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# netns-tests/run: alone (its timings or load figures need an otherwise idle machine)
 # No 502 while a live backend exists (issue 22). A rolling restart of a pool of two: be1 is down
 # at start and gets ejected, comes back (still ejected), then be2 is SIGKILLed under 3,000
 # keep-alive GETs: not one request fails, the ejected be1 takes the traffic and is back in
