@@ -379,7 +379,14 @@ start_vipgate() { start_vipgate_in "$NS_LB" "$1"; }
 
 # NS CONFIG: start_vipgate in another namespace (NS_LB2 for HA tests).
 start_vipgate_in() {
-  local ns=$1 cfg=$2 i rc
+  spawn_vipgate_in "$1" "$2"
+  wait_vipgate_ready "$VG_PID" "$VG_LOG"
+}
+
+# NS CONFIG: `vipgate run` in NS in the background, without waiting for it (nodes started
+# together); sets VG_PID and VG_LOG. Follow with wait_vipgate_ready.
+spawn_vipgate_in() {
+  local ns=$1 cfg=$2
   VG_SEQ=$((VG_SEQ + 1))
   VG_LOG=$VG_TMP/vipgate.$VG_SEQ.log
   VG_LOGS+=("$VG_LOG")
@@ -387,20 +394,26 @@ start_vipgate_in() {
   env NO_COLOR=1 "${VG_RUN_ENV[@]}" ip netns exec "$ns" "$VIPGATE_BIN" run --config "$cfg" >"$VG_LOG" 2>&1 &
   VG_PID=$!
   vg_track "$VG_PID"
+}
+
+# PID LOG: waits (≤ 10 s) for `ready` in LOG. Returns non-zero, showing the log, if the
+# process exits or never gets ready.
+wait_vipgate_ready() {
+  local pid=$1 log=$2 i rc
   for ((i = 0; i < 100; i++)); do
-    if sed 's/\x1b\[[0-9;]*m//g' "$VG_LOG" | grep -qiw ready; then return 0; fi
-    if ! vg_alive "$VG_PID"; then
+    if sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -qiw ready; then return 0; fi
+    if ! vg_alive "$pid"; then
       rc=0
-      wait "$VG_PID" || rc=$?
-      vg_forget "$VG_PID"
+      wait "$pid" || rc=$?
+      vg_forget "$pid"
       printf 'vipgate exited with %s before it was ready; its log:\n' "$rc"
-      sed 's/^/   | /' "$VG_LOG"
+      sed 's/^/   | /' "$log"
       return 1
     fi
     sleep 0.1
   done
   printf 'vipgate not ready after 10 s; its log:\n'
-  sed 's/^/   | /' "$VG_LOG"
+  sed 's/^/   | /' "$log"
   return 1
 }
 

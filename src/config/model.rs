@@ -29,6 +29,11 @@ pub const DEFAULT_ADVERT_INTERVAL: AdvertInterval = AdvertInterval(100);
 /// Gratuitous ARP refresh while master: well inside the ~300 s after which switches forget
 /// where a MAC is, so a quiet VIP stays reachable without flooding.
 pub const DEFAULT_GARP_REFRESH: Duration = Duration::from_secs(60);
+/// `[vrrp] startup_listen` when not set: how much longer than Master_Down_Interval a node of
+/// priority 1 listens at start-up before it may first become master (a higher priority
+/// listens less, in proportion). Chosen from scripts/failover-bench's simultaneous starts,
+/// see docs/ha.md.
+pub const DEFAULT_STARTUP_LISTEN: Duration = Duration::from_secs(1);
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone)]
@@ -684,6 +689,9 @@ pub struct Vrrp {
     pub peers: Vec<IpAddr>,
     pub preempt: bool,
     pub preempt_delay: Duration,
+    /// At start-up, listened for on top of Master_Down_Interval, times
+    /// `(255 - priority) / 255`, before this node may first become master.
+    pub startup_listen: Duration,
     /// Where adverts are sent and received; its first IPv4 address (IPv6: its link-local
     /// address) is the source.
     pub interface: String,

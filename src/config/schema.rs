@@ -229,6 +229,7 @@ pub(super) struct RawVrrp {
     pub peers: Option<Spanned<Vec<Spanned<String>>>>,
     pub preempt: Option<Spanned<bool>>,
     pub preempt_delay: Option<Spanned<RawDuration>>,
+    pub startup_listen: Option<Spanned<RawDuration>>,
     pub interface: Option<Spanned<String>>,
     pub garp_refresh: Option<Spanned<RawDuration>>,
     /// `[[vrrp.track]]`: conditions that lower the priority or give up mastership.

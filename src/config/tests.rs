@@ -388,6 +388,7 @@ advert_interval = "100ms"
 peers = ["192.0.2.3"]
 preempt = false
 preempt_delay = "2.5s"
+startup_listen = "250ms"
 "#;
 
 #[test]
@@ -404,6 +405,7 @@ fn vrrp_table_is_read_with_defaults() {
     );
     assert!(!v.preempt);
     assert_eq!(v.preempt_delay, Duration::from_millis(2500));
+    assert_eq!(v.startup_listen, Duration::from_millis(250));
     assert_eq!(v.interface, "eth0", "defaults to the VIPs' interface");
 
     let c = parse(Path::new("v.toml"), &format!("{GOOD}\n[vrrp]\nvrid = 1\n")).unwrap();
@@ -414,6 +416,7 @@ fn vrrp_table_is_read_with_defaults() {
     assert!(v.peers.is_empty());
     assert!(v.preempt);
     assert_eq!(v.preempt_delay, Duration::ZERO);
+    assert_eq!(v.startup_listen, DEFAULT_STARTUP_LISTEN);
     assert_eq!(v.garp_refresh, Some(DEFAULT_GARP_REFRESH));
     let off = parse(
         Path::new("v.toml"),
@@ -486,6 +489,13 @@ const BAD_VRRP: &[(&str, &str, usize, &str)] = &[
     ("\"2.5s\"", "\"2h\"", 11, "needs a unit"),
     ("\"2.5s\"", "\"3601s\"", 11, "out of range (0s to 3600s)"),
     ("\"2.5s\"", "\"-1s\"", 11, "is not a duration"),
+    (
+        "\"250ms\"",
+        "\"3601s\"",
+        12,
+        "startup_listen 3601s is out of range (0s to 3600s)",
+    ),
+    ("\"250ms\"", "250", 12, "needs a unit"),
     (
         "preempt_delay",
         "garp_refresh = \"10ms\"\npreempt_delay",

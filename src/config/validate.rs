@@ -484,6 +484,19 @@ fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
             value
         }
     };
+    let startup_listen = match &raw.startup_listen {
+        None => DEFAULT_STARTUP_LISTEN,
+        Some(d) => {
+            let value = parse_duration(d, "startup_listen")?;
+            if value > MAX_PREEMPT_DELAY {
+                return Err(Located::new(
+                    d.span(),
+                    format!("startup_listen {value:?} is out of range (0s to 3600s)"),
+                ));
+            }
+            value
+        }
+    };
     let mut peers: Vec<IpAddr> = Vec::new();
     for p in raw.peers.iter().flat_map(|p| p.get_ref()) {
         let text = p.get_ref().trim();
@@ -574,6 +587,7 @@ fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
         peers,
         preempt: raw.preempt.as_ref().is_none_or(|p| *p.get_ref()),
         preempt_delay,
+        startup_listen,
         interface,
     })
 }

@@ -417,6 +417,7 @@ pub fn config_json(c: &Config) -> String {
             j.close(']');
             j.key("preempt").raw(v.preempt);
             j.ms("preempt_delay_ms", v.preempt_delay);
+            j.ms("startup_listen_ms", v.startup_listen);
             match v.garp_refresh {
                 Some(d) => j.ms("garp_refresh_ms", d),
                 None => j.key("garp_refresh_ms").raw("null"),

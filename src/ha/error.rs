@@ -23,6 +23,9 @@ pub enum HaError {
         source: io::Error,
     },
 
+    #[error("cannot start the VRRP threads: {0}")]
+    Thread(#[source] io::Error),
+
     #[error(transparent)]
     L2(#[from] L2Error),
 }

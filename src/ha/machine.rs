@@ -14,6 +14,15 @@
 //! [`Effective::Fault`] leaves mastership with a priority 0 advert and keeps the router in
 //! [`State::Fault`], out of the election, until it clears.
 //!
+//! Start-up listening (not in RFC 9568): nodes started together would otherwise race, and
+//! Skew_Time orders them by only a few milliseconds at fast adverts (3.9 ms between priorities
+//! 150 and 100 at 10 ms), less than two processes' start-up jitter. A node listens
+//! [`Machine::startup_listen_time`] longer before its first takeover, scaled by priority like
+//! Skew_Time but on a scale of its own, so a higher-priority node that started up to
+//! `startup_listen * difference / 255` later still becomes master first, and the other hears
+//! it and follows. Hearing a master it follows ends the listening; a master found later, or
+//! a backup's Master_Down timer after a master failed, never waits for it.
+//!
 //! Times are computed in nanoseconds rather than the RFC's whole centiseconds: Skew_Time for
 //! priority 150 at a 10 ms interval is 4.14 ms, which centiseconds would round to 0 (keepalived
 //! also keeps the fraction; its timers were measured here at 34.1 ms for exactly this case).
@@ -37,6 +46,10 @@ pub struct Params {
     /// How long after start-up this router waits before preempting a lower-priority master
     /// (keepalived's `preempt_delay`): a restarted node lets its links and backends settle.
     pub preempt_delay: Duration,
+    /// The start-up listening period of priority 1 (`[vrrp] startup_listen`): after start-up
+    /// the router may first become master only after Master_Down_Interval and
+    /// `startup_listen * (255 - priority) / 255` more, unless it follows a master before.
+    pub startup_listen: Duration,
     /// This router's primary address on the interface: the source of its adverts and the
     /// tie-break between equal priorities (an IPv6 router's link-local address).
     pub primary_ip: IpAddr,
@@ -110,6 +123,9 @@ pub struct Machine {
     timer: Option<Instant>,
     /// Lower-priority masters are preempted from this instant on.
     preempt_from: Option<Instant>,
+    /// Until then (set at start-up, cleared on following a master or becoming one) a backup
+    /// does not take over; see the module comment.
+    listen_until: Option<Instant>,
     last_reassert: Option<Instant>,
     /// The priority advertised and compared: `params.priority` unless tracking lowered it.
     priority: u8,
@@ -125,6 +141,7 @@ impl Machine {
             master_adver_interval: params.advert_interval,
             timer: None,
             preempt_from: None,
+            listen_until: None,
             last_reassert: None,
             priority: params.priority,
             fault: false,
@@ -205,6 +222,12 @@ impl Machine {
         self.master_adver_interval * 3 + self.skew_time()
     }
 
+    /// How much longer than Master_Down_Interval this router listens at start-up before it
+    /// may first become master: `startup_listen * (255 - priority) / 255`.
+    pub fn startup_listen_time(&self) -> Duration {
+        self.params.startup_listen * (255 - u32::from(self.priority)) / 255
+    }
+
     fn is_owner(&self) -> bool {
         self.params.priority == OWNER_PRIORITY
     }
@@ -220,6 +243,8 @@ impl Machine {
             (State::Initialize, Event::Startup) => {
                 self.preempt_from = Some(now + self.params.preempt_delay);
                 self.master_adver_interval = self.params.advert_interval;
+                self.listen_until = (!self.is_owner())
+                    .then(|| now + self.master_down_interval() + self.startup_listen_time());
                 if self.fault {
                     self.state = State::Fault;
                     Step {
@@ -230,20 +255,23 @@ impl Machine {
                 } else if self.is_owner() {
                     self.become_master(now)
                 } else {
-                    self.become_backup(now, self.params.advert_interval)
+                    let step = self.become_backup(now, self.params.advert_interval);
+                    self.timer = self.listen_until;
+                    step
                 }
             }
             (State::Initialize, _) | (_, Event::Startup) => Step::NOTHING,
             (State::Backup | State::Fault, Event::Shutdown) => self.stop(None),
             (State::Fault, Event::Timer) => Step::NOTHING,
             (State::Master, Event::Shutdown) => self.stop(Some(0)),
-            (State::Backup, Event::Timer) => {
-                if self.timer.is_some_and(|t| now >= t) {
-                    self.become_master(now)
-                } else {
+            (State::Backup, Event::Timer) => match (self.timer, self.listen_until) {
+                (Some(t), Some(until)) if now >= t && now < until => {
+                    self.timer = Some(until);
                     Step::NOTHING
                 }
-            }
+                (Some(t), _) if now >= t => self.become_master(now),
+                _ => Step::NOTHING,
+            },
             (State::Master, Event::Timer) => match self.timer {
                 Some(t) if now >= t => {
                     // From the deadline, not from now, so a late wake-up does not stretch every
@@ -279,6 +307,8 @@ impl Machine {
         } else if !self.may_preempt(now) || heard.priority >= self.priority {
             self.master_adver_interval = heard.interval;
             self.timer = Some(now + self.master_down_interval());
+            // There is a master and we follow it: from now on the RFC's timers are right.
+            self.listen_until = None;
         }
         // Else a lower-priority master: let Master_Down_Timer run out and preempt it.
         Step::NOTHING
@@ -327,6 +357,7 @@ impl Machine {
 
     fn become_master(&mut self, now: Instant) -> Step {
         self.state = State::Master;
+        self.listen_until = None;
         self.timer = Some(now + self.params.advert_interval);
         Step {
             send: Some(self.priority),
@@ -394,6 +425,7 @@ mod tests {
             advert_interval: interval,
             preempt: true,
             preempt_delay: Duration::ZERO,
+            startup_listen: Duration::ZERO,
             primary_ip: ME,
         }
     }
@@ -715,6 +747,93 @@ mod tests {
         assert_eq!(b.state(), State::Backup);
         // a timed out first (34.1 ms vs 36.1 ms) and b never became master.
         assert_eq!(transitions, vec![(ME, State::Master)]);
+    }
+
+    /// Two back-to-back routers at 10 ms adverts with start-up listening `listen`, the
+    /// lower-priority one (b) started `lead` before the other; the transitions seen.
+    fn staggered_start(listen: Duration, lead: Duration) -> Vec<(IpAddr, State)> {
+        let t0 = Instant::now();
+        let mut a = Machine::new(Params {
+            startup_listen: listen,
+            ..params(150, ms(10))
+        });
+        let mut b = Machine::new(Params {
+            primary_ip: HIGHER_IP,
+            startup_listen: listen,
+            ..params(100, ms(10))
+        });
+        b.handle(t0, Event::Startup);
+        let mut transitions = Vec::new();
+        let mut now = t0;
+        let mut a_started = false;
+        while now < t0 + ms(3000) {
+            if !a_started && now >= t0 + lead {
+                a.handle(now, Event::Startup);
+                a_started = true;
+            }
+            if a_started {
+                exchange(&mut a, &mut b, now, &mut transitions);
+            }
+            exchange(&mut b, &mut a, now, &mut transitions);
+            now += Duration::from_micros(100);
+        }
+        transitions
+    }
+
+    #[test]
+    fn without_startup_listening_a_lower_node_started_first_becomes_master_first() {
+        // Skew_Time separates 150 and 100 by 2 ms at 10 ms adverts: a 5 ms lead wins.
+        let t = staggered_start(Duration::ZERO, ms(5));
+        assert_eq!(t.first(), Some(&(HIGHER_IP, State::Master)), "{t:?}");
+    }
+
+    #[test]
+    fn startup_listening_lets_a_later_higher_node_win() {
+        // 1 s of listening at priorities 150 and 100 covers a lead of up to 196 ms.
+        for lead in [0, 5, 50, 150, 190] {
+            let t = staggered_start(ms(1000), ms(lead));
+            assert_eq!(t, vec![(ME, State::Master)], "lead {lead} ms");
+        }
+        // Beyond it the RFC's race is back (and preemption ends it).
+        let t = staggered_start(ms(1000), ms(250));
+        assert_eq!(t.first(), Some(&(HIGHER_IP, State::Master)), "{t:?}");
+    }
+
+    #[test]
+    fn startup_listening_is_scaled_by_priority_and_ends_on_following_a_master() {
+        let listen = |priority| Params {
+            startup_listen: ms(1020),
+            ..params(priority, ms(10))
+        };
+        let (m, t0) = started(listen(100));
+        // (255 - 100) / 255 of 1020 ms = 620 ms, on top of Master_Down_Interval.
+        assert_eq!(m.startup_listen_time(), ms(620));
+        assert_eq!(m.deadline(), Some(t0 + m.master_down_interval() + ms(620)));
+        let (m, _) = started(listen(254));
+        assert_eq!(m.startup_listen_time(), ms(4));
+        let (m, t0) = started(listen(255));
+        assert_eq!(m.state(), State::Master, "the owner does not listen");
+        assert_eq!(m.deadline(), Some(t0 + ms(10)));
+
+        // A master heard and followed: its death is detected after Master_Down_Interval.
+        let (mut m, t0) = started(listen(100));
+        let at = t0 + ms(5);
+        m.handle(at, heard(HIGHER_IP, 150, ms(10)));
+        let down = at + m.master_down_interval();
+        assert_eq!(m.deadline(), Some(down));
+        assert_eq!(m.handle(down, Event::Timer), BECAME_MASTER);
+
+        // A fault at start-up that clears early does not shorten the listening.
+        let (mut m, t0) = started(listen(100));
+        let until = m.deadline().unwrap();
+        m.set_effective(t0, Effective::Fault);
+        m.set_effective(t0 + ms(1), prio(100));
+        assert_eq!(m.state(), State::Backup);
+        let first = m.deadline().unwrap();
+        assert!(first < until);
+        assert_eq!(m.handle(first, Event::Timer), Step::default());
+        assert_eq!(m.deadline(), Some(until));
+        assert_eq!(m.handle(until, Event::Timer), BECAME_MASTER);
     }
 
     fn prio(n: u8) -> Effective {

@@ -4,8 +4,9 @@
 //! Owns: the election and everything it needs: the advertisement format and checksum
 //! (`packet`, pure), the Initialize/Backup/Master state machine with its timers (`machine`,
 //! pure and time-driven), health tracking's effect on the priority (`track`), the raw sockets
-//! (`socket`), and the running virtual router that
-//! takes and gives up the VIPs as its state changes (`router`). The daemon holds a [`Router`]
+//! (`socket`), the running virtual router that
+//! takes and gives up the VIPs as its state changes (`router`), and the OS threads it runs on,
+//! off the proxy's event loops (`thread`). The daemon holds a [`Router`]
 //! when the configuration has `[vrrp]`, and announces the VIPs itself otherwise.
 //!
 //! Does not own: how a VIP is held on the LAN (ARP, GARP, the local route: `l2`, whose
@@ -23,6 +24,7 @@ pub mod machine;
 pub mod packet;
 pub mod router;
 mod socket;
+mod thread;
 pub mod track;
 
 pub use error::HaError;

@@ -12,11 +12,15 @@
 //! (`machine`), what tracking makes of the priority (`track`), the wire format (`packet`), the
 //! sockets (`socket`) or ARP (`l2`).
 //!
-//! Two tasks, so taking the VIPs (netlink, sysctls, a packet socket: milliseconds) never delays
-//! an advert or the reading of one: the election loop publishes "should hold the VIPs" on a
-//! watch channel and the holder task starts or stops the [`Announcer`]s to match. An advert
-//! that arrives while the loop is busy is read before a timer is acted on, so a late read can
-//! never look like a dead master.
+//! Two tasks on two threads of their own (`thread`), never on a proxy worker: the elections
+//! run on `vipgate-vrrp` and the holders on `vipgate-vip`, so neither the proxy's load nor
+//! taking the VIPs (netlink, sysctls, a packet socket: milliseconds) delays an advert or the
+//! reading of one. The election loop publishes "should hold the VIPs" on a watch channel and
+//! the holder task starts or stops the [`Announcer`]s to match. An advert that arrives while
+//! the loop is busy is read before a timer is acted on, so a late read can never look like a
+//! dead master. What the election reads from the rest of the daemon (the tracking probe, the
+//! metrics it writes) is atomics or a lock held for a few instructions, never one the proxy
+//! or a `/metrics` scrape holds across I/O.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -32,6 +36,7 @@ use super::link;
 use super::machine::{Effective, Event, Heard, Machine, Params, State, Step};
 use super::packet::{self, AdvertRepr, Received};
 use super::socket::{Datagram, V6Meta, VrrpSocket};
+use super::thread::Loop;
 use super::track::{Probe, Tracked};
 use super::HaError;
 use crate::config::{Track, Vip, Vrrp};
@@ -58,6 +63,14 @@ const RECV_LEN: usize = 60 + packet::MAX_LEN;
 /// [`Router::stop`].
 pub struct Router {
     elections: Vec<Running>,
+    /// After `elections`: dropped once their tasks have ended.
+    threads: Threads,
+}
+
+/// The threads the elections and the holders run on.
+struct Threads {
+    election: Loop,
+    holder: Loop,
 }
 
 /// One virtual router's election task.
@@ -76,8 +89,13 @@ impl Router {
     /// whether a `[[vrrp.track]]` condition holds; each virtual router asks it once per advert
     /// interval, so both families lower their priority together.
     pub async fn start(vrrp: &Vrrp, vips: &[Vip], probe: Probe) -> Result<Router, HaError> {
+        let threads = Threads {
+            election: Loop::spawn("vipgate-vrrp").map_err(HaError::Thread)?,
+            holder: Loop::spawn("vipgate-vip").map_err(HaError::Thread)?,
+        };
         let mut router = Router {
             elections: Vec::with_capacity(2),
+            threads,
         };
         for v6 in [false, true] {
             let family: Vec<Vip> = vips
@@ -88,7 +106,20 @@ impl Router {
             if family.is_empty() {
                 continue;
             }
-            match start_one(vrrp, &family, probe.clone()).await {
+            // Opened on the election thread: the receiving socket belongs to its reactor.
+            let started = router
+                .threads
+                .election
+                .handle()
+                .spawn(start_one(
+                    vrrp.clone(),
+                    family,
+                    probe.clone(),
+                    router.threads.holder.handle().clone(),
+                ))
+                .await
+                .unwrap_or_else(|e| Err(HaError::Thread(io::Error::other(e))));
+            match started {
                 Ok(running) => router.elections.push(running),
                 Err(e) => {
                     router.stop().await;
@@ -133,8 +164,14 @@ impl Router {
     }
 }
 
-/// Starts the virtual router of `vips`, which are all of one family.
-async fn start_one(vrrp: &Vrrp, vips: &[Vip], probe: Probe) -> Result<Running, HaError> {
+/// Starts the virtual router of `vips`, which are all of one family, on the current runtime
+/// (the election thread's); its holder goes to `holder`.
+async fn start_one(
+    vrrp: Vrrp,
+    vips: Vec<Vip>,
+    probe: Probe,
+    holder: tokio::runtime::Handle,
+) -> Result<Running, HaError> {
     {
         let v6 = vips.first().is_some_and(|v| v.address.is_ipv6());
         let (index, primary) = interface_source(&vrrp.interface, v6)?;
@@ -151,7 +188,7 @@ async fn start_one(vrrp: &Vrrp, vips: &[Vip], probe: Probe) -> Result<Running, H
                     source,
                 }
             })?;
-        for vip in vips {
+        for vip in &vips {
             l2::release(vip).await?;
         }
 
@@ -160,11 +197,12 @@ async fn start_one(vrrp: &Vrrp, vips: &[Vip], probe: Probe) -> Result<Running, H
             advert_interval: vrrp.advert_interval.duration(),
             preempt: vrrp.preempt,
             preempt_delay: vrrp.preempt_delay,
+            startup_listen: vrrp.startup_listen,
             primary_ip: primary,
         };
         let addresses: Vec<IpAddr> = vips.iter().map(|v| v.address).collect();
         let (hold_tx, hold_rx) = watch::channel(Hold::default());
-        let holder = tokio::spawn(hold(vips.to_vec(), hold_rx, vrrp.garp_refresh));
+        let holder = holder.spawn(hold(vips.clone(), hold_rx, vrrp.garp_refresh));
         let (tracks_tx, tracks_rx) = watch::channel(vrrp.track.clone());
         let (status_tx, status_rx) = watch::channel((State::Initialize, params.priority));
         let election = Election {
@@ -187,6 +225,7 @@ async fn start_one(vrrp: &Vrrp, vips: &[Vip], probe: Probe) -> Result<Running, H
         info!(interface = %vrrp.interface, source = %primary, vrid = vrrp.vrid.get(),
             priority = params.priority, advert_interval = ?params.advert_interval,
             preempt = params.preempt, preempt_delay = ?params.preempt_delay,
+            startup_listen = ?params.startup_listen,
             peers = ?peers, family = if v6 { "IPv6" } else { "IPv4" },
             tracks = vrrp.track.len(), "VRRP started, as backup");
         let (stop_tx, stop_rx) = oneshot::channel();

@@ -2,7 +2,7 @@
 //! IPv6.
 //!
 //! Owns: opening them on the VRRP interface with the options RFC 9568 needs (protocol 112,
-//! TTL / hop limit 255, DSCP CS6, membership of 224.0.0.18 or ff02::12 when no unicast peers
+//! TTL / hop limit 255, DSCP CS6, socket priority TC_PRIO_CONTROL, membership of 224.0.0.18 or ff02::12 when no unicast peers
 //! are listed, no loopback of our own multicast), and moving bytes; for IPv6, whose raw sockets
 //! hand up no IP header, also the sender, destination and hop limit of each advert (from the
 //! source address and IPV6_PKTINFO / IPV6_HOPLIMIT ancillary data). Does not own: what the
@@ -131,6 +131,10 @@ impl VrrpSocket {
                 tx.set_tclass_v6(u32::from(packet::TOS))?;
             }
         }
+        // After the TOS: setting IP_TOS resets the socket priority to the one the TOS maps
+        // to (0 for CS6). A high priority puts adverts in the qdisc's first band, ahead of
+        // the proxy's own traffic on the same interface.
+        crate::l2::sched::prioritise_socket(&tx);
         tx.set_nonblocking(true)?;
 
         let destinations = if peers.is_empty() {

@@ -11,7 +11,9 @@
 //! Threads, not tasks: the packet socket is read through pnet, whose receive blocks in `poll`
 //! for up to [`READ_TIMEOUT`], so it runs on its own thread and checks a stop flag between
 //! reads. The GARP burst runs on a second thread so its spacing is exact and never delays an
-//! answer; both share the one sender behind a mutex, held only for one `sendto`.
+//! answer; both share the one sender behind a mutex, held only for one `sendto`. Both raise
+//! their scheduling priority (`sched`) and the socket sends at a high `SO_PRIORITY`, so a
+//! proxy saturating the cores delays neither an answer nor a gratuitous ARP.
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
@@ -245,13 +247,19 @@ impl Announcer {
 
         let spawned = spawn("vipgate-arp", {
             let (shared, tx) = (shared.clone(), tx.clone());
-            move || answer_loop(rx, &tx, &error_probe, &shared)
+            move || {
+                super::sched::raise_current("vipgate-arp");
+                answer_loop(rx, &tx, &error_probe, &shared)
+            }
         })
         .and_then(|answer| {
             announcer.threads.push(answer);
             spawn("vipgate-garp", {
                 let burst = vip.garp;
-                move || garp_burst(&tx, &shared, burst, &garp_stopped)
+                move || {
+                    super::sched::raise_current("vipgate-garp");
+                    garp_burst(&tx, &shared, burst, &garp_stopped)
+                }
             })
         });
         match spawned {
@@ -421,6 +429,7 @@ fn open_channel(iface: &NetworkInterface, vip: IpAddr) -> io::Result<PacketChann
     // ETH_P_ALL socket pnet opens by itself.
     let socket = Socket::new(Domain::PACKET, Type::RAW, None)?;
     socket.attach_filter(&filter(vip))?;
+    super::sched::prioritise_socket(&socket);
     if let IpAddr::V6(v6) = vip {
         join_solicited_node(&socket, iface.index, v6)?;
     }

@@ -21,6 +21,8 @@
 //! - [`route`]: the local route over rtnetlink and the two sysctls.
 //! - [`announcer`]: [`Announcer`], the lifecycle of one announced VIP, and [`release`] for
 //!   cleanup after a crash.
+//! - [`sched`]: the raised scheduling priority of the threads that keep a VIP on the LAN
+//!   (these and `ha`'s) and the socket priority of what they send.
 
 pub mod announcer;
 pub mod arp;
@@ -28,6 +30,7 @@ pub mod checksum;
 mod error;
 pub mod ndp;
 pub mod route;
+pub mod sched;
 
 pub use announcer::{release, start_all, stop_all, Announcer, ArpStats, ArpStatsSnapshot};
 pub use arp::MacAddr;
