@@ -276,6 +276,9 @@ impl Announcer {
             }
         }
 
+        if let IpAddr::V4(v4) = vip.address {
+            resolve_pending(&announcer.tx.0, &announcer.shared, v4);
+        }
         if !iface.is_up() {
             warn!(vip = %vip.address, interface = %iface.name,
                 "interface is down: ARP for the VIP is answered once it comes up");
@@ -684,6 +687,31 @@ fn garp_burst(tx: &SharedSender, shared: &Shared, burst: GarpBurst, stopped: &mp
     }
     debug!(vip = %shared.vip, sent = shared.stats.garps_sent.load(Ordering::Relaxed),
         "GARP burst done");
+}
+
+/// Asks at once for every neighbour the kernel is still resolving on the interface.
+///
+/// Why: losing the carrier flushes the interface's ARP cache, and a packet sent while it is
+/// down (a request in flight to a backend) leaves an INCOMPLETE entry that the kernel asks for
+/// again only every `retrans_time_ms` (1 s). A node whose link returns becomes master within
+/// a few advert intervals, but its requests to the backends then wait in that entry's queue
+/// for the next retry: 0 to 1000 ms of outage, by the phase of that timer (measured 8-840 ms
+/// with a 10 ms prober). The kernel takes the reply to our request as the answer to its own
+/// (any ARP reply updates an existing entry) and sends what it had queued.
+fn resolve_pending(tx: &SharedSender, shared: &Shared, vip: std::net::Ipv4Addr) {
+    let Ok(table) = std::fs::read_to_string("/proc/net/arp") else {
+        return;
+    };
+    for neighbour in arp::unresolved_neighbours(&table, &shared.interface) {
+        let frame = arp::build_request(shared.mac, vip, neighbour);
+        match send(tx, &frame) {
+            Ok(()) => debug!(vip = %vip, %neighbour, "asked for an unresolved neighbour"),
+            Err(e) => {
+                bump(&shared.stats.send_errors);
+                debug!(vip = %vip, %neighbour, error = %e, "asking for a neighbour failed");
+            }
+        }
+    }
 }
 
 /// Starts an announcer for every VIP, or none: on a failure the ones started are stopped.

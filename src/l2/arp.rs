@@ -379,6 +379,34 @@ pub fn build_gratuitous(our_mac: MacAddr, vip: Ipv4Addr) -> Frame {
     emit_frame(MacAddr::BROADCAST, our_mac, &garp)
 }
 
+/// An ARP request from us (`sender_ip`, `our_mac`) for `target`, broadcast.
+pub fn build_request(our_mac: MacAddr, sender_ip: Ipv4Addr, target: Ipv4Addr) -> Frame {
+    let request = ArpRepr {
+        operation: ArpOp::Request,
+        sender_mac: our_mac,
+        sender_ip,
+        target_mac: MacAddr([0; 6]),
+        target_ip: target,
+    };
+    emit_frame(MacAddr::BROADCAST, our_mac, &request)
+}
+
+/// The IPv4 neighbours of `interface` the kernel is still resolving (INCOMPLETE: flags 0 in
+/// `/proc/net/arp`, whose format is `IP HWtype Flags HWaddress Mask Device` after a header).
+pub fn unresolved_neighbours(proc_net_arp: &str, interface: &str) -> Vec<Ipv4Addr> {
+    proc_net_arp
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                [ip, _, "0x0", _, _, dev] if *dev == interface => ip.parse().ok(),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Why a received frame gets no reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ignored {
@@ -470,6 +498,34 @@ pub fn answer(frame: &[u8], our_mac: MacAddr, vip: Ipv4Addr) -> Option<Frame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unresolved_neighbours_are_the_incomplete_entries_of_the_interface() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device
+192.0.2.21       0x1         0x0         00:00:00:00:00:00     *        eth0
+192.0.2.10       0x1         0x2         02:00:c0:00:02:0a     *        eth0
+192.0.2.22       0x1         0x0         00:00:00:00:00:00     *        eth1
+192.0.2.23       0x1         0x0         00:00:00:00:00:00     *        eth0
+";
+        let want: Vec<Ipv4Addr> = vec![Ipv4Addr::new(192, 0, 2, 21), Ipv4Addr::new(192, 0, 2, 23)];
+        assert_eq!(unresolved_neighbours(table, "eth0"), want);
+        assert!(unresolved_neighbours("", "eth0").is_empty());
+    }
+
+    #[test]
+    fn a_request_asks_for_the_target_from_us() {
+        let mac = MacAddr([2, 0, 0xc0, 0, 2, 2]);
+        let frame = build_request(
+            mac,
+            Ipv4Addr::new(192, 0, 2, 200),
+            Ipv4Addr::new(192, 0, 2, 21),
+        );
+        let (eth, arp) = parse_frame(&frame).unwrap();
+        assert_eq!(eth.destination, MacAddr::BROADCAST);
+        assert_eq!((arp.operation, arp.sender_mac), (ArpOp::Request, mac));
+        assert_eq!(arp.sender_ip, Ipv4Addr::new(192, 0, 2, 200));
+        assert_eq!(arp.target_ip, Ipv4Addr::new(192, 0, 2, 21));
+    }
 
     // Fixtures captured on this machine with `tcpdump -xx` on a veth pair between two network
     // namespaces: A is 192.0.2.1 at 82:8c:0e:ff:26:9c, B is 192.0.2.2 at d2:e2:ce:1b:c0:82.
