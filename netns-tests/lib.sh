@@ -310,6 +310,40 @@ backend_restart() {
 
 # TCP echo servers (tools.py tcp-echo) in backend namespaces; ECHO_PID lists their PIDs in start order.
 ECHO_PID=()
+# I DIR PORT HTTP_BODY: a real nginx (one process, no daemon) in backend I's namespace, its
+# files under DIR, with HTTP_BODY (access_log, server blocks, …) inside its `http { }`; waits
+# (≤ 5 s) until it listens on PORT. Sets NGINX_PID.
+nginx_start() {
+  local i=$1 dir=$2 port=$3 body=$4 k
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<EOF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log info;
+events { worker_connections 128; }
+http {
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+$body
+}
+EOF
+  ip netns exec "${BE_NS[i]}" nginx -p "$dir/" -e "$dir/error.log" -c "$dir/nginx.conf" \
+    >"$dir/stdout.log" 2>&1 &
+  NGINX_PID=$!
+  vg_track "$NGINX_PID"
+  for ((k = 0; k < 50; k++)); do
+    ip netns exec "${BE_NS[i]}" ss -Hltn "sport = :$port" | grep -q . && return 0
+    sleep 0.1
+  done
+  cat "$dir/error.log" "$dir/stdout.log" 2>/dev/null
+  return 1
+}
+
 echo_start() { # I PORT [--proxy v2]: tools.py tcp-echo in backend I's namespace
   local i=$1 port=$2 log=$VG_TMP/echo-be$(($1 + 1))-$2.log k
   shift 2

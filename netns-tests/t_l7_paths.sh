@@ -23,37 +23,13 @@ mkdir -p "$ngx/www/admin" "$ngx/www/private" "$ngx/www/public"
 echo "SECRET-ADMIN" >"$ngx/www/admin/secret"
 echo "SECRET-PRIVATE" >"$ngx/www/private/doc"
 echo "public page" >"$ngx/www/public/page"
-cat >"$ngx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $ngx/nginx.pid;
-error_log $ngx/error.log info;
-events { worker_connections 128; }
-http {
-  client_body_temp_path $ngx/body;
-  proxy_temp_path $ngx/proxy;
-  fastcgi_temp_path $ngx/fastcgi;
-  uwsgi_temp_path $ngx/uwsgi;
-  scgi_temp_path $ngx/scgi;
-  access_log $ngx/access.log;
+nginx_start 0 "$ngx" "$NGINX_PORT" "  access_log $ngx/access.log;
   server {
     listen $BE:$NGINX_PORT;
     root $ngx/www;
     default_type text/plain;
-    location /echo/ { return 200 "uri=\$request_uri\n"; }
-  }
-}
-EOF
-ip netns exec "${BE_NS[0]}" nginx -p "$ngx/" -e "$ngx/error.log" -c "$ngx/nginx.conf" \
-  >"$ngx/stdout.log" 2>&1 &
-vg_track "$!"
-for _ in $(seq 50); do
-  ip netns exec "${BE_NS[0]}" ss -Hltn "sport = :$NGINX_PORT" | grep -q . && break
-  sleep 0.1
-done
-ip netns exec "${BE_NS[0]}" ss -Hltn "sport = :$NGINX_PORT" | grep -q . ||
-  { cat "$ngx/error.log"; abort "nginx listens on $BE:$NGINX_PORT"; }
+    location /echo/ { return 200 \"uri=\$request_uri\n\"; }
+  }" || abort "nginx listens on $BE:$NGINX_PORT"
 
 config() { # [proxy] lines
   cat <<EOF

@@ -32,20 +32,8 @@ mkdir -p "$pki"
 
 # --- the backends: nginx (mTLS) and openssl s_server (strict mTLS) in be1's namespace ----------
 ngx=$VG_TMP/nginx
-mkdir -p "$ngx"
-cat >"$ngx/nginx.conf" <<EOF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $ngx/nginx.pid;
-error_log $ngx/error.log info;
-events { worker_connections 128; }
-http {
-  client_body_temp_path $ngx/body;
-  proxy_temp_path $ngx/proxy;
-  fastcgi_temp_path $ngx/fastcgi;
-  uwsgi_temp_path $ngx/uwsgi;
-  scgi_temp_path $ngx/scgi;
+ngx_body=$(
+  cat <<EOF
   log_format tls '\$remote_addr conn=\$connection req=\$connection_requests status=\$status ua="\$http_user_agent" client="\$ssl_client_s_dn" verify=\$ssl_client_verify reused=\$ssl_session_reused';
   access_log $ngx/access.log tls;
   keepalive_requests 1000;
@@ -61,22 +49,18 @@ http {
       return 200 "backend=nginx conn=\$connection req=\$connection_requests client=\$ssl_client_s_dn verify=\$ssl_client_verify\n";
     }
   }
-}
 EOF
-ip netns exec "${BE_NS[0]}" nginx -p "$ngx/" -e "$ngx/error.log" -c "$ngx/nginx.conf" \
-  >"$ngx/stdout.log" 2>&1 &
-NGINX_PID=$!
-vg_track "$NGINX_PID"
+)
+nginx_start 0 "$ngx" "$NGINX_PORT" "$ngx_body" || abort "nginx listens on $BE:$NGINX_PORT"
 ip netns exec "${BE_NS[0]}" openssl s_server -quiet -www -accept "$BE:$STRICT_PORT" \
   -cert "$pki/server.pem" -key "$pki/server.key" -CAfile "$pki/ca.pem" -Verify 1 \
   >"$VG_TMP/s_server.log" 2>&1 </dev/null &
 vg_track "$!"
 listening() { ip netns exec "${BE_NS[0]}" ss -Hltn "sport = :$1" | grep -q .; }
 for _ in $(seq 50); do
-  listening "$NGINX_PORT" && listening "$STRICT_PORT" && break
+  listening "$STRICT_PORT" && break
   sleep 0.1
 done
-listening "$NGINX_PORT" || { cat "$ngx/error.log"; abort "nginx listens on $BE:$NGINX_PORT"; }
 listening "$STRICT_PORT" || { cat "$VG_TMP/s_server.log"; abort "s_server listens on $BE:$STRICT_PORT"; }
 
 section "the backends themselves (curl from the client, no vipgate)"
