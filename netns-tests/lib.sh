@@ -310,6 +310,24 @@ backend_restart() {
 
 # TCP echo servers (tools.py tcp-echo) in backend namespaces; ECHO_PID lists their PIDs in start order.
 ECHO_PID=()
+# HOST SECONDS_BEFORE_KILL INDEX REQUESTS CONNS SECONDS: keep-alive GETs of /item to HOST
+# through the VIP (tools.py load, bounded by REQUESTS and SECONDS); backend INDEX is SIGKILLed
+# after SECONDS_BEFORE_KILL. Sets LOAD (the JSON result) and notes what it saw.
+load_with_kill() {
+  local out=$VG_TMP/load.$VG_SEQ.json pid
+  VG_SEQ=$((VG_SEQ + 1))
+  client_tool load --target "$VIP:80" --host "$1" --path /item --requests "$4" --conns "$5" \
+    --seconds "$6" >"$out" &
+  pid=$!
+  vg_track "$pid"
+  sleep "$2"
+  backend_kill "$3"
+  wait "$pid" || true
+  vg_forget "$pid"
+  LOAD=$(cat "$out")
+  note "$1: $(jget "$LOAD" 'd["sent"]') GETs in $(jget "$LOAD" 'd["seconds"]') s, statuses $(jget "$LOAD" 'd["status"]'), errors $(jget "$LOAD" 'd["error_kinds"]'), backends $(jget "$LOAD" 'd["backends"]'), slowest $(jget "$LOAD" 'd["max_latency_ms"]') ms"
+}
+
 # I DIR PORT HTTP_BODY: a real nginx (one process, no daemon) in backend I's namespace, its
 # files under DIR, with HTTP_BODY (access_log, server blocks, …) inside its `http { }`; waits
 # (≤ 5 s) until it listens on PORT. Sets NGINX_PID.

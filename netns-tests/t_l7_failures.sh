@@ -68,26 +68,13 @@ start_vipgate "$cfg" || abort "vipgate starts and logs ready"
 
 # SECONDS_BEFORE_KILL INDEX HOST: 4 s of keep-alive GETs from 4 connections (at most 20,000);
 # backend INDEX is SIGKILLed after SECONDS_BEFORE_KILL. Sets LOAD (the JSON result).
-load_with_kill() {
-  local out=$VG_TMP/load.$VG_SEQ.json pid
-  VG_SEQ=$((VG_SEQ + 1))
-  client_tool load --target "$VIP:80" --host "$3" --path /item --requests 20000 --conns 4 \
-    --seconds 4 >"$out" &
-  pid=$!
-  vg_track "$pid"
-  sleep "$1"
-  backend_kill "$2"
-  wait "$pid" || true
-  vg_forget "$pid"
-  LOAD=$(cat "$out")
-  note "$3: $(jget "$LOAD" 'd["sent"]') GETs in $(jget "$LOAD" 'd["seconds"]') s, statuses $(jget "$LOAD" 'd["status"]'), errors $(jget "$LOAD" 'd["error_kinds"]'), backends $(jget "$LOAD" 'd["backends"]'), slowest $(jget "$LOAD" 'd["max_latency_ms"]') ms"
-}
+load_with_kill_4s() { load_with_kill "$3" "$1" "$2" 20000 4 4; }
 
 section "be2 killed under load, retries on connect-failure and reset"
 # What is retried is a try that failed before any response byte reached the client (refused
 # connect, reset before the head); backend.py writes each response in one write, so the kill
 # cannot fall inside a response that has started (which no proxy can retry).
-load_with_kill 1.5 1 app.example.test
+load_with_kill_4s 1.5 1 app.example.test
 sent=$(jget "$LOAD" 'd["sent"]')
 assert_num "a real load ran (>= 500 requests)" "$sent" -ge 500
 assert_eq "failed requests: 0 of $sent" "0" "$(jget "$LOAD" 'd["sent"] - d["ok"]')"
@@ -123,7 +110,7 @@ r=$(client_tool load --target "$VIP:80" --host app.example.test --requests 30 --
 assert_eq "after recovery all three backends share the load" "be1 be2 be3" "$(jget "$r" '" ".join(sorted(d["backends"]))')"
 
 section "control: be3 killed under load with retries = 0 costs requests"
-load_with_kill 1.5 2 noretry.example.test
+load_with_kill_4s 1.5 2 noretry.example.test
 failed=$(jget "$LOAD" 'd["sent"] - d["ok"]')
 assert_num "without retries some requests fail ($failed of $(jget "$LOAD" 'd["sent"]'))" "$failed" -ge 1
 assert_eq "those failures are 502s from vipgate, not broken connections" "0" "$(jget "$LOAD" 'd["errors"]')"

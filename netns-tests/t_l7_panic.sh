@@ -95,20 +95,7 @@ retries() { metric "vipgate_http_retries_total{host=\"$1\",route=\"/\",pool=\"$2
 # backend INDEX is SIGKILLed after SECONDS_BEFORE_KILL. Three connections, because the retry
 # budget lets at least 3 retries be in flight: the requests on be2 when it dies all get theirs.
 # Sets LOAD (the JSON result).
-load_with_kill() {
-  local out=$VG_TMP/load.$VG_SEQ.json pid
-  VG_SEQ=$((VG_SEQ + 1))
-  client_tool load --target "$VIP:80" --host "$1" --path /item --requests 3000 --conns 3 \
-    --seconds 30 >"$out" &
-  pid=$!
-  vg_track "$pid"
-  sleep "$2"
-  backend_kill "$3"
-  wait "$pid" || true
-  vg_forget "$pid"
-  LOAD=$(cat "$out")
-  note "$1: $(jget "$LOAD" 'd["sent"]') GETs in $(jget "$LOAD" 'd["seconds"]') s, statuses $(jget "$LOAD" 'd["status"]'), errors $(jget "$LOAD" 'd["error_kinds"]'), backends $(jget "$LOAD" 'd["backends"]'), slowest $(jget "$LOAD" 'd["max_latency_ms"]') ms"
-}
+load_with_kill_3k() { load_with_kill "$1" "$2" "$3" 3000 3 30; }
 backends_of() { # HOST N: the sorted backends that answered N sequential GETs
   jget "$(client_tool load --target "$VIP:80" --host "$1" --requests "$2" --seconds 20)" '" ".join(sorted(d["backends"]))'
 }
@@ -144,7 +131,7 @@ assert_eq "be1 is back but still ejected: be2 takes everything" "be2" "$(backend
 
 section "rolling restart: be2 killed under 3,000 requests"
 before=$(retries roll.example.test roll)
-load_with_kill roll.example.test 1 1
+load_with_kill_3k roll.example.test 1 1
 check_takeover roll.example.test roll "$before" 12
 if wait_vg_log 'ejected backend answered.*192\.0\.2\.21:8080' 5; then pass "the log says be1 is back in rotation"; else fail "the log says be1 is back in rotation"; fi
 if wait_vg_log 'pool in panic.*pool=roll' 5; then pass "the panic is logged"; else fail "the panic is logged"; fi
@@ -168,7 +155,7 @@ done
 assert_eq "with be1 down by its checks, be2 takes everything" "be2" "$(backends_of hc.example.test 10)"
 backend_restart 0 || abort "be1 restarts"
 before=$(retries hc.example.test hc)
-load_with_kill hc.example.test 0.5 1
+load_with_kill_3k hc.example.test 0.5 1
 check_takeover hc.example.test hc "$before" 20
 # Only with be1 still marked down (and be2 a suspect) was nothing available.
 if wait_vg_log 'pool in panic.*pool=hc' 5; then pass "be1 was still marked down when be2 died (pool hc in panic)"; else fail "be1 was still marked down when be2 died: pool hc never in panic"; fi
