@@ -9,8 +9,9 @@
 //!   name a pool that does not exist.
 //! - [`l2`]: owning the VIP on the LAN: ARP answers and gratuitous ARP on an AF_PACKET socket,
 //!   the local route that makes the kernel deliver the VIP's packets, the ARP sysctls.
-//! - [`proxy`]: the HTTP/1 front: listeners, the connection driver, the wire format
-//!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
+//! - [`proxy`]: the front: listeners, the protocol-independent request pipeline (`exchange`,
+//!   with one error type, `error`), HTTP/1.x (`http1`: wire format and connection driver), the
+//!   Host/path table (`route`) and backend pools (`upstream`).
 //! - [`ha`]: which node holds the VIPs: VRRPv3 election with keepalived and routers as peers.
 //! - [`tls`]: certificate, key and CA files for TLS on both sides of the proxy, checked.
 //! - [`telemetry`]: logging set-up.
@@ -21,7 +22,7 @@
 //!
 //! Packet and protocol code (`l2::arp`, `proxy::http1`, `proxy::route`) is pure functions over
 //! byte slices and data; sockets live at the edges (`l2::announcer`, `proxy::listener`,
-//! `proxy::conn`).
+//! `proxy::http1::conn`, `proxy::http1::relay`).
 
 pub mod config;
 pub mod daemon;

@@ -13,8 +13,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::client::Front;
 use super::drain::{ConnGuard, Drain};
-use super::{conn, forwarded, l4, proxy_protocol, tls, Shared, LISTEN_BACKLOG};
+use super::http1::conn;
+use super::{forwarded, l4, proxy_protocol, tls, Shared, LISTEN_BACKLOG};
 use crate::config::Protocol as ListenerProtocol;
 
 /// Bind a listener for `addr`.
@@ -131,7 +133,7 @@ async fn dispatch(
     }
     match spec.protocol {
         ListenerProtocol::Http => {
-            let front = conn::Front {
+            let front = Front {
                 tls: None,
                 redirect_https: spec.redirect_https,
             };
@@ -148,7 +150,7 @@ async fn dispatch(
             else {
                 return;
             };
-            let front = conn::Front {
+            let front = Front {
                 tls: Some(std::sync::Arc::new(info)),
                 redirect_https: None,
             };

@@ -11,7 +11,7 @@
 //!
 //! Backend health, ejections, requests in flight and pool sizes are not copied anywhere: they
 //! are read from the live `upstream` state when scraped. Does not own serving the text (that
-//! is `admin`) nor deciding what a request's status is (`proxy::conn`).
+//! is `admin`) nor deciding what a request's status is (`proxy::exchange`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

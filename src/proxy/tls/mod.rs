@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
 use self::certs::{CertSet, SniResolver};
-use super::conn::ClientStream;
+use super::client::ClientStream;
 use crate::config::{Config, Listener, TlsVersion};
 use crate::telemetry::metrics::{process, TlsFailure};
 
