@@ -18,6 +18,7 @@ pub mod forwarded;
 pub mod http1;
 pub mod l4;
 pub mod listener;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod route;
 pub mod tls;
@@ -30,7 +31,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, Listener, ProxySettings};
 use crate::telemetry::access_log::AccessLog;
-use crate::telemetry::metrics::ProxyMetrics;
+use metrics::ProxyMetrics;
 
 /// Pending connections per listener (the kernel caps it at net.core.somaxconn).
 pub const LISTEN_BACKLOG: i32 = 1024;
