@@ -415,6 +415,26 @@ arp_mac() {
     tr 'A-F' 'a-f' | sort -u | paste -sd' ' -
 }
 
+one_owner() { # DESC MAC: exactly MAC answers ARP for the VIP
+  assert_eq "$1: exactly one node answers ARP for the VIP" "$2" "$(arp_mac "$VIP")"
+}
+
+# Two-node tests: start node a in $NS_LB with CONFIG (default: the test's $cfg_a).
+start_a() { # [CONFIG]: sets PID_A, LOG_A
+  # shellcheck disable=SC2154 # cfg_a is the calling test's
+  start_vipgate_in "$NS_LB" "${1:-$cfg_a}" || abort "node a starts"
+  PID_A=$VG_PID LOG_A=$VG_LOG
+}
+
+# /metrics of the vipgate in NS (its admin listener, 127.0.0.1:9901 by default).
+metrics_in() { in_ns "$1" curl -s --max-time 5 "http://${2:-127.0.0.1:9901}/metrics" || true; } # NS [ADMIN]
+metric_of() { # BODY SERIES: the value of SERIES (NAME{LABELS}, exactly) in a /metrics BODY; 0 if absent
+  awk -v k="$2" '$1 == k { v = $2 } END { print v + 0 }' <<<"$1"
+}
+metric_prefix_of() { # BODY PREFIX: the value of the first series in BODY whose line starts with PREFIX
+  awk -v p="$2" 'index($0, p) == 1 { print $2; exit }' <<<"$1"
+}
+
 # The lb's `local VIP dev lo` route line(s), nothing if none.
 local_route() { ip -n "$NS_LB" route show table local | grep -E "^local ${VIP//./\\.} dev lo( |$)" || true; }
 

@@ -41,9 +41,7 @@ admin() { # METHOD PATH: sets ADMIN_CODE and ADMIN_BODY
   ADMIN_BODY=${out%$'\n'*}
   ADMIN_BODY=${ADMIN_BODY%$'\n'}
 }
-metric() { # NAME{LABELS}: its value in the last /metrics body
-  awk -v k="$1" '$1 == k { print $2; exit }' <<<"$ADMIN_BODY"
-}
+metric() { metric_of "$ADMIN_BODY" "$1"; } # NAME{LABELS}: its value in the last /metrics body
 
 section "ready, metrics"
 start_vipgate "$cfg" || abort "vipgate starts and logs ready"

@@ -19,16 +19,9 @@ ha_config "$cfg_b" 100
 ha_config "$cfg_a_nopreempt" 150 'preempt = false'
 note "node a: $A $mac_a priority 150; node b: $B $mac_b priority 100"
 
-start_a() { # [CONFIG]: starts node a; sets PID_A, LOG_A
-  start_vipgate_in "$NS_LB" "${1:-$cfg_a}" || abort "node a starts"
-  PID_A=$VG_PID LOG_A=$VG_LOG
-}
 peer_of_request() { # the node that proxied one request to the VIP
   http "$HA_HOST" /
   sed -n 's/.* peer=\([0-9.]*\).*/\1/p' <<<"$HTTP_BODY"
-}
-one_owner() { # DESC MAC: exactly MAC answers ARP for the VIP
-  assert_eq "$1: exactly one node answers ARP for the VIP" "$2" "$(arp_mac "$VIP")"
 }
 
 section "election"

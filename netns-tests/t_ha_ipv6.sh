@@ -150,15 +150,11 @@ assert_eq "requests to the VIP go through node b" "200 $LB2_IP" "$(get6)"
 assert_eq "node b has the local route" "local $VIP6 dev lo proto 86 metric 1024 pref medium" \
   "$(local_route6 "$NS_LB2")"
 
-start_a() { # starts node a; sets PID_A, LOG_A
-  start_vipgate_in "$NS_LB" "$cfg_a" || abort "node a starts"
-  PID_A=$VG_PID LOG_A=$VG_LOG
-}
 
 section "the master comes back and preempts"
 probe_start 5 "[$VIP6]:80"
 probe_until "$LB2_IP" 30 5 || fail "the prober gets answers through b before a returns"
-start_a
+start_a "$cfg_a"
 wait_state "$LOG_A" Master 30 || abort "node a preempts within 3 s"
 wait_state "$LOG_B" Backup 10 || abort "node b yields"
 probe_wait
@@ -183,7 +179,7 @@ assert_eq "node a's local route is gone" "" "$(local_route6 "$NS_LB")"
 assert_eq "exactly one node (b) answers NS for the VIP" "$mac_b" "$(ndp_mac "$VIP6")"
 
 section "SIGKILL of the master under load"
-start_a
+start_a "$cfg_a"
 wait_state "$LOG_A" Master 30 || abort "node a preempts again"
 sleep 0.5
 probe_start 5 "[$VIP6]:80"
@@ -254,7 +250,7 @@ keepalived_config6 "$ka_high" 200
 keepalived_config6 "$ka_low" 100
 keepalived_start "$NS_LB2" "$ka_high"
 wait_keepalived_state "$KA_LOG" MASTER 50 || abort "keepalived (priority 200) becomes master"
-start_a
+start_a "$cfg_a"
 wait_state "$LOG_A" Backup 30 || abort "vipgate becomes backup"
 sleep 1
 assert_eq "vipgate stays backup next to keepalived's higher priority (it reads its IPv6 adverts)" \
@@ -298,7 +294,7 @@ fi
 ka_addr=$(ip -n "$NS_LB2" -6 -o addr show dev eth0 to "$VIP6/128")
 assert_contains "keepalived put the VIP on its interface" "$ka_addr" "inet6 $VIP6/128"
 assert_not_contains "and it is usable (not tentative or dadfailed)" "$ka_addr" "tentative"
-start_a
+start_a "$cfg_a"
 wait_state "$LOG_A" Master 30 || abort "vipgate returns and preempts keepalived"
 wait_keepalived_state "$KA_LOG" BACKUP 30 || abort "keepalived goes back to backup"
 pass "vipgate returns and preempts keepalived"

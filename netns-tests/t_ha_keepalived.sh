@@ -29,9 +29,6 @@ ha_serve_config "$cfg_b"
 start_vipgate_in "$NS_LB2" "$cfg_b" || abort "node b's listener-only vipgate starts"
 note "node a: vipgate $A $mac_a priority 150; node b: keepalived $B $mac_b"
 
-one_owner() { # DESC MAC
-  assert_eq "$1: exactly one node answers ARP for the VIP" "$2" "$(arp_mac "$VIP")"
-}
 
 # MODE: unicast or multicast; both directions of the interop.
 interop() {

@@ -29,17 +29,7 @@ HA_BACKEND=${BE_IP[1]}:$BACKEND_PORT
 ha_config "$cfg_b" 100 '[[vrrp.track]]' 'pool = "web"' 'weight = 10' "${health[@]}"
 note "node a: $A $mac_a priority 150, pool web = ${BE_NAME[0]}; node b: $B $mac_b priority 100, pool web = ${BE_NAME[1]}"
 
-one_owner() { # DESC MAC
-  assert_eq "$1: exactly one node answers ARP for the VIP" "$2" "$(arp_mac "$VIP")"
-}
-metrics_a() { in_ns "$NS_LB" curl -s --max-time 5 http://127.0.0.1:9901/metrics || true; }
-metric_a() { # SERIES-PREFIX: the value of the first series of node a's /metrics starting so
-  metrics_a | awk -v p="$1" 'index($0, p) == 1 { print $2; exit }'
-}
-start_a() { # CONFIG
-  start_vipgate_in "$NS_LB" "$1" || abort "node a starts"
-  PID_A=$VG_PID LOG_A=$VG_LOG
-}
+metric_a() { metric_prefix_of "$(metrics_in "$NS_LB")" "$1"; } # SERIES-PREFIX: node a's value
 
 section "both healthy: a is master"
 # Node a tells a real sd_notify socket its status line (systemctl status shows it).

@@ -85,10 +85,7 @@ base_ejection_ms = 10000
 EOF
 start_vipgate "$cfg" || abort "vipgate starts and logs ready"
 
-ADMIN=http://127.0.0.1:9901
-metric() { # NAME{LABELS}: its value now (0 if absent)
-  in_lb curl -sS --max-time 5 "$ADMIN/metrics" | awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }'
-}
+metric() { metric_of "$(metrics_in "$NS_LB")" "$1"; } # NAME{LABELS}: its value now (0 if absent)
 retries() { metric "vipgate_http_retries_total{host=\"$1\",route=\"/\",pool=\"$2\"}"; }
 
 # HOST SECONDS_BEFORE_KILL INDEX: 3,000 keep-alive GETs from 3 connections (at most 30 s);

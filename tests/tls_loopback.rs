@@ -369,11 +369,11 @@ async fn refuse_without_a_matching_certificate_and_resume_sessions() {
         "127.0.0.1:1",
     );
     let before = vipgate::proxy::metrics::counters()
-        .tls_failures(vipgate::proxy::metrics::TlsFailure::NoCertificate);
+        .tls_failures(vipgate::proxy::metrics::ClientTlsFailure::NoCertificate);
     let client = pki.client(ALL, None);
     assert!(connect(&client, addr, "unknown.test").await.is_err());
     let after = vipgate::proxy::metrics::counters()
-        .tls_failures(vipgate::proxy::metrics::TlsFailure::NoCertificate);
+        .tls_failures(vipgate::proxy::metrics::ClientTlsFailure::NoCertificate);
     assert!(after > before, "counted as no_certificate");
 
     // The same client config keeps its session: the second handshake resumes.

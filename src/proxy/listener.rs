@@ -160,11 +160,7 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     debug!(%peer, "accepted");
                     accepted_total.fetch_add(1, Ordering::Relaxed);
-                    let (guard, shared) = (drain.guard(), shared.clone());
-                    tokio::spawn(async move {
-                        dispatch(stream, peer, bind, shared, guard).await;
-                        drop(permit);
-                    });
+                    tokio::spawn(dispatch(stream, peer, bind, shared.clone(), drain.guard(), permit));
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK)) => {
                     return Err(e);
@@ -185,7 +181,10 @@ async fn dispatch(
     bind: SocketAddr,
     shared: Shared,
     guard: ConnGuard,
+    permit: OwnedSemaphorePermit,
 ) {
+    // Held for the connection's whole life: it counts against the listener's max_connections.
+    let _permit = permit;
     let snap = shared.load_full();
     let Some(spec) = snap.listeners.iter().find(|l| l.bind == bind).cloned() else {
         // The listener was removed by a reload after this connection was accepted.

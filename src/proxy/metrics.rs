@@ -90,7 +90,7 @@ pub struct Counters {
     listeners: Mutex<Vec<(SocketAddr, Arc<AtomicU64>)>>,
     /// Completed TLS handshakes on https listeners.
     pub tls_handshakes: AtomicU64,
-    tls_failures: [AtomicU64; TlsFailure::ALL.len()],
+    tls_failures: [AtomicU64; ClientTlsFailure::ALL.len()],
     /// Certificate files re-read after they changed on disk: accepted, refused.
     pub certificate_reloads: [AtomicU64; 2],
     /// (first name, file, not_after) of each certificate served.
@@ -100,7 +100,7 @@ pub struct Counters {
 static COUNTERS: Counters = Counters {
     listeners: Mutex::new(Vec::new()),
     tls_handshakes: AtomicU64::new(0),
-    tls_failures: [const { AtomicU64::new(0) }; TlsFailure::ALL.len()],
+    tls_failures: [const { AtomicU64::new(0) }; ClientTlsFailure::ALL.len()],
     certificate_reloads: [const { AtomicU64::new(0) }; 2],
     tls_certificates: Mutex::new(Vec::new()),
 };
@@ -110,9 +110,11 @@ pub fn counters() -> &'static Counters {
     &COUNTERS
 }
 
-/// Why a TLS handshake failed, the `reason` label of `vipgate_tls_handshake_failures_total`.
+/// Why a client's TLS handshake on an https listener failed, the `reason` label of
+/// `vipgate_tls_handshake_failures_total` (a backend's handshake has its own reasons:
+/// `upstream::stream::TlsFailure`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsFailure {
+pub enum ClientTlsFailure {
     /// Not done within `[proxy] head_timeout_ms`.
     Timeout,
     /// The client closed or reset the connection during the handshake.
@@ -130,28 +132,28 @@ pub enum TlsFailure {
     Other,
 }
 
-impl TlsFailure {
-    pub const ALL: [TlsFailure; 8] = [
-        TlsFailure::Timeout,
-        TlsFailure::Closed,
-        TlsFailure::NoCertificate,
-        TlsFailure::ClientCertificate,
-        TlsFailure::AlertReceived,
-        TlsFailure::Incompatible,
-        TlsFailure::Protocol,
-        TlsFailure::Other,
+impl ClientTlsFailure {
+    pub const ALL: [ClientTlsFailure; 8] = [
+        ClientTlsFailure::Timeout,
+        ClientTlsFailure::Closed,
+        ClientTlsFailure::NoCertificate,
+        ClientTlsFailure::ClientCertificate,
+        ClientTlsFailure::AlertReceived,
+        ClientTlsFailure::Incompatible,
+        ClientTlsFailure::Protocol,
+        ClientTlsFailure::Other,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            TlsFailure::Timeout => "timeout",
-            TlsFailure::Closed => "closed",
-            TlsFailure::NoCertificate => "no_certificate",
-            TlsFailure::ClientCertificate => "client_certificate",
-            TlsFailure::AlertReceived => "alert_received",
-            TlsFailure::Incompatible => "incompatible",
-            TlsFailure::Protocol => "protocol",
-            TlsFailure::Other => "other",
+            ClientTlsFailure::Timeout => "timeout",
+            ClientTlsFailure::Closed => "closed",
+            ClientTlsFailure::NoCertificate => "no_certificate",
+            ClientTlsFailure::ClientCertificate => "client_certificate",
+            ClientTlsFailure::AlertReceived => "alert_received",
+            ClientTlsFailure::Incompatible => "incompatible",
+            ClientTlsFailure::Protocol => "protocol",
+            ClientTlsFailure::Other => "other",
         }
     }
 }
@@ -168,11 +170,11 @@ impl Counters {
         c
     }
 
-    pub fn tls_failure(&self, reason: TlsFailure) {
+    pub fn tls_failure(&self, reason: ClientTlsFailure) {
         self.tls_failures[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn tls_failures(&self, reason: TlsFailure) -> u64 {
+    pub fn tls_failures(&self, reason: ClientTlsFailure) -> u64 {
         self.tls_failures[reason as usize].load(Ordering::Relaxed)
     }
 
@@ -277,7 +279,7 @@ fn render_tls(out: &mut String) {
         "counter",
         "TLS handshakes that failed, by reason.",
     );
-    for r in TlsFailure::ALL {
+    for r in ClientTlsFailure::ALL {
         let _ = writeln!(
             out,
             "vipgate_tls_handshake_failures_total{{reason=\"{}\"}} {}",

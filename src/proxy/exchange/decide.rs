@@ -48,17 +48,31 @@ pub struct Routed {
     pub client_ip: IpAddr,
     /// Idempotent and without a body: may be sent again after a failure past connecting.
     pub replayable: bool,
-    /// The `X-Request-Id` vipgate adds (32 hex digits), when `[proxy] request_id` is on.
-    pub request_id: Option<[u8; 32]>,
+    /// The `X-Request-Id` vipgate adds, when `[proxy] request_id` is on.
+    pub request_id: Option<RequestId>,
 }
 
-impl Routed {
-    pub fn request_id(&self) -> Option<&str> {
-        // Only ASCII hex digits are ever stored.
-        self.request_id
-            .as_ref()
-            .and_then(|id| std::str::from_utf8(id).ok())
+/// A request id: 128 bits, written as 32 hex digits only where it is sent or logged (the
+/// decision stays small: it is moved several times per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(u64, u64);
+
+impl RequestId {
+    pub fn hex(self) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 32];
+        for (i, byte) in buf.iter_mut().enumerate() {
+            let word = if i < 16 { self.0 } else { self.1 };
+            *byte = HEX[((word >> ((i % 16) * 4)) & 0xf) as usize];
+        }
+        buf
     }
+}
+
+/// `hex` as text, for the header writer.
+pub fn hex_str(hex: &[u8; 32]) -> &str {
+    // Only ASCII hex digits are ever written.
+    std::str::from_utf8(hex).unwrap_or("0")
 }
 
 const fn local(status: u16, body: &'static str, malformed: bool) -> Decision {
@@ -69,29 +83,52 @@ const fn local(status: u16, body: &'static str, malformed: bool) -> Decision {
     }
 }
 
+/// Why a path cannot be routed as it came. Small, so the path's `Result` stays in registers
+/// on the hot path; `answer` builds the decision only when it is needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotNormal {
+    /// Refused (400).
+    Refused,
+    /// `escaped_slashes = "redirect"`: its normal form, in the buffer, is where to go (308).
+    Redirect,
+}
+
+impl NotNormal {
+    /// The answer, with `normal` the buffer `normal_path` wrote.
+    pub fn answer(self, normal: &str) -> Decision {
+        match self {
+            NotNormal::Refused => local(400, "bad request path", true),
+            NotNormal::Redirect => Decision::Redirect {
+                status: 308,
+                location: normal.to_owned(),
+            },
+        }
+    }
+}
+
 /// The path to route, check and forward: `received` itself when it is in normal form, else
-/// its normal form written into `buf`. `Err` holds the answer when the path cannot be used.
+/// its normal form written into `buf`.
+#[inline]
 pub fn normal_path<'a>(
     peer: SocketAddr,
     received: &'a str,
     rules: PathRules,
     buf: &'a mut String,
-) -> Result<&'a str, Decision> {
+) -> Result<&'a str, NotNormal> {
     match path::normalize(received, rules, buf) {
         Ok(Normal::Unchanged) => Ok(received),
         Ok(Normal::Changed) => Ok(buf),
-        Ok(Normal::Redirect) => Err(Decision::Redirect {
-            status: 308,
-            location: buf.clone(),
-        }),
+        Ok(Normal::Redirect) => Err(NotNormal::Redirect),
         Err(e) => {
             debug!(%peer, path = received, error = %e, "refused request path");
-            Err(local(400, "bad request path", true))
+            Err(NotNormal::Refused)
         }
     }
 }
 
-/// Decide a request whose path is already in normal form (`normal_path`).
+/// Decide a request whose path is already in normal form (`normal_path`). Inlined: one call
+/// per protocol, on the hot path.
+#[inline]
 pub fn decide(snap: &Snapshot, front: &Front, peer: SocketAddr, head: &Head<'_>) -> Decision {
     let Some(authority) = head.authority else {
         return local(400, "missing Host", true);
@@ -191,12 +228,11 @@ fn https_location(authority: &[u8], path: &str) -> Option<String> {
     Some(location)
 }
 
-/// 32 hex digits that no other request of this process shares and that other processes and
-/// nodes are unlikely to repeat: 64 bits drawn from the thread's generator (`fastrand`, seeded
-/// from the OS), then the thread's own sequence from a random start. Not a secret: nothing
-/// trusts an id for more than telling requests apart.
-fn new_request_id() -> [u8; 32] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+/// An id that no other request of this process shares and that other processes and nodes are
+/// unlikely to repeat: 64 bits drawn from the thread's generator (`fastrand`, seeded from the
+/// OS), then the thread's own sequence from a random start. Not a secret: nothing trusts an id
+/// for more than telling requests apart.
+fn new_request_id() -> RequestId {
     thread_local! {
         static SEQUENCE: std::cell::Cell<u64> = std::cell::Cell::new(fastrand::u64(..));
     }
@@ -206,12 +242,7 @@ fn new_request_id() -> [u8; 32] {
         s.set(n);
         n
     });
-    let mut buf = [0u8; 32];
-    for (i, byte) in buf.iter_mut().enumerate() {
-        let word = if i < 16 { a } else { b };
-        *byte = HEX[((word >> ((i % 16) * 4)) & 0xf) as usize];
-    }
-    buf
+    RequestId(a, b)
 }
 
 #[cfg(test)]
@@ -564,7 +595,11 @@ backends = ["192.0.2.21:8080"]
         assert_eq!(normal_path(peer, "/a/../b", rules, &mut buf), Ok("/b"));
         assert_eq!(
             normal_path(peer, "/../b", rules, &mut buf),
-            Err(local(400, "bad request path", true))
+            Err(NotNormal::Refused)
+        );
+        assert_eq!(
+            NotNormal::Refused.answer(""),
+            local(400, "bad request path", true)
         );
     }
 
@@ -573,6 +608,11 @@ backends = ["192.0.2.21:8080"]
         let a = new_request_id();
         let b = new_request_id();
         assert_ne!(a, b);
-        assert!(a.iter().all(u8::is_ascii_hexdigit));
+        assert!(a.hex().iter().all(u8::is_ascii_hexdigit));
+        // Least significant digit first, each half.
+        assert_eq!(
+            hex_str(&RequestId(0xab, 1).hex()),
+            format!("ba{}1{}", "0".repeat(14), "0".repeat(15))
+        );
     }
 }

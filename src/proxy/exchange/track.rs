@@ -51,6 +51,7 @@ const EMPTY_INFO: RequestInfo<'static> = RequestInfo {
 impl Track {
     /// The access-log record of a sampled request, with what only the head knows. `received`
     /// is the path as the client sent it; `head.path` is in normal form.
+    #[inline]
     pub fn log_head(
         &mut self,
         snap: &Snapshot,
@@ -69,12 +70,13 @@ impl Track {
                 .find(|h| h.name.eq_ignore_ascii_case(name))
                 .map_or(&[][..], |h| h.value)
         };
-        let id = match decision {
-            Decision::Forward(r) => match &r.request_id {
-                Some(id) => &id[..],
-                None => header("x-request-id"),
-            },
-            _ => header("x-request-id"),
+        let generated = match decision {
+            Decision::Forward(r) => r.request_id.map(|id| id.hex()),
+            _ => None,
+        };
+        let id = match &generated {
+            Some(hex) => &hex[..],
+            None => header("x-request-id"),
         };
         let mut record = Record::new(
             log.format,
@@ -111,6 +113,7 @@ impl Track {
 
     /// Count the request that just ended and hand its access-log line over; `now` is the
     /// clock reading at its end. A request abandoned before any status counts as 499.
+    #[inline]
     pub fn finish(&mut self, snap: &Snapshot, now: Instant, bytes_in: u64, bytes_out: u64) {
         let Some(start) = self.start else { return };
         let stats = match self.routed {

@@ -302,31 +302,31 @@ impl<S: ClientStream> Conn<S> {
             }
         };
         let framed = Framed::of(&req);
+        let head_len = req.head_len;
         let received = req.path;
         let rules = self.snap.settings.path;
-        let (decision, req) = match decide::normal_path(self.peer, received, rules, &mut self.path)
-        {
+        let (snap, front, peer) = (&self.snap, &self.front, self.peer);
+        let decision = match decide::normal_path(peer, received, rules, &mut self.path) {
             // Everything after this sees the path in normal form, the backend too.
             Ok(path) => {
-                let req = request::Request { path, ..req };
-                let decision = decide::decide(&self.snap, &self.front, self.peer, &head_of(&req));
-                (decision, req)
+                let mut req = req;
+                req.path = path;
+                let head = head_of(&req);
+                let decision = decide::decide(snap, front, peer, &head);
+                if let Decision::Forward(routed) = &decision {
+                    write_upstream_head(snap, front, peer, &req, routed, &mut self.uhead);
+                }
+                self.track
+                    .log_head(snap, front, peer, &head, received, &decision);
+                decision
             }
-            Err(answer) => (answer, req),
+            Err(not_normal) => {
+                let decision = not_normal.answer(&self.path);
+                self.track
+                    .log_head(snap, front, peer, &head_of(&req), received, &decision);
+                decision
+            }
         };
-        if let Decision::Forward(routed) = &decision {
-            let (snap, front) = (&self.snap, &self.front);
-            write_upstream_head(snap, front, self.peer, &req, routed, &mut self.uhead);
-        }
-        self.track.log_head(
-            &self.snap,
-            &self.front,
-            self.peer,
-            &head_of(&req),
-            received,
-            &decision,
-        );
-        let head_len = req.head_len;
         self.rbuf.advance(head_len);
         Some((decision, framed))
     }
@@ -483,6 +483,7 @@ fn write_upstream_head(
     uhead: &mut BytesMut,
 ) {
     let settings = &snap.settings;
+    let id = routed.request_id.map(|id| id.hex());
     uhead.clear();
     request::write_upstream_head(
         req,
@@ -491,10 +492,38 @@ fn write_upstream_head(
             client: routed.client_ip,
             peer_trusted: forwarded::peer_is_trusted(settings, peer.ip()),
             proto: if front.tls.is_some() { "https" } else { "http" },
-            request_id: routed.request_id(),
+            request_id: id.as_ref().map(decide::hex_str),
         },
         uhead,
     );
+}
+
+/// What one read of a response head did: `Ok(true)` when bytes came. `got_any`: some of
+/// this head had come before; `lost`: what a connection that closed before answering means.
+fn head_read(
+    read: std::result::Result<std::io::Result<usize>, crate::proxy::deadline::Elapsed>,
+    got_any: bool,
+    reused: bool,
+    lost: Kind,
+    backend: &Backend,
+) -> Result<bool> {
+    match read {
+        Ok(Ok(0)) if !got_any => Err(Error::io(lost, std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(Ok(0)) => Err(Error::new(Kind::BadResponse)),
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(e)) if !got_any => {
+            // A TLS 1.3 backend refuses a client certificate only after our side of the
+            // handshake is done: its alert is the first thing we read.
+            let refused = (!reused).then(|| TlsFailure::of_first_read(&e)).flatten();
+            if let (Some(reason), Some(origin)) = (refused, backend.tls()) {
+                backend.tls_failed(&origin.pool, reason, &e);
+                return Err(Error::io(Kind::Connect, e));
+            }
+            Err(Error::io(lost, e))
+        }
+        Ok(Err(e)) => Err(Error::io(Kind::BadResponse, e)),
+        Err(_) => Err(Error::new(Kind::UpstreamTimeout)),
+    }
 }
 
 /// The protocol-independent view of an HTTP/1 request head.
@@ -562,8 +591,15 @@ impl<S: ClientStream> Attempts for Exchanging<'_, S> {
 }
 
 impl<S: ClientStream> Exchanging<'_, S> {
+    /// One try, in its phases. The common case (a pooled connection, no request body, a
+    /// response body that came with its head) runs here without entering the phases' own
+    /// futures: each costs its state's setup on every request that enters it.
     async fn try_backend(&mut self, backend: &Backend, t: &Try<'_>) -> Result<Relayed> {
-        let (mut upstream, reused) = self.open(backend, t.started).await?;
+        // `open`: a pooled connection, else a new one.
+        let (mut upstream, reused) = match backend.checkout(t.started.into_std()) {
+            Some(s) => (s, true),
+            None => (self.connect(backend).await?, false),
+        };
         // What a failure before the response means: a pooled connection may just have been
         // closed by the backend, which says nothing about its health.
         let lost = if reused {
@@ -571,28 +607,88 @@ impl<S: ClientStream> Exchanging<'_, S> {
         } else {
             Kind::UpstreamLost
         };
-        self.send_request(&mut upstream, lost, t.max_body).await?;
-        // Only a head went out, on a pooled connection, without waiting on anything: the
-        // try's start is as good a clock reading for the first head's limit as a new one.
-        let head_from = (reused && self.req.framing == Framing::Empty).then_some(t.started);
-        let head = self
-            .read_response_head(&mut upstream, backend, reused, lost, head_from, t)
-            .await?;
+        // `send_request`: the head, then the body.
+        upstream
+            .write_all(&self.conn.uhead)
+            .await
+            .map_err(|e| Error::io(lost, e))?;
+        if self.req.framing != Framing::Empty {
+            self.send_body(&mut upstream, t.max_body).await?;
+        }
+        // TLS keeps what did not fit the socket in its own buffer until flushed.
+        upstream.flush().await.map_err(|e| Error::io(lost, e))?;
+        // `read_response_head`: until a final head, each within one limit; interim (1xx) ones
+        // are passed on. Only a head went out, on a pooled connection, without waiting on
+        // anything: the try's start is as good a clock reading for the first head's limit as
+        // a new one.
+        let mut head_from = (reused && self.req.framing == Framing::Empty).then_some(t.started);
+        let head_timeout = t
+            .per_try_timeout
+            .unwrap_or(self.conn.snap.settings.backend_timeout);
+        self.conn.wbuf.clear();
+        self.conn.ubuf.clear();
+        let head = 'head: loop {
+            let deadline = head_from.take().unwrap_or_else(Instant::now) + head_timeout;
+            let mut got_any = false;
+            loop {
+                match self.parse_response(t)? {
+                    Parsed::Incomplete => {}
+                    Parsed::Final(head) => break 'head head,
+                    Parsed::Interim => {
+                        self.pass_interim().await?;
+                        break;
+                    }
+                }
+                let c = &mut *self.conn;
+                c.ubuf.reserve(HEAD_CHUNK);
+                let read = c.timer.run(deadline, upstream.read_buf(&mut c.ubuf)).await;
+                got_any = head_read(read, got_any, reused, lost, backend)?;
+            }
+        };
         self.conn.track.upstream = Some(head.at.saturating_duration_since(t.started));
-        self.relay_response(upstream, backend, head).await
+        // `relay_response`: the head with as much of the body as came with it, in one write.
+        let (rest, decoder) = self.merge_body(&head, backend)?;
+        self.progress = Progress::ResponseStarted;
+        let c = &mut *self.conn;
+        send(&mut c.client, &c.wbuf).await.map_err(Error::client)?;
+        if head.status == 101 {
+            c.tunnel(upstream).await;
+            return Ok(Relayed {
+                status: head.status,
+                keep: false,
+            });
+        }
+        // The whole body came with the head: the backend has been idle since then.
+        let body_in_head = matches!(rest, Framing::Empty | Framing::Length(0));
+        if !body_in_head {
+            self.relay_body(&mut upstream, rest, head.client_framing, decoder)
+                .await?;
+        }
+        // Only a connection that ended exactly at the message boundary can carry the next
+        // request: leftover bytes would be read as its response.
+        if head.reusable && head.backend_framing != Framing::UntilClose && self.conn.ubuf.is_empty()
+        {
+            let idle_since = if body_in_head {
+                head.at
+            } else {
+                Instant::now()
+            };
+            backend.checkin(upstream, idle_since.into_std());
+        }
+        Ok(Relayed {
+            status: head.status,
+            keep: head.keep,
+        })
     }
 
-    /// `open`: a pooled idle connection to `backend`, or a new one; `true` when pooled.
-    async fn open(&mut self, backend: &Backend, now: Instant) -> Result<(UpstreamStream, bool)> {
-        if let Some(s) = backend.checkout(now.into_std()) {
-            return Ok((s, true));
-        }
+    /// `open` when no pooled connection is idle: a new connection to `backend`.
+    async fn connect(&mut self, backend: &Backend) -> Result<UpstreamStream> {
         let limit = self.conn.snap.settings.connect_timeout;
         // Boxed: a connect's state (a TLS handshake's included) is bigger than the rest of an
         // exchange, and inline it would be carried by every connection's task, idle ones too.
         // New backend connections are rare next to the pooled ones.
         match Box::pin(stream::connect(backend, limit, &[])).await {
-            Ok(s) => Ok((s, false)),
+            Ok(s) => Ok(s),
             Err(e) => {
                 debug!(backend = %backend.address, error = %e, "connect failed");
                 Err(Error::new(Kind::Connect))
@@ -600,18 +696,13 @@ impl<S: ClientStream> Exchanging<'_, S> {
         }
     }
 
-    /// `send_request`: the head, then (after a `100 Continue` of our own) the body.
-    async fn send_request(
+    /// `send_request`'s body: after a `100 Continue` of our own, the body as framed.
+    async fn send_body(
         &mut self,
         upstream: &mut UpstreamStream,
-        lost: Kind,
         max_body: Option<u64>,
     ) -> Result<()> {
         let c = &mut *self.conn;
-        upstream
-            .write_all(&c.uhead)
-            .await
-            .map_err(|e| Error::io(lost, e))?;
         if self.req.expect_continue && !self.continue_sent {
             // We ask for the body ourselves rather than wait for the backend's 100, so the
             // backend never sees Expect and the client never stalls on us.
@@ -622,14 +713,13 @@ impl<S: ClientStream> Exchanging<'_, S> {
         }
         let idle = c.snap.settings.backend_timeout;
         let body = Direction::Request;
+        self.progress = self.progress.max(Progress::BodyTaken);
         match self.req.framing {
-            Framing::Empty | Framing::UntilClose => {}
+            Framing::Empty | Framing::UntilClose => Ok(()),
             Framing::Length(n) => {
-                self.progress = self.progress.max(Progress::BodyTaken);
-                relay::copy_exact(&mut c.rbuf, &mut c.client, upstream, n, idle, body).await?
+                relay::copy_exact(&mut c.rbuf, &mut c.client, upstream, n, idle, body).await
             }
             Framing::Chunked => {
-                self.progress = self.progress.max(Progress::BodyTaken);
                 relay::copy_chunked(
                     &mut c.rbuf,
                     &mut c.client,
@@ -640,71 +730,21 @@ impl<S: ClientStream> Exchanging<'_, S> {
                     idle,
                     body,
                 )
-                .await?
+                .await
             }
         }
-        // TLS keeps what did not fit the socket in its own buffer until flushed.
-        upstream.flush().await.map_err(|e| Error::io(lost, e))
     }
 
-    /// `read_response_head`: read until a final response head, passing interim (1xx) ones to
-    /// an HTTP/1.1 client; each head within one limit, from `head_from` or now.
-    async fn read_response_head(
-        &mut self,
-        upstream: &mut UpstreamStream,
-        backend: &Backend,
-        reused: bool,
-        lost: Kind,
-        mut head_from: Option<Instant>,
-        t: &Try<'_>,
-    ) -> Result<ResponseHead> {
-        let head_timeout = t
-            .per_try_timeout
-            .unwrap_or(self.conn.snap.settings.backend_timeout);
-        self.conn.wbuf.clear();
-        self.conn.ubuf.clear();
-        loop {
-            let deadline = head_from.take().unwrap_or_else(Instant::now) + head_timeout;
-            let mut got_any = false;
-            loop {
-                match self.parse_response(t)? {
-                    Parsed::Incomplete => {}
-                    Parsed::Final(head) => return Ok(head),
-                    Parsed::Interim => {
-                        // 1xx interim responses mean nothing to an HTTP/1.0 client (RFC 9110
-                        // §15.2).
-                        if self.req.version == Version::Http11 {
-                            send(&mut self.conn.client, &self.conn.wbuf)
-                                .await
-                                .map_err(Error::client)?;
-                        }
-                        self.conn.wbuf.clear();
-                        break;
-                    }
-                }
-                let c = &mut *self.conn;
-                c.ubuf.reserve(HEAD_CHUNK);
-                match c.timer.run(deadline, upstream.read_buf(&mut c.ubuf)).await {
-                    Ok(Ok(0)) if !got_any => {
-                        return Err(Error::io(lost, std::io::ErrorKind::UnexpectedEof.into()))
-                    }
-                    Ok(Ok(0)) => return Err(Error::new(Kind::BadResponse)),
-                    Ok(Ok(_)) => got_any = true,
-                    Ok(Err(e)) if !got_any => {
-                        // A TLS 1.3 backend refuses a client certificate only after our side
-                        // of the handshake is done: its alert is the first thing we read.
-                        let refused = (!reused).then(|| TlsFailure::of_first_read(&e)).flatten();
-                        if let (Some(reason), Some(origin)) = (refused, backend.tls()) {
-                            backend.tls_failed(&origin.pool, reason, &e);
-                            return Err(Error::io(Kind::Connect, e));
-                        }
-                        return Err(Error::io(lost, e));
-                    }
-                    Ok(Err(e)) => return Err(Error::io(Kind::BadResponse, e)),
-                    Err(_) => return Err(Error::new(Kind::UpstreamTimeout)),
-                }
-            }
+    /// Pass an interim (1xx) response head on: it means nothing to an HTTP/1.0 client (RFC
+    /// 9110 §15.2).
+    async fn pass_interim(&mut self) -> Result<()> {
+        if self.req.version == Version::Http11 {
+            send(&mut self.conn.client, &self.conn.wbuf)
+                .await
+                .map_err(Error::client)?;
         }
+        self.conn.wbuf.clear();
+        Ok(())
     }
 
     /// Parse the buffered response bytes; a complete head is consumed from `ubuf` and its
@@ -759,19 +799,15 @@ impl<S: ClientStream> Exchanging<'_, S> {
         })
     }
 
-    /// `relay_response`: the head (with as much of the body as came with it, in one write),
-    /// then the rest of the body; a tunnel after a 101. The backend connection goes back to
-    /// its pool if the body ended exactly at the message boundary.
-    async fn relay_response(
+    /// `relay_response`'s first step: move the body bytes read with the head (up to
+    /// `MERGE_LIMIT`) behind the client head in `wbuf`. Returns what of the body is left to
+    /// relay and the chunked decoder's state part-way through it.
+    fn merge_body(
         &mut self,
-        mut upstream: UpstreamStream,
+        head: &ResponseHead,
         backend: &Backend,
-        head: ResponseHead,
-    ) -> Result<Relayed> {
+    ) -> Result<(Framing, ChunkedDecoder)> {
         let c = &mut *self.conn;
-        let io_timeout = c.snap.settings.backend_timeout;
-        // Body bytes already read go out with the head in one write: for small responses that
-        // is the whole exchange in one syscall each way.
         let mut rest = head.backend_framing;
         let mut decoder = ChunkedDecoder::new();
         if c.ubuf.len() <= MERGE_LIMIT && head.status != 101 {
@@ -796,28 +832,31 @@ impl<S: ClientStream> Exchanging<'_, S> {
                 _ => {}
             }
         }
-        self.progress = Progress::ResponseStarted;
-        send(&mut c.client, &c.wbuf).await.map_err(Error::client)?;
-        if head.status == 101 {
-            c.tunnel(upstream).await;
-            return Ok(Relayed {
-                status: head.status,
-                keep: false,
-            });
-        }
-        // The whole body came with the head: the backend has been idle since then.
-        let body_in_head = matches!(rest, Framing::Empty | Framing::Length(0));
+        Ok((rest, decoder))
+    }
+
+    /// `relay_response`'s second step, when the body did not all come with the head: the
+    /// rest of it, in the framing the client reads.
+    async fn relay_body(
+        &mut self,
+        upstream: &mut UpstreamStream,
+        rest: Framing,
+        client_framing: ClientFraming,
+        decoder: ChunkedDecoder,
+    ) -> Result<()> {
+        let c = &mut *self.conn;
+        let io_timeout = c.snap.settings.backend_timeout;
         let (buf, client) = (&mut c.ubuf, &mut c.client);
         let dir = Direction::Response;
-        match (rest, head.client_framing) {
-            (Framing::Empty, _) | (Framing::Length(0), _) => {}
+        match (rest, client_framing) {
+            (Framing::Empty, _) | (Framing::Length(0), _) => Ok(()),
             (Framing::Length(n), _) => {
-                relay::copy_exact(buf, &mut upstream, client, n, io_timeout, dir).await?
+                relay::copy_exact(buf, upstream, client, n, io_timeout, dir).await
             }
             (Framing::Chunked, ClientFraming::Dechunk) => {
                 relay::copy_chunked(
                     buf,
-                    &mut upstream,
+                    upstream,
                     client,
                     ChunkedDecoder::new(),
                     Chunks::Strip,
@@ -825,12 +864,12 @@ impl<S: ClientStream> Exchanging<'_, S> {
                     io_timeout,
                     dir,
                 )
-                .await?
+                .await
             }
             (Framing::Chunked, _) => {
                 relay::copy_chunked(
                     buf,
-                    &mut upstream,
+                    upstream,
                     client,
                     decoder,
                     Chunks::Keep,
@@ -838,28 +877,14 @@ impl<S: ClientStream> Exchanging<'_, S> {
                     io_timeout,
                     dir,
                 )
-                .await?
+                .await
             }
             (Framing::UntilClose, ClientFraming::Rechunk) => {
-                relay::rechunk_until_close(buf, &mut upstream, client, io_timeout).await?
+                relay::rechunk_until_close(buf, upstream, client, io_timeout).await
             }
             (Framing::UntilClose, _) => {
-                relay::copy_until_close(buf, &mut upstream, client, io_timeout).await?
+                relay::copy_until_close(buf, upstream, client, io_timeout).await
             }
         }
-        // Only a connection that ended exactly at the message boundary can carry the next
-        // request: leftover bytes would be read as its response.
-        if head.reusable && head.backend_framing != Framing::UntilClose && c.ubuf.is_empty() {
-            let idle_since = if body_in_head {
-                head.at
-            } else {
-                Instant::now()
-            };
-            backend.checkin(upstream, idle_since.into_std());
-        }
-        Ok(Relayed {
-            status: head.status,
-            keep: head.keep,
-        })
     }
 }

@@ -234,6 +234,7 @@ static HOST_BYTE: [u8; 256] = {
 
 /// Lower-case the host part of an authority into `buf`, dropping the port and a trailing dot.
 /// `None` if it holds bytes no host name or IP literal can hold.
+#[inline]
 pub fn normalize_host<'a>(authority: &[u8], buf: &'a mut [u8; MAX_HOST]) -> Option<&'a [u8]> {
     let authority = crate::proxy::http1::tokens::trim(authority);
     let host = if let Some(rest) = authority.strip_prefix(b"[") {

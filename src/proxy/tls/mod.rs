@@ -32,7 +32,7 @@ use tracing::{debug, error};
 
 use self::certs::{CertSet, SniResolver};
 use super::client::ClientStream;
-use super::metrics::{counters, TlsFailure};
+use super::metrics::{counters, ClientTlsFailure};
 use crate::config::{Config, Listener, TlsVersion};
 
 /// Sessions remembered for resumption by id (TLS 1.2) or stateful ticket; a few hundred
@@ -184,7 +184,7 @@ pub async fn handshake(
         }
         Err(_) => {
             debug!(%peer, "TLS handshake not done in time");
-            p.tls_failure(TlsFailure::Timeout);
+            p.tls_failure(ClientTlsFailure::Timeout);
             return None;
         }
     };
@@ -211,28 +211,28 @@ pub async fn handshake(
 }
 
 /// Why a handshake failed, as the failures metric labels it.
-pub fn failure_reason(e: &io::Error) -> TlsFailure {
+pub fn failure_reason(e: &io::Error) -> ClientTlsFailure {
     if let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         return match tls {
             rustls::Error::General(s) if s.contains("no server certificate") => {
-                TlsFailure::NoCertificate
+                ClientTlsFailure::NoCertificate
             }
             rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_) => {
-                TlsFailure::ClientCertificate
+                ClientTlsFailure::ClientCertificate
             }
-            rustls::Error::AlertReceived(_) => TlsFailure::AlertReceived,
+            rustls::Error::AlertReceived(_) => ClientTlsFailure::AlertReceived,
             rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => {
-                TlsFailure::Incompatible
+                ClientTlsFailure::Incompatible
             }
-            _ => TlsFailure::Protocol,
+            _ => ClientTlsFailure::Protocol,
         };
     }
     match e.kind() {
         io::ErrorKind::UnexpectedEof
         | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe => TlsFailure::Closed,
-        io::ErrorKind::InvalidData => TlsFailure::Protocol,
-        _ => TlsFailure::Other,
+        | io::ErrorKind::BrokenPipe => ClientTlsFailure::Closed,
+        io::ErrorKind::InvalidData => ClientTlsFailure::Protocol,
+        _ => ClientTlsFailure::Other,
     }
 }
 
@@ -319,28 +319,31 @@ mod tests {
                 tls(rustls::Error::General(
                     "no server certificate chain resolved".into(),
                 )),
-                TlsFailure::NoCertificate,
+                ClientTlsFailure::NoCertificate,
             ),
             (
                 tls(rustls::Error::NoCertificatesPresented),
-                TlsFailure::ClientCertificate,
+                ClientTlsFailure::ClientCertificate,
             ),
             (
                 tls(rustls::Error::AlertReceived(
                     rustls::AlertDescription::UnknownCA,
                 )),
-                TlsFailure::AlertReceived,
+                ClientTlsFailure::AlertReceived,
             ),
             (
                 tls(rustls::Error::NoApplicationProtocol),
-                TlsFailure::Incompatible,
+                ClientTlsFailure::Incompatible,
             ),
-            (tls(rustls::Error::DecryptError), TlsFailure::Protocol),
+            (tls(rustls::Error::DecryptError), ClientTlsFailure::Protocol),
             (
                 io::Error::from(io::ErrorKind::UnexpectedEof),
-                TlsFailure::Closed,
+                ClientTlsFailure::Closed,
             ),
-            (io::Error::from(io::ErrorKind::Other), TlsFailure::Other),
+            (
+                io::Error::from(io::ErrorKind::Other),
+                ClientTlsFailure::Other,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(failure_reason(&e), want, "{e}");
