@@ -29,6 +29,7 @@ pub mod ha;
 pub mod istio;
 pub mod l2;
 pub mod proxy;
+pub mod resolve;
 pub mod telemetry;
 pub mod tls;
 pub mod wire;

@@ -27,6 +27,20 @@ pub(super) struct RawConfig {
     pub log: Option<Spanned<RawLog>>,
     #[serde(default)]
     pub certificate: Vec<Spanned<RawCertificate>>,
+    pub resolver: Option<Spanned<RawResolver>>,
+}
+
+/// `[resolver]`: how backends given by name are looked up and re-resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResolver {
+    pub nameservers: Option<Vec<Spanned<String>>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub attempts: Option<Spanned<i64>>,
+    pub ttl_floor_ms: Option<Spanned<i64>>,
+    pub ttl_ceiling_ms: Option<Spanned<i64>>,
+    pub grace_ms: Option<Spanned<i64>>,
+    pub family: Option<Spanned<String>>,
 }
 
 /// `[[certificate]]`: a PEM chain and key served on `https` listeners.
@@ -162,7 +176,9 @@ pub(super) struct RawSplit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
-    pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    /// An SRV record whose targets and ports are backends (besides `backends`).
+    pub srv: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,
     pub hash_key: Option<Spanned<String>>,
     pub health: Option<Spanned<RawHealth>>,
@@ -183,7 +199,7 @@ pub(super) struct RawPoolTls {
     pub insecure_skip_verify: Option<Spanned<bool>>,
 }
 
-/// `"IP:PORT"` or `{ address = "IP:PORT", weight = N }`.
+/// `"IP:PORT"`, `"NAME:PORT"` or `{ address = "IP:PORT" or "NAME:PORT", weight = N }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum RawBackend {

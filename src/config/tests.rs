@@ -191,9 +191,57 @@ const BAD: &[(&str, &str, usize, &str)] = &[
     ),
     (
         "\"192.0.2.23:8080\"",
-        "\"was.example.test:8080\"",
+        "\"was.example.test\"",
         21,
-        "is not an address with a port",
+        "is not an address or a DNS name with a port",
+    ),
+    (
+        "\"192.0.2.23:8080\"",
+        "\"was..example.test:8080\"",
+        21,
+        "is not an address or a DNS name with a port",
+    ),
+    (
+        "\"192.0.2.23:8080\"",
+        "\"192.0.2.300:8080\"",
+        21,
+        "is not an address or a DNS name with a port",
+    ),
+    (
+        "\"192.0.2.23:8080\"",
+        "\"was.test:80\", \"WAS.test:80\"",
+        21,
+        "backend was.test:80 is listed twice",
+    ),
+    (
+        "backends = [\"192.0.2.23:8080\"]",
+        "srv = \"_http._tcp..x\"",
+        21,
+        "is not a DNS name",
+    ),
+    (
+        "[pool.web]",
+        "[resolver]\nnameservers = [\"dns.test\"]\n[pool.web]",
+        19,
+        "is not an IP address, with or without a port",
+    ),
+    (
+        "[pool.web]",
+        "[resolver]\nttl_floor_ms = 5000\nttl_ceiling_ms = 1000\n[pool.web]",
+        20,
+        "ttl_ceiling_ms = 1000 is below ttl_floor_ms = 5000",
+    ),
+    (
+        "[pool.web]",
+        "[resolver]\nttl_floor_ms = 0\n[pool.web]",
+        19,
+        "ttl_floor_ms = 0 is out of range",
+    ),
+    (
+        "[pool.web]",
+        "[resolver]\nfamily = \"ipv5\"\n[pool.web]",
+        19,
+        "family \"ipv5\" is not \"any\", \"ipv4\" or \"ipv6\"",
     ),
     (
         "\"192.0.2.23:8080\"",
@@ -252,6 +300,69 @@ const BAD: &[(&str, &str, usize, &str)] = &[
         "runtime \"per-thread\" is not \"per-core\" or \"shared\"",
     ),
 ];
+
+#[test]
+fn backends_by_name_and_the_resolver_table_are_read() {
+    let c = parse(Path::new("v.toml"), GOOD).unwrap();
+    assert_eq!(c.resolver, ResolverSettings::default());
+    assert!(c.lookups().is_empty());
+    let text = GOOD
+        .replace(
+            "backends = [\"192.0.2.23:8080\"]",
+            "backends = [\"192.0.2.23:8080\", { address = \"Was.Blog.svc.cluster.local.:8080\", weight = 2 }]\nsrv = \"_http._tcp.was.blog.svc.cluster.local\"",
+        )
+        .replace(
+            "[pool.web]",
+            "[resolver]\nnameservers = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\ntimeout_ms = 500\nattempts = 3\nttl_floor_ms = 2000\nttl_ceiling_ms = 60000\ngrace_ms = 0\nfamily = \"ipv6\"\n[pool.web]",
+        );
+    let c = parse(Path::new("v.toml"), &text).unwrap();
+    let was = c.pools.iter().find(|p| p.name == "was").unwrap();
+    assert_eq!(was.backends.len(), 1);
+    assert_eq!(
+        was.names,
+        vec![
+            NamedBackend {
+                lookup: Lookup::Host {
+                    name: "was.blog.svc.cluster.local.".into(),
+                    port: 8080
+                },
+                weight: 2
+            },
+            NamedBackend {
+                lookup: Lookup::Srv {
+                    name: "_http._tcp.was.blog.svc.cluster.local".into()
+                },
+                weight: 1
+            },
+        ]
+    );
+    assert_eq!(
+        c.resolver,
+        ResolverSettings {
+            nameservers: vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::53]:5353".parse().unwrap()
+            ],
+            timeout: Duration::from_millis(500),
+            attempts: 3,
+            ttl_floor: Duration::from_secs(2),
+            ttl_ceiling: Duration::from_secs(60),
+            grace: Duration::ZERO,
+            family: Family::Ipv6,
+        }
+    );
+    assert_eq!(c.lookups().len(), 2);
+    // A pool by name alone is valid: it starts empty and fills when the name resolves.
+    let only = GOOD.replace("\"192.0.2.23:8080\"", "\"was:8080\"");
+    let c = parse(Path::new("v.toml"), &only).unwrap();
+    assert!(c
+        .pools
+        .iter()
+        .find(|p| p.name == "was")
+        .unwrap()
+        .backends
+        .is_empty());
+}
 
 #[test]
 fn runtime_defaults_to_per_core_and_is_read() {

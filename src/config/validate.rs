@@ -16,7 +16,8 @@ use super::model::*;
 use super::schema::RawCertificate;
 use super::schema::{
     RawAccessLog, RawAdmin, RawBackend, RawConfig, RawDaemon, RawDuration, RawFraction, RawHealth,
-    RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawRoute, RawVip, RawVrrp,
+    RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawResolver, RawRoute, RawVip,
+    RawVrrp,
 };
 
 /// Upper bounds that keep a typo from turning into a flood or a stall.
@@ -116,6 +117,10 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         },
         None => LogSettings::default(),
     };
+    let resolver = match &raw.resolver {
+        Some(r) => validate_resolver(r)?,
+        None => ResolverSettings::default(),
+    };
     Ok(Config {
         source: path.to_path_buf(),
         vips,
@@ -129,6 +134,80 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         access_log,
         log,
         certificates,
+        resolver,
+    })
+}
+
+/// A day: a longer TTL ceiling or grace is surely a typo.
+const MAX_RESOLVER_MS: i64 = 86_400_000;
+
+/// `[resolver]`: name servers as `IP` (port 53) or `IP:PORT`; the floor at most the ceiling.
+fn validate_resolver(raw: &Spanned<RawResolver>) -> Result<ResolverSettings> {
+    use super::model::defaults::*;
+    let r = raw.get_ref();
+    let mut nameservers = Vec::new();
+    for n in r.nameservers.iter().flatten() {
+        let text = n.get_ref().trim();
+        let addr = text
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+            .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+            .ok_or_else(|| {
+                Located::new(
+                    n.span(),
+                    format!("name server {text:?} is not an IP address, with or without a port (like 192.0.2.53 or 192.0.2.53:5353)"),
+                )
+            })?;
+        nameservers.push(addr);
+    }
+    let ms = |v: Option<&Spanned<i64>>, min: i64, key: &str, default: Duration| {
+        Ok::<_, Located>(
+            bounded(v, min, MAX_RESOLVER_MS, key)?
+                .map_or(default, |n| Duration::from_millis(n as u64)),
+        )
+    };
+    let ttl_floor = ms(
+        r.ttl_floor_ms.as_ref(),
+        100,
+        "ttl_floor_ms",
+        RESOLVER_TTL_FLOOR,
+    )?;
+    let ttl_ceiling = ms(
+        r.ttl_ceiling_ms.as_ref(),
+        100,
+        "ttl_ceiling_ms",
+        RESOLVER_TTL_CEILING.max(ttl_floor),
+    )?;
+    if ttl_ceiling < ttl_floor {
+        return Err(Located::new(
+            r.ttl_ceiling_ms.as_ref().map_or(raw.span(), Spanned::span),
+            format!(
+                "ttl_ceiling_ms = {} is below ttl_floor_ms = {}",
+                ttl_ceiling.as_millis(),
+                ttl_floor.as_millis()
+            ),
+        ));
+    }
+    let family = match r.family.as_ref().map(|f| (f, f.get_ref().as_str())) {
+        None | Some((_, "any")) => Family::Any,
+        Some((_, "ipv4")) => Family::Ipv4,
+        Some((_, "ipv6")) => Family::Ipv6,
+        Some((f, other)) => {
+            return Err(Located::new(
+                f.span(),
+                format!("family {other:?} is not \"any\", \"ipv4\" or \"ipv6\""),
+            ))
+        }
+    };
+    Ok(ResolverSettings {
+        nameservers,
+        timeout: ms(r.timeout_ms.as_ref(), 10, "timeout_ms", RESOLVER_TIMEOUT)?,
+        attempts: count(r.attempts.as_ref(), 1, 10, "attempts", RESOLVER_ATTEMPTS)?,
+        ttl_floor,
+        ttl_ceiling,
+        grace: ms(r.grace_ms.as_ref(), 0, "grace_ms", RESOLVER_GRACE)?,
+        family,
     })
 }
 
@@ -923,26 +1002,7 @@ fn validate_pools(
                 format!("pool name {pool_name:?} may use only letters, digits, '-' and '_'"),
             ));
         }
-        if pool.backends.get_ref().is_empty() {
-            return Err(Located::new(
-                pool.backends.span(),
-                format!("pool {pool_name:?} has no backends"),
-            ));
-        }
-        let mut backends: Vec<Backend> = Vec::with_capacity(pool.backends.get_ref().len());
-        for b in pool.backends.get_ref() {
-            let backend = parse_backend(b, pool_name)?;
-            if backends.iter().any(|seen| seen.address == backend.address) {
-                return Err(Located::new(
-                    b.span(),
-                    format!(
-                        "backend {} is listed twice in pool {pool_name:?}",
-                        backend.address
-                    ),
-                ));
-            }
-            backends.push(backend);
-        }
+        let (backends, names) = parse_backends(pool, pool_name, name.span())?;
         let balance = parse_balance(pool)?;
         let health = pool.health.as_ref().map(parse_health).transpose()?;
         let outlier = parse_outlier(pool.outlier.as_ref().map(Spanned::get_ref))?;
@@ -962,6 +1022,7 @@ fn validate_pools(
         pools.push(Pool {
             name: pool_name.clone(),
             backends,
+            names,
             balance,
             health,
             outlier,
@@ -1120,33 +1181,124 @@ fn parse_pool_tls(t: &Spanned<RawPoolTls>, pool: &str, base: &Path) -> Result<Po
     })
 }
 
-fn parse_backend(b: &Spanned<RawBackend>, pool: &str) -> Result<Backend> {
+/// A pool's `backends` and `srv`: addresses as they are, names to be resolved. Refuses a pool
+/// with neither, and one listing an address or a name twice.
+fn parse_backends(
+    pool: &RawPool,
+    pool_name: &str,
+    name_span: std::ops::Range<usize>,
+) -> Result<(Vec<Backend>, Vec<NamedBackend>)> {
+    let mut backends: Vec<Backend> = Vec::new();
+    let mut names: Vec<NamedBackend> = Vec::new();
+    for b in pool.backends.iter().flat_map(|l| l.get_ref()) {
+        let twice = |what: String| {
+            Located::new(
+                b.span(),
+                format!("backend {what} is listed twice in pool {pool_name:?}"),
+            )
+        };
+        match parse_backend(b, pool_name)? {
+            Parsed::Address(backend) => {
+                if backends.iter().any(|seen| seen.address == backend.address) {
+                    return Err(twice(backend.address.to_string()));
+                }
+                backends.push(backend);
+            }
+            Parsed::Name(named) => {
+                if names.iter().any(|seen| seen.lookup == named.lookup) {
+                    return Err(twice(named.lookup.to_string()));
+                }
+                names.push(named);
+            }
+        }
+    }
+    if let Some(srv) = &pool.srv {
+        let text = srv.get_ref().trim().to_ascii_lowercase();
+        if !is_dns_name(&text) {
+            return Err(Located::new(
+                srv.span(),
+                format!("srv {text:?} is not a DNS name (like _http._tcp.web.default.svc.cluster.local)"),
+            ));
+        }
+        names.push(NamedBackend {
+            lookup: Lookup::Srv { name: text },
+            weight: 1,
+        });
+    }
+    if backends.is_empty() && names.is_empty() {
+        let span = pool.backends.as_ref().map_or(name_span, Spanned::span);
+        return Err(Located::new(
+            span,
+            format!("pool {pool_name:?} has no backends (list \"IP:PORT\" or \"NAME:PORT\" in backends, or name an srv record)"),
+        ));
+    }
+    Ok((backends, names))
+}
+
+enum Parsed {
+    Address(Backend),
+    Name(NamedBackend),
+}
+
+/// A DNS name as a backend may give it: dot-separated labels of letters, digits, '-' and '_'
+/// (SRV owner names start with '_'), at most 63 bytes each and 253 in all, an optional final
+/// dot; at least one letter, so that no malformed IP address passes for a name.
+pub(super) fn is_dns_name(text: &str) -> bool {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    !text.is_empty()
+        && text.len() <= 253
+        && text.bytes().any(|b| b.is_ascii_alphabetic())
+        && text.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn parse_backend(b: &Spanned<RawBackend>, pool: &str) -> Result<Parsed> {
     let (text, weight) = match b.get_ref() {
         RawBackend::Address(a) => (a.as_str(), 1),
         RawBackend::Weighted(w) => (w.address.as_str(), w.weight.unwrap_or(1)),
     };
-    let address: SocketAddr = text.trim().parse().map_err(|_| {
-        Located::new(
-            b.span(),
-            format!("backend {text:?} is not an address with a port (like 192.0.2.21:8080 or [2001:db8::1]:80)"),
-        )
-    })?;
-    if address.port() == 0 || address.ip().is_unspecified() {
-        return Err(Located::new(
-            b.span(),
-            format!("backend {address} needs a concrete address and a port"),
-        ));
-    }
+    let text = text.trim();
     if !(1..=MAX_WEIGHT).contains(&weight) {
         return Err(Located::new(
             b.span(),
-            format!("backend {address} in pool {pool:?}: weight {weight} is out of range (1 to {MAX_WEIGHT})"),
+            format!("backend {text} in pool {pool:?}: weight {weight} is out of range (1 to {MAX_WEIGHT})"),
         ));
     }
-    Ok(Backend {
-        address,
-        weight: weight as u32,
-    })
+    let weight = weight as u32;
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        if address.port() == 0 || address.ip().is_unspecified() {
+            return Err(Located::new(
+                b.span(),
+                format!("backend {address} needs a concrete address and a port"),
+            ));
+        }
+        return Ok(Parsed::Address(Backend {
+            address,
+            weight,
+            name: None,
+        }));
+    }
+    let named = text.rsplit_once(':').and_then(|(host, port)| {
+        let host = host.to_ascii_lowercase();
+        let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+        is_dns_name(&host).then_some((host, port))
+    });
+    match named {
+        Some((name, port)) => Ok(Parsed::Name(NamedBackend {
+            lookup: Lookup::Host { name, port },
+            weight,
+        })),
+        None => Err(Located::new(
+            b.span(),
+            format!("backend {text:?} is not an address or a DNS name with a port (like 192.0.2.21:8080, [2001:db8::1]:80 or web.default.svc.cluster.local:80)"),
+        )),
+    }
 }
 
 fn parse_balance(pool: &RawPool) -> Result<Balance> {

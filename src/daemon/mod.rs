@@ -47,6 +47,8 @@ pub enum DaemonError {
     Signals(#[source] io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] io::Error),
+    #[error(transparent)]
+    Resolver(#[from] crate::resolve::ResolveError),
 }
 
 /// Run until SIGTERM or SIGINT, reloading on SIGHUP; then release the VIPs, drain and return.
@@ -106,6 +108,8 @@ pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonEr
                     vrrp_status = None;
                 }
             }
+            // A backend name's addresses changed: the pools follow, without a reload.
+            _ = running.resolver.changed() => running.apply_answers(),
             _ = heal.tick() => {
                 if running.has_unserved_listeners() {
                     running.heal_listeners().await;

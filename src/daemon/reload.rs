@@ -30,6 +30,7 @@ use super::DaemonError;
 use crate::config::{self, Config, ConfigError, Vip};
 use crate::l2;
 use crate::proxy::Snapshot;
+use crate::resolve::{self, Resolver};
 
 /// What a reload changes beyond routes and pools (which are always swapped whole).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -113,7 +114,7 @@ impl Running {
                 self.reloads.last_error = None;
                 // Telemetry hooks: reload counters, the admin's config view, the log level.
                 crate::telemetry::metrics::process().reload_done(true);
-                self.admin_state.config.store(Arc::new(self.config.clone()));
+                self.admin_state.config.store(Arc::new(self.effective()));
                 crate::telemetry::set_level(&self.config.log.level);
                 if self.admin.as_ref().map(|a| a.addr) != self.config.admin.map(|a| a.bind) {
                     warn!("the [admin] listener changes at the next restart, not on reload");
@@ -149,6 +150,10 @@ impl Running {
             new.proxy.worker_threads = self.config.proxy.worker_threads;
         }
         let plan = Plan::between(&self.config, &new);
+        // The names of the new file, with the answers had so far for those that stay (dropped,
+        // and its lookups stopped, if anything below fails).
+        let resolver = Resolver::start(&new.resolver, new.lookups(), &self.resolver.current())
+            .map_err(DaemonError::from)?;
 
         // With VRRP on either side, a change of the election or of its VIPs restarts the
         // election (a master hands over first); the VIPs are then not touched one by one.
@@ -175,7 +180,9 @@ impl Running {
         };
 
         // The switch. Requests already routed keep the backend they were given.
-        let next = Snapshot::rebuild(&new, &self.shared.load());
+        let effective = resolve::expand(&new, &resolver.current());
+        let next = Snapshot::rebuild(&effective, &self.shared.load());
+        self.resolver = resolver;
         self.shared.store(Arc::new(next));
         for (addr, l) in bound {
             self.listeners.push(ServedListener::spawn(

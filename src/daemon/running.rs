@@ -31,6 +31,7 @@ use crate::l2::{self, Announcer};
 use crate::proxy::drain::Drain;
 use crate::proxy::workers::Workers;
 use crate::proxy::{listener, Shared, Snapshot};
+use crate::resolve::{self, Answers, Resolver};
 
 /// One listening address being served: one socket per worker.
 pub(super) struct ServedListener {
@@ -150,6 +151,8 @@ pub(super) struct Running {
     pub listener_failures: ListenerFailures,
     /// What the election's `[[vrrp.track]]` conditions read.
     pub probe: Probe,
+    /// Looks up the pools' names and re-resolves them (`resolve`).
+    pub resolver: Resolver,
 }
 
 /// Take the VIPs as `config` says: join the election, or announce them all now.
@@ -195,8 +198,15 @@ impl Running {
             })?),
             None => None,
         };
+        // Names first: the pools start with what their names give, if they answer in time.
+        let mut resolver =
+            Resolver::start(&config.resolver, config.lookups(), &Answers::default())?;
+        resolver
+            .first_round(resolve::first_round_limit(&config.resolver))
+            .await;
+        let effective = resolve::expand(&config, &resolver.current());
         // The snapshot before the election: tracked pools are read from it from the start.
-        let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
+        let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&effective)));
         let probe = track::probe(shared.clone(), listener_failures.clone());
         let (announcers, router) = own(&config, probe.clone()).await?;
         let drain = Drain::new();
@@ -209,7 +219,7 @@ impl Running {
             })
             .collect();
         let (admin_state, admin_reloads) =
-            AdminState::new(shared.clone(), drain.clone(), config.clone());
+            AdminState::new(shared.clone(), drain.clone(), effective);
         let admin = admin_socket.map(|l| AdminServer::spawn(l, admin_state.clone()));
         // Listeners accept and the VIPs are announced (or the election joined): ready.
         admin_state
@@ -231,7 +241,22 @@ impl Running {
             unbound,
             listener_failures,
             probe,
+            resolver,
         })
+    }
+
+    /// The configuration the proxy runs: the file's, with the addresses its names give now.
+    pub fn effective(&self) -> Config {
+        resolve::expand(&self.config, &self.resolver.current())
+    }
+
+    /// A name's addresses changed: rebuild the pools (backends that stay keep their state;
+    /// ones that went are drained as on reload) and swap the snapshot.
+    pub fn apply_answers(&mut self) {
+        let effective = self.effective();
+        let next = Snapshot::with_backends(&effective, &self.shared.load());
+        self.shared.store(Arc::new(next));
+        self.admin_state.config.store(Arc::new(effective));
     }
 
     /// Whether a listener of the configuration is not being served.

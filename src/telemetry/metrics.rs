@@ -244,6 +244,20 @@ pub struct Process {
     pub certificate_reloads: [AtomicU64; 2],
     /// (first name, file, not_after) of each certificate served.
     tls_certificates: Mutex<Vec<(String, String, i64)>>,
+    /// Per looked-up name (`resolve`): its counters, by the name as written.
+    dns: Mutex<Vec<(String, Arc<DnsStats>)>>,
+}
+
+/// One name's resolutions (`resolve`); the label is the lookup as written (`NAME:PORT` or
+/// `srv NAME`).
+#[derive(Debug, Default)]
+pub struct DnsStats {
+    /// Query rounds that got an authoritative answer (records, NXDOMAIN or none).
+    pub resolutions: AtomicU64,
+    /// Rounds that got none (SERVFAIL, timeout, unreachable server): the last set stays.
+    pub failures: AtomicU64,
+    /// Addresses the name gives now.
+    pub addresses: AtomicU64,
 }
 
 /// Why a TLS handshake failed, the `reason` label of `vipgate_tls_handshake_failures_total`.
@@ -315,6 +329,7 @@ static PROCESS: Process = Process {
     tls_failures: [const { AtomicU64::new(0) }; TlsFailure::ALL.len()],
     certificate_reloads: [const { AtomicU64::new(0) }; 2],
     tls_certificates: Mutex::new(Vec::new()),
+    dns: Mutex::new(Vec::new()),
 };
 
 /// The process-wide counters.
@@ -379,6 +394,17 @@ impl Process {
         let c = Arc::new(AtomicU64::new(0));
         ls.push((bind, c.clone()));
         c
+    }
+
+    /// The counters of the looked-up name `label`, created on first use.
+    pub fn dns(&self, label: &str) -> Arc<DnsStats> {
+        let mut all = lock(&self.dns);
+        if let Some((_, s)) = all.iter().find(|(l, _)| l == label) {
+            return s.clone();
+        }
+        let s = Arc::new(DnsStats::default());
+        all.push((label.to_string(), s.clone()));
+        s
     }
 
     pub fn tls_failure(&self, reason: TlsFailure) {
@@ -778,7 +804,47 @@ pub fn render(view: &View<'_>) -> String {
         p.access_log_dropped.load(Ordering::Relaxed)
     );
     render_tls(&mut out, p);
+    render_dns(&mut out, p);
     out
+}
+
+fn render_dns(out: &mut String, p: &Process) {
+    let all = lock(&p.dns).clone();
+    type Get = fn(&DnsStats) -> &AtomicU64;
+    let series: [(&str, &str, &str, Get); 3] = [
+        (
+            "vipgate_dns_resolutions_total",
+            "counter",
+            "Query rounds for a backend name that got an answer (records, NXDOMAIN or none).",
+            |d| &d.resolutions,
+        ),
+        (
+            "vipgate_dns_failures_total",
+            "counter",
+            "Query rounds for a backend name that got no answer (SERVFAIL, timeout, unreachable server); the last good addresses stay.",
+            |d| &d.failures,
+        ),
+        (
+            "vipgate_dns_addresses",
+            "gauge",
+            "Addresses a backend name gives now.",
+            |d| &d.addresses,
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        if all.is_empty() {
+            break;
+        }
+        header(out, name, kind, help);
+        for (label, d) in &all {
+            let _ = writeln!(
+                out,
+                "{name}{{name=\"{}\"}} {}",
+                Esc(label),
+                get(d).load(Ordering::Relaxed)
+            );
+        }
+    }
 }
 
 fn render_tls(out: &mut String, p: &Process) {

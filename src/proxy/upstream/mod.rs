@@ -126,13 +126,21 @@ impl Pools {
                                 k.set_tls(tls.clone());
                                 k.clone()
                             }
-                            None => Arc::new(Backend::new(
-                                b.address,
-                                settings.backend_max_idle,
-                                settings.backend_idle_timeout,
-                                tls.clone(),
-                                crate::proxy::workers::count(settings),
-                            )),
+                            None => {
+                                let fresh = Arc::new(Backend::new(
+                                    b.address,
+                                    settings.backend_max_idle,
+                                    settings.backend_idle_timeout,
+                                    tls.clone(),
+                                    crate::proxy::workers::count(settings),
+                                ));
+                                // An address a name gave a running pool gets traffic only once
+                                // its checks pass (a pod that is still starting).
+                                if previous.is_some() && p.health.is_some() && b.name.is_some() {
+                                    fresh.set_healthy(false);
+                                }
+                                fresh
+                            }
                         }
                     })
                     .collect();
@@ -256,6 +264,10 @@ impl PoolState {
         // The clock is read only if some backend was ever ejected.
         let now = std::cell::OnceCell::new();
         let now = || *now.get_or_init(now_ms);
+        if self.backends.is_empty() {
+            // A pool by name whose name gives no address (yet): 503, as with none healthy.
+            return None;
+        }
         if self.unsettled.load(Ordering::Acquire) == 0 {
             // Every backend was available when last looked: today's balancer.
             let ok = |b: &Backend| Some(b.address) != avoid && b.is_available_at(&now);
@@ -689,6 +701,23 @@ mod tests {
             pool2.backends()[1].is_available(now_ms()),
             "a new backend starts fresh"
         );
+    }
+
+    #[test]
+    fn a_pool_by_name_with_no_address_yet_picks_nothing() {
+        for balance in [
+            "round_robin",
+            "least_request",
+            "maglev\"\nhash_key = \"client_ip",
+        ] {
+            let (c, p) = pools(&format!(
+                "backends = [\"web.test:80\"]\nbalance = \"{balance}\"\n"
+            ));
+            let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+            assert!(pool.backends().is_empty());
+            assert!(pool.pick(0, None).is_none(), "{balance}");
+            assert!(!pool.in_panic(now_ms()));
+        }
     }
 
     #[test]
