@@ -423,6 +423,96 @@ client_neigh() { ip -n "$NS_CLIENT" neigh show "$VIP" dev eth0; }
 
 # --- vipgate ----------------------------------------------------------------------------------
 
+# --- a DNS server the test runs and changes (dnsmasq) -----------------------------------------
+
+# dnsmasq in its own namespace NS_DNS on the LAN, at DNS_IP (port 53, UDP and TCP). It answers
+# from DNS_HOSTS (which dns_set rewrites) with TTL DNS_TTL, and authoritatively (NXDOMAIN)
+# for other names under the domains given to dns_up; it forwards nothing. Every query is
+# logged to DNS_LOG (dns_queries counts them). DNS_EXTRA: more dnsmasq.conf lines (srv-host=…).
+DNS_IP=192.0.2.53
+NS_DNS=${VG_PREFIX}dns
+DNS_TTL=${DNS_TTL:-0}
+DNS_EXTRA=${DNS_EXTRA:-}
+DNS_PID=
+DNS_DOMAINS=()
+# DOMAIN...: start it (≤ 5 s until it logs that it started); the hosts file starts empty.
+dns_up() {
+  local d
+  DNS_DIR=$VG_TMP/dns
+  mkdir -p "$DNS_DIR"
+  DNS_HOSTS=$DNS_DIR/hosts DNS_SERVERS=$DNS_DIR/servers DNS_LOG=$DNS_DIR/log
+  : >"$DNS_HOSTS"
+  : >"$DNS_LOG"
+  DNS_DOMAINS=("$@")
+  # `server=/D/` with no address is `local=/D/`, the only spelling a servers-file takes.
+  for d in "$@"; do printf 'server=/%s/\n' "$d"; done >"$DNS_SERVERS"
+  cat >"$DNS_DIR/dnsmasq.conf" <<CONF
+listen-address=$DNS_IP
+bind-interfaces
+port=53
+user=root
+no-resolv
+no-hosts
+no-poll
+addn-hosts=$DNS_HOSTS
+servers-file=$DNS_SERVERS
+local-ttl=$DNS_TTL
+cache-size=0
+edns-packet-max=4096
+log-queries
+log-facility=$DNS_LOG
+pid-file=$DNS_DIR/pid
+$DNS_EXTRA
+CONF
+  [[ -e /run/netns/$NS_DNS ]] || vg_attach "$NS_DNS" dns "$DNS_IP" 02:00:c0:00:02:35
+  ip netns exec "$NS_DNS" dnsmasq -k --conf-file="$DNS_DIR/dnsmasq.conf" \
+    >>"$DNS_DIR/out" 2>&1 &
+  DNS_PID=$!
+  vg_track "$DNS_PID"
+  wait_log "$DNS_LOG" 'started, version' 50
+}
+# SIGHUP, then wait (≤ 5 s) until it has read the hosts file again.
+dns_reread() {
+  local before i
+  before=$(grep -c "read $DNS_HOSTS" "$DNS_LOG" || true)
+  kill -HUP "$DNS_PID"
+  for ((i = 0; i < 50; i++)); do
+    (($(grep -c "read $DNS_HOSTS" "$DNS_LOG" || true) > before)) && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# NAME [IP...]: NAME answers with exactly these addresses from now on (none: NXDOMAIN, as the
+# domain is local, or SERVFAIL after `dns_mode servfail`).
+dns_set() {
+  local name=$1 ip
+  shift
+  awk -v n="$name" '$2 != n' "$DNS_HOSTS" >"$DNS_HOSTS.new"
+  for ip in "$@"; do printf '%s %s\n' "$ip" "$name" >>"$DNS_HOSTS.new"; done
+  mv "$DNS_HOSTS.new" "$DNS_HOSTS"
+  dns_reread
+}
+# servfail|nxdomain: names not in the hosts file get SERVFAIL (forwarded to tools.py
+# dns-servfail, started here once, in NS_DNS on 127.0.0.1:5353) or NXDOMAIN (the domains are
+# local), from now on.
+DNS_SERVFAIL_PID=
+dns_mode() {
+  local d
+  if [[ $1 == servfail && -z $DNS_SERVFAIL_PID ]]; then
+    ip netns exec "$NS_DNS" timeout 120 "$VG_PYTHON" "$VG_ROOT/netns-tests/tools.py" dns-servfail \
+      --bind 127.0.0.1 --port 5353 >"$DNS_DIR/servfail.log" 2>&1 &
+    DNS_SERVFAIL_PID=$!
+    vg_track "$DNS_SERVFAIL_PID"
+    wait_log "$DNS_DIR/servfail.log" listening 50
+  fi
+  for d in "${DNS_DOMAINS[@]}"; do
+    if [[ $1 == servfail ]]; then printf 'server=/%s/127.0.0.1#5353\n' "$d"; else printf 'server=/%s/\n' "$d"; fi
+  done >"$DNS_SERVERS"
+  dns_reread
+}
+# TYPE NAME: how many queries of TYPE (A, AAAA, SRV) for NAME it has seen.
+dns_queries() { grep -cF "query[$1] $2 from" "$DNS_LOG" || true; }
+
 VG_RUN_ENV=() # extra NAME=VALUE for the next start_vipgate (NOTIFY_SOCKET=…, WATCHDOG_USEC=…)
 
 # CONFIG: `vipgate run` in NS_LB in the background; waits (≤ 10 s) for `ready` in its log.

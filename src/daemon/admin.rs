@@ -560,7 +560,16 @@ pub fn config_json(c: &Config) -> String {
             j.open('{');
             j.key("address").str(&b.address.to_string());
             j.key("weight").raw(b.weight);
+            if let Some(name) = &b.name {
+                j.key("name").str(name);
+            }
             j.close('}');
+        }
+        j.close(']');
+        // As written; `backends` holds what they resolve to now.
+        j.key("names").open('[');
+        for n in &p.names {
+            j.str(&n.lookup.to_string());
         }
         j.close(']');
         let (balance, key) = match &p.balance {
