@@ -51,6 +51,8 @@ backends = ["late.svc.test:$BACKEND_PORT"]
 EOF
 vipgate_cmd check --config "$cfg"
 assert_eq "check accepts pools by name" 0 "$CMD_RC"
+assert_contains "check shows what a name resolves to" "$CMD_OUT" "name web.svc.test:$BACKEND_PORT (pool web) -> 192.0.2.21:$BACKEND_PORT, 192.0.2.22:$BACKEND_PORT"
+assert_contains "check warns of a name that does not resolve" "$CMD_ERR" "warning: pool late: late.svc.test:$BACKEND_PORT has no address now"
 start_vipgate "$cfg" || abort "vipgate starts although late.svc.test does not resolve"
 assert_eq "NXDOMAIN at start-up is no failure" 0 "$(vg_log_count 'DNS lookup failed')"
 

@@ -28,7 +28,7 @@ use crate::l2::L2Error;
 use notify::{Notifier, State};
 use running::Running;
 
-pub use check::describe;
+pub use check::{check, describe};
 pub use release::release;
 
 #[derive(Debug, thiserror::Error)]

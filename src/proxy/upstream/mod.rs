@@ -91,7 +91,7 @@ impl Pools {
     fn build_from(config: &Config, previous: Option<&Pools>) -> Pools {
         let settings: &ProxySettings = &config.proxy;
         let mut health_tasks = Vec::new();
-        let pools = config
+        let pools: Vec<PoolState> = config
             .pools
             .iter()
             .map(|p| {
@@ -133,7 +133,8 @@ impl Pools {
                                     settings.backend_idle_timeout,
                                     tls.clone(),
                                     crate::proxy::workers::count(settings),
-                                ));
+                                )
+                                .named(b.name.as_deref()));
                                 // An address a name gave a running pool gets traffic only once
                                 // its checks pass (a pod that is still starting).
                                 if previous.is_some() && p.health.is_some() && b.name.is_some() {
@@ -186,6 +187,9 @@ impl Pools {
                 }
             })
             .collect();
+        if let Some(old) = previous {
+            drain_removed(old, &pools);
+        }
         Pools {
             pools,
             retry_budget_percent: settings.retry_budget_percent,
@@ -454,6 +458,22 @@ fn hash_key(key: &HashKey, input: &HashInput<'_>) -> u64 {
                 (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
             })
             .map_or(0, |v| fnv1a(v, BASIS)),
+    }
+}
+
+/// Close the idle connections of the backends of `old` that no pool of `new` kept (a name
+/// stopped giving the address, or the file dropped it): requests in flight on them finish on
+/// their own connections, no new request is sent, and nothing waits in the idle queue to be
+/// closed only when the last old snapshot is released.
+fn drain_removed(old: &Pools, new: &[PoolState]) {
+    for b in old.pools.iter().flat_map(|p| p.backends.iter()) {
+        let kept = new
+            .iter()
+            .flat_map(|p| p.backends.iter())
+            .any(|n| Arc::ptr_eq(n, b));
+        if !kept {
+            b.drop_idle();
+        }
     }
 }
 
