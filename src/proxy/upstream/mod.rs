@@ -740,6 +740,85 @@ mod tests {
         }
     }
 
+    /// `pool_toml` with `web.test:80` resolved to `addrs` (192.0.2.X for each X).
+    fn by_name(pool_toml: &str, addrs: &[u8]) -> Config {
+        use crate::resolve::{answer, expand, Answers};
+        let text = format!(
+            "[[listener]]\nbind = \"0.0.0.0:80\"\n[[host]]\nnames = [\"a.test\"]\n[[host.route]]\nprefix = \"/\"\npool = \"p\"\n[pool.p]\nbackends = [\"web.test:80\"]\n{pool_toml}"
+        );
+        let config = crate::config::parse(Path::new("t.toml"), &text).unwrap();
+        let set = addrs
+            .iter()
+            .map(|x| answer::Endpoint {
+                addr: format!("192.0.2.{x}:80").parse().unwrap(),
+                name: "web.test".into(),
+                weight: 1,
+            })
+            .collect();
+        let mut answers = Answers::default();
+        answers
+            .sets
+            .insert(config.lookups().remove(0), answer::normalize(set));
+        expand(&config, &answers)
+    }
+
+    #[test]
+    fn an_address_a_name_adds_waits_for_its_checks_and_one_it_drops_is_gone() {
+        let health = "[pool.p.health]\ntype = \"tcp\"\ninterval_ms = 60000\n";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let first = Pools::build(&by_name(health, &[1, 2]));
+            let c2 = by_name(health, &[2, 3]);
+            let next = Pools::rebuild(&c2, &first);
+            let (old, new) = (&first.pools[0], &next.pools[0]);
+            assert!(Arc::ptr_eq(&old.backends[1], &new.backends[0]), ".2 stays");
+            assert!(
+                new.backends[0].is_healthy(),
+                "a backend that stays keeps its state"
+            );
+            assert_eq!(new.backends[1].address.to_string(), "192.0.2.3:80");
+            assert!(
+                !new.backends[1].is_healthy(),
+                "a new address waits for its checks"
+            );
+            assert_eq!(new.backends.len(), 2, ".1 is gone");
+        });
+        // Without checks a new address takes traffic at once.
+        let next = Pools::rebuild(&by_name("", &[2, 3]), &Pools::build(&by_name("", &[2])));
+        assert!(next.pools[0].backends.iter().all(|b| b.is_healthy()));
+    }
+
+    #[test]
+    fn maglev_keeps_the_keys_of_backends_that_stay_when_a_name_adds_one() {
+        let maglev = "balance = \"maglev\"\nhash_key = \"client_ip\"\n";
+        let before = Pools::build(&by_name(maglev, &[1, 2, 3, 4]));
+        let after = Pools::rebuild(&by_name(maglev, &[1, 2, 3, 4, 5]), &before);
+        let (a, b) = (&before.pools[0], &after.pools[0]);
+        let (mut stayed, mut moved) = (0, 0);
+        for key in 0..2000u64 {
+            let h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let was = a.pick(h, None).unwrap().address;
+            let is = b.pick(h, None).unwrap().address;
+            if is.to_string() == "192.0.2.5:80" {
+                continue;
+            }
+            if was == is {
+                stayed += 1;
+            } else {
+                moved += 1;
+            }
+        }
+        // Maglev's promise is minimal disruption, not none: a few per cent of the others move.
+        assert!(
+            moved * 100 <= (stayed + moved) * 5,
+            "{moved} of {} moved",
+            stayed + moved
+        );
+    }
+
     #[test]
     fn retry_budget_allows_three_when_quiet() {
         let (c, p) = pools("backends = [\"192.0.2.1:80\"]\n");
