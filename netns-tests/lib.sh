@@ -148,6 +148,8 @@ vg_cleanup() {
     # Anything still running in a namespace this run created was started by this run.
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
     ip netns del "$ns" 2>/dev/null
+    # `ip netns exec` files of this namespace (resolv.conf, hosts), written by ns_etc.
+    [[ -d /etc/netns/$ns ]] && rm -rf "/etc/netns/${ns:?}"
   done
   VG_NAMESPACES=()
   [[ -n ${VG_TMP:-} ]] && rm -rf "$VG_TMP"
@@ -509,6 +511,12 @@ dns_mode() {
     if [[ $1 == servfail ]]; then printf 'server=/%s/127.0.0.1#5353\n' "$d"; else printf 'server=/%s/\n' "$d"; fi
   done >"$DNS_SERVERS"
   dns_reread
+}
+# NS FILE TEXT: FILE (resolv.conf, hosts) as processes in NS see it: `ip netns exec` mounts
+# /etc/netns/NS/FILE over /etc/FILE. Removed with the namespace.
+ns_etc() {
+  mkdir -p "/etc/netns/$1"
+  printf '%s\n' "$3" >"/etc/netns/$1/$2"
 }
 # TYPE NAME: how many queries of TYPE (A, AAAA, SRV) for NAME it has seen.
 dns_queries() { grep -cF "query[$1] $2 from" "$DNS_LOG" || true; }
