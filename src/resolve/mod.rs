@@ -158,10 +158,6 @@ fn build(s: &ResolverSettings) -> Result<TokioResolver, ResolveError> {
     o.timeout = s.timeout;
     o.attempts = s.attempts as usize;
     o.edns0 = true;
-    // The schedule is ours (TTL, floor, ceiling): every round must reach a server, so an
-    // answer is never served from the cache.
-    o.positive_max_ttl = Some(Duration::ZERO);
-    o.negative_max_ttl = Some(Duration::ZERO);
     builder
         .build()
         .map_err(|e| ResolveError::Setup(e.to_string()))
@@ -254,8 +250,14 @@ async fn addresses(dns: &TokioResolver, name: &str, port: u16, family: Family) -
         Family::Ipv4 => &[RecordType::A],
         Family::Ipv6 => &[RecordType::AAAA],
     };
-    let results =
-        futures_util::future::join_all(types.iter().map(|&t| dns.lookup(name.to_owned(), t))).await;
+    // The schedule is ours (TTL, floor, ceiling): every round must reach a server, so the
+    // cache's entry goes first. (Capping the cache's TTLs instead would rewrite the answers'
+    // TTLs too, and every name would be asked at the floor.)
+    let results = futures_util::future::join_all(types.iter().map(|&t| {
+        dns.clear_lookup_cache(name, t);
+        dns.lookup(name.to_owned(), t)
+    }))
+    .await;
     let host: Arc<str> = name.trim_end_matches('.').into();
     let mut endpoints = Vec::new();
     let mut ttl = u32::MAX;
@@ -294,6 +296,7 @@ async fn addresses(dns: &TokioResolver, name: &str, port: u16, family: Family) -
 /// for when those cannot be reached, which health checks and ejection already handle among
 /// the targets), each resolved with its port and the record's weight.
 async fn srv(dns: &TokioResolver, name: &str, family: Family) -> Outcome {
+    dns.clear_lookup_cache(name, RecordType::SRV);
     let found = match dns.lookup(name.to_owned(), RecordType::SRV).await {
         Ok(f) => f,
         Err(e) if authoritative_empty(&e) => return Outcome::Empty,
