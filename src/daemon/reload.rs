@@ -112,9 +112,9 @@ impl Running {
             Ok(plan) => {
                 self.reloads.ok += 1;
                 self.reloads.last_error = None;
-                // Telemetry hooks: reload counters, the admin's config view, the log level.
+                // Telemetry hooks: reload counters, the log level (the admin's config view was
+                // swapped with the snapshot).
                 crate::telemetry::metrics::process().reload_done(true);
-                self.admin_state.config.store(Arc::new(self.effective()));
                 crate::telemetry::set_level(&self.config.log.level);
                 if self.admin.as_ref().map(|a| a.addr) != self.config.admin.map(|a| a.bind) {
                     warn!("the [admin] listener changes at the next restart, not on reload");
@@ -183,6 +183,8 @@ impl Running {
         let effective = resolve::expand(&new, &resolver.current());
         let next = Snapshot::rebuild(&effective, &self.shared.load());
         self.resolver = resolver;
+        // What the proxy runs, also what `apply_answers` compares the next answers with.
+        self.admin_state.config.store(Arc::new(effective));
         self.shared.store(Arc::new(next));
         for (addr, l) in bound {
             self.listeners.push(ServedListener::spawn(

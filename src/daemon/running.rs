@@ -254,6 +254,18 @@ impl Running {
     /// ones that went are drained as on reload) and swap the snapshot.
     pub fn apply_answers(&mut self) {
         let effective = self.effective();
+        // A name's first answer after a start or reload is published even when it is what
+        // the pools already have: nothing to rebuild then.
+        let same = |a: &Config, b: &Config| {
+            a.pools.len() == b.pools.len()
+                && a.pools
+                    .iter()
+                    .zip(&b.pools)
+                    .all(|(x, y)| x.backends == y.backends)
+        };
+        if same(&effective, &self.admin_state.config.load()) {
+            return;
+        }
         let next = Snapshot::with_backends(&effective, &self.shared.load());
         self.shared.store(Arc::new(next));
         self.admin_state.config.store(Arc::new(effective));
