@@ -3,8 +3,9 @@
 # Backends by DNS name against a real dnsmasq that the test runs and changes: a pool by name is
 # served; a name that does not resolve at start-up is not fatal (503, then served once it
 # does); an added A record gets traffic within the TTL floor; a removed one is drained under
-# load with no failed request; TTL 0 is queried no faster than the floor; a stopped server
-# and SERVFAIL keep the last good set; NXDOMAIN empties the pool (503); /config and /metrics
+# load with no failed request; TTL 0 is queried no faster than the floor, a TTL of 3 s as it
+# says; a reload keeps the answers; a stopped server and SERVFAIL keep the last good set for
+# grace_ms, then it is dropped; NXDOMAIN empties the pool (503); check, /config and /metrics
 # show the resolved addresses.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -31,7 +32,7 @@ timeout_ms = 300
 attempts = 1
 ttl_floor_ms = 1000
 ttl_ceiling_ms = 5000
-grace_ms = 60000
+grace_ms = 5000
 family = "ipv4"
 
 [[host]]
@@ -176,7 +177,7 @@ assert_contains "the short name web resolves through the search list" "$CMD_OUT"
 
 section "a stopped name server keeps the last good set"
 kill -STOP "$DNS_PID"
-sleep 2.5
+sleep 2
 sample web.example.test 6
 kill -CONT "$DNS_PID"
 wait_vg_log 'DNS lookup answers again name=web.svc.test' 50 || fail "web.svc.test answers again within 5 s of SIGCONT"
@@ -191,7 +192,7 @@ assert_num "failures are counted" "${fails:-0}" -ge 1
 section "SERVFAIL keeps the last good set"
 dns_mode servfail
 dns_set web.svc.test
-sleep 2.5
+sleep 2
 sample web.example.test 6
 assert_eq "still served by both on SERVFAIL" "be2 be3" "$SEEN"
 assert_eq "only 200s on SERVFAIL" "200" "$CODES"
@@ -211,6 +212,23 @@ assert_eq "an authoritative NXDOMAIN empties the pool" 503 "$HTTP_CODE"
 dns_set web.svc.test 192.0.2.21
 wait_backend web.example.test be1 50 || true
 assert_num "the pool fills again when the name is back" "$WAITED_MS" -ge 0
+
+section "past grace_ms (5 s) of failures the name's addresses are dropped"
+dns_mode servfail
+dns_set web.svc.test
+start=$(now_ms) dropped_ms=-1
+for ((i = 0; i < 100; i++)); do
+  http web.example.test /
+  if [[ $HTTP_CODE == 503 ]]; then
+    dropped_ms=$(($(now_ms) - start))
+    break
+  fi
+  sleep 0.1
+done
+note "SERVFAIL from t0: served until ${dropped_ms} ms, then 503"
+assert_num "kept for the grace period (>= 4.5 s)" "$dropped_ms" -ge 4500
+assert_num "dropped soon after it (<= 9 s)" "$dropped_ms" -le 9000
+assert_eq "the drop is logged" 1 "$(vg_log_count 'longer than the grace period.*web.svc.test')"
 
 stop_vipgate
 summary
