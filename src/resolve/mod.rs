@@ -13,6 +13,7 @@ pub mod answer;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{Backend, Config, Family, Lookup, ResolverSettings};
+use crate::telemetry::metrics::DnsStats;
 use answer::{Endpoint, Outcome, Tracker};
 
 /// The sets of every name that had an authoritative answer, and how many names have had
@@ -179,43 +181,11 @@ async fn follow(
     loop {
         let outcome = query(&dns, &lookup, settings.family).await;
         let before = tracker.set().to_vec();
-        let counter = match &outcome {
-            Outcome::Failed(why) => {
-                if !failing {
-                    warn!(name = %label, error = %why, grace_ms = settings.grace.as_millis() as u64,
-                        "DNS lookup failed; keeping the last good addresses");
-                }
-                failing = true;
-                &stats.failures
-            }
-            _ => {
-                if failing {
-                    info!(name = %label, "DNS lookup answers again");
-                }
-                failing = false;
-                &stats.resolutions
-            }
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        count_and_log(&outcome, &mut failing, &label, &settings, &stats);
         let step = tracker.step(outcome, start.elapsed(), &settings);
-        stats.addresses.store(
-            tracker.set().len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        stats.addresses.store(tracker.set().len() as u64, Relaxed);
         if step.changed {
-            let (added, removed) = answer::diff(&before, tracker.set());
-            let list = |v: &[SocketAddr]| {
-                v.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            if step.expired {
-                warn!(name = %label, removed = %list(&removed), "DNS failing for longer than the grace period: the name's backends are dropped");
-            } else {
-                info!(name = %label, added = %list(&added), removed = %list(&removed),
-                    now = tracker.set().len(), "backend addresses changed");
-            }
+            log_change(&label, &before, tracker.set(), step.expired);
         }
         let was_first = std::mem::replace(&mut first, false);
         let resolved = tracker.resolved();
@@ -231,6 +201,49 @@ async fn follow(
             was_first
         });
         tokio::time::sleep(step.next).await;
+    }
+}
+
+/// Count a round's outcome; log the first failure of a streak and its end.
+fn count_and_log(
+    outcome: &Outcome,
+    failing: &mut bool,
+    label: &str,
+    settings: &ResolverSettings,
+    stats: &DnsStats,
+) {
+    match outcome {
+        Outcome::Failed(why) => {
+            if !*failing {
+                warn!(name = %label, error = %why, grace_ms = settings.grace.as_millis() as u64,
+                    "DNS lookup failed; keeping the last good addresses");
+            }
+            *failing = true;
+            stats.failures.fetch_add(1, Relaxed);
+        }
+        _ => {
+            if *failing {
+                info!(name = %label, "DNS lookup answers again");
+            }
+            *failing = false;
+            stats.resolutions.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+fn log_change(label: &str, before: &[Endpoint], now: &[Endpoint], expired: bool) {
+    let (added, removed) = answer::diff(before, now);
+    let list = |v: &[SocketAddr]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if expired {
+        warn!(name = %label, removed = %list(&removed), "DNS failing for longer than the grace period: the name's backends are dropped");
+    } else {
+        info!(name = %label, added = %list(&added), removed = %list(&removed),
+            now = now.len(), "backend addresses changed");
     }
 }
 
