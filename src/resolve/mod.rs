@@ -10,6 +10,7 @@
 //! `proxy::upstream` keeps the live state of the addresses that stay.
 
 pub mod answer;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,8 +29,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{Backend, Config, Family, Lookup, ResolverSettings};
-use crate::telemetry::metrics::DnsStats;
 use answer::{Endpoint, Outcome, Tracker};
+use metrics::DnsStats;
 
 /// The sets of every name that had an authoritative answer, and how many names have had
 /// their first query round (answered or not).
@@ -174,7 +175,7 @@ async fn follow(
     tx: watch::Sender<Answers>,
 ) {
     let label = lookup.to_string();
-    let stats = crate::telemetry::metrics::process().dns(&label);
+    let stats = metrics::dns(&label);
     let start = Instant::now();
     let mut first = true;
     let mut failing = false;
