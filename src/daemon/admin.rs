@@ -78,11 +78,22 @@ impl AdminState {
         (Arc::new(state), rx)
     }
 
-    fn is_ready(&self) -> Result<(), &'static str> {
+    /// With BGP VIPs, ready means announced: a node whose VIPs are withdrawn (not yet risen,
+    /// a tracked condition failed) gets no traffic from the router and says so.
+    fn is_ready(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::Acquire) {
-            Err("stopping: draining connections\n")
+            Err("stopping: draining connections\n".to_owned())
         } else if !self.ready.load(Ordering::Acquire) {
-            Err("starting\n")
+            Err("starting\n".to_owned())
+        } else if self.config.load().bgp.is_some() {
+            let phrase = crate::telemetry::metrics::process()
+                .bgp_now()
+                .map_or_else(|| "withdrawn (rising)".to_owned(), |s| s.phrase());
+            if phrase == "announced" {
+                Ok(())
+            } else {
+                Err(format!("bgp: {phrase}\n"))
+            }
         } else {
             Ok(())
         }

@@ -235,6 +235,10 @@ pub struct Process {
     /// Each `[[vrrp.track]]` condition's label and whether it failed.
     vrrp_tracks: Mutex<Vec<(String, bool)>>,
     vips: Mutex<Vec<(IpAddr, Arc<VipStats>)>>,
+    /// What the BGP speaker last saw (`None` without BGP VIPs).
+    bgp: Mutex<Option<BgpStatus>>,
+    /// Changes between announced and withdrawn since the process started.
+    bgp_transitions: AtomicU64,
     listeners: Mutex<Vec<(SocketAddr, Arc<AtomicU64>)>>,
     start_unix: AtomicU64,
     /// Completed TLS handshakes on https listeners.
@@ -244,6 +248,63 @@ pub struct Process {
     pub certificate_reloads: [AtomicU64; 2],
     /// (first name, file, not_after) of each certificate served.
     tls_certificates: Mutex<Vec<(String, String, i64)>>,
+}
+
+/// The BGP announcements as the speaker (`bgp::Speaker`) last saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BgpStatus {
+    /// `healthy` (announced), `rising`, `tracking`, `stopping` (`bgp::gate::Why`).
+    pub why: &'static str,
+    /// Each VIP and whether the announcement table holds it now.
+    pub announced: Vec<(IpAddr, bool)>,
+    /// Each tracked condition's label and whether it failed.
+    pub tracks: Vec<(String, bool)>,
+    /// BIRD's BGP sessions at the last look, or why BIRD could not be read; `None` before the
+    /// first look or without `[bgp] bird_socket`.
+    pub bird: Option<Result<Vec<BgpSession>, String>>,
+    /// Times vipgate's kernel protocol in BIRD was found not up and enabled.
+    pub reenabled: u64,
+}
+
+impl BgpStatus {
+    /// One phrase for the status line and `/readyz`: `announced`, or `withdrawn (why: …)`.
+    pub fn phrase(&self) -> String {
+        if self.why == "healthy" && self.announced.iter().all(|(_, a)| *a) {
+            return "announced".to_owned();
+        }
+        let failed: Vec<&str> = self
+            .tracks
+            .iter()
+            .filter(|(_, f)| *f)
+            .map(|(l, _)| l.as_str())
+            .collect();
+        match (self.why, failed.is_empty()) {
+            ("healthy", _) => "not in the announcement table (netlink failing)".to_owned(),
+            (why, true) => format!("withdrawn ({why})"),
+            (why, false) => format!("withdrawn ({why}: {})", failed.join(" ")),
+        }
+    }
+
+    /// `N/M BGP sessions established`, `BIRD unreachable: …`, or nothing.
+    pub fn bird_phrase(&self) -> Option<String> {
+        match self.bird.as_ref()? {
+            Ok(s) => Some(format!(
+                "{}/{} BGP session(s) established",
+                s.iter().filter(|s| s.established).count(),
+                s.len()
+            )),
+            Err(e) => Some(format!("BIRD unreachable ({e})")),
+        }
+    }
+}
+
+/// One BGP protocol of the local BIRD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpSession {
+    pub name: String,
+    pub established: bool,
+    /// BIRD's info column (`Established`, `Active Socket: …`).
+    pub info: String,
 }
 
 /// Why a TLS handshake failed, the `reason` label of `vipgate_tls_handshake_failures_total`.
@@ -309,6 +370,8 @@ static PROCESS: Process = Process {
     vrrp_priority: AtomicU32::new(0),
     vrrp_tracks: Mutex::new(Vec::new()),
     vips: Mutex::new(Vec::new()),
+    bgp: Mutex::new(None),
+    bgp_transitions: AtomicU64::new(0),
     listeners: Mutex::new(Vec::new()),
     start_unix: AtomicU64::new(0),
     tls_handshakes: AtomicU64::new(0),
@@ -441,6 +504,19 @@ impl Process {
             .find(|(c, _)| *c == code)
             .map_or("initialize", |(_, n)| n);
         (name, self.vrrp_priority.load(Ordering::Relaxed))
+    }
+
+    /// The BGP speaker's view, replaced at every check.
+    pub fn bgp_status(&self, status: BgpStatus) {
+        *lock(&self.bgp) = Some(status);
+    }
+
+    pub fn bgp_now(&self) -> Option<BgpStatus> {
+        lock(&self.bgp).clone()
+    }
+
+    pub fn bgp_transition(&self) {
+        self.bgp_transitions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The failed `[[vrrp.track]]` conditions' labels.
@@ -720,6 +796,8 @@ pub fn render(view: &View<'_>) -> String {
             }
         }
     }
+
+    render_bgp(&mut out, view);
 
     header(
         &mut out,
@@ -1016,6 +1094,104 @@ fn render_upstream_tls(
                 );
             }
         }
+    }
+}
+
+fn render_bgp(out: &mut String, view: &View<'_>) {
+    let Some(bgp) = &view.config.bgp else {
+        return;
+    };
+    let p = process();
+    let status = p.bgp_now().unwrap_or_default();
+    header(
+        out,
+        "vipgate_bgp_announced",
+        "gauge",
+        "1 while the VIP is in the announcement table the local BGP daemon exports.",
+    );
+    for vip in &bgp.vips {
+        let on = status.announced.iter().any(|(v, a)| v == vip && *a);
+        let _ = writeln!(
+            out,
+            "vipgate_bgp_announced{{vip=\"{vip}\"}} {}",
+            u8::from(on)
+        );
+    }
+    header(
+        out,
+        "vipgate_bgp_state",
+        "gauge",
+        "1 for why the BGP VIPs are announced or not: healthy (announced), rising (not yet [bgp] rise good checks), tracking (a [[bgp.track]] condition failed), stopping.",
+    );
+    for why in crate::bgp::gate::Why::ALL {
+        let _ = writeln!(
+            out,
+            "vipgate_bgp_state{{state=\"{}\"}} {}",
+            why.as_str(),
+            u8::from(status.why == why.as_str())
+        );
+    }
+    header(
+        out,
+        "vipgate_bgp_transitions_total",
+        "counter",
+        "Changes between announced and withdrawn since the process started.",
+    );
+    let _ = writeln!(
+        out,
+        "vipgate_bgp_transitions_total {}",
+        p.bgp_transitions.load(Ordering::Relaxed)
+    );
+    header(
+        out,
+        "vipgate_bgp_track_failed",
+        "gauge",
+        "1 while a [[bgp.track]] condition holds (pool:NAME has no available backend; listeners: one failed).",
+    );
+    for (label, failed) in &status.tracks {
+        let _ = writeln!(
+            out,
+            "vipgate_bgp_track_failed{{track=\"{}\"}} {}",
+            Esc(label),
+            u8::from(*failed)
+        );
+    }
+    if bgp.bird_socket.is_some() {
+        header(
+            out,
+            "vipgate_bird_up",
+            "gauge",
+            "1 if the local BIRD answered on [bgp] bird_socket at the last look (once a second).",
+        );
+        let up = matches!(status.bird, Some(Ok(_)));
+        let _ = writeln!(out, "vipgate_bird_up {}", u8::from(up));
+        header(
+            out,
+            "vipgate_bird_bgp_session_established",
+            "gauge",
+            "1 for each BGP protocol of the local BIRD whose session is Established, as vipgate last saw it.",
+        );
+        if let Some(Ok(sessions)) = &status.bird {
+            for s in sessions {
+                let _ = writeln!(
+                    out,
+                    "vipgate_bird_bgp_session_established{{session=\"{}\"}} {}",
+                    Esc(&s.name),
+                    u8::from(s.established)
+                );
+            }
+        }
+        header(
+            out,
+            "vipgate_bird_protocol_reenabled_total",
+            "counter",
+            "Times vipgate found its kernel protocol ([bgp] bird_protocol) in BIRD not up and enabled it.",
+        );
+        let _ = writeln!(
+            out,
+            "vipgate_bird_protocol_reenabled_total {}",
+            status.reenabled
+        );
     }
 }
 
