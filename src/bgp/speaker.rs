@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -136,8 +136,16 @@ impl Loop {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) -> Loop {
         let mut check = tokio::time::interval(self.bgp.check_interval);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut bird = tokio::time::interval(BIRD_PERIOD);
-        bird.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // BIRD is looked at by a task of its own: a BIRD that answers slowly (up to the query
+        // timeout) must never delay a check, which is what withdraws a failing node.
+        let (socket_tx, socket_rx) = watch::channel(
+            self.bgp
+                .bird_socket
+                .clone()
+                .map(|s| (s, self.bgp.bird_protocol.clone())),
+        );
+        let (seen_tx, mut seen_rx) = mpsc::channel(1);
+        let looker = tokio::spawn(look_at_bird(socket_rx, seen_tx));
         loop {
             tokio::select! {
                 c = commands.recv() => match c {
@@ -153,18 +161,29 @@ impl Loop {
                     }
                     Some(Command::Reload { bgp, drain }) => {
                         self.reload(bgp, drain).await;
+                        socket_tx.send_replace(self.bgp.bird_socket.clone().map(|s| (s, self.bgp.bird_protocol.clone())));
                         check = tokio::time::interval(self.bgp.check_interval);
                         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                 },
                 _ = check.tick() => self.check().await,
-                _ = bird.tick() => self.look_at_bird().await,
+                Some(seen) = seen_rx.recv() => self.bird_seen(seen),
             }
         }
+        looker.abort();
         self
     }
 
     async fn check(&mut self) {
+        let started = Instant::now();
+        self.check_once().await;
+        if started.elapsed() > self.bgp.check_interval {
+            warn!(took = ?started.elapsed(), check_interval = ?self.bgp.check_interval,
+                "a BGP check took longer than its interval (netlink slow?)");
+        }
+    }
+
+    async fn check_once(&mut self) {
         self.tracked.poll();
         let failed: Vec<String> = self
             .tracked
@@ -261,31 +280,29 @@ impl Loop {
         metrics::process().bgp_status(self.status.clone());
     }
 
-    async fn look_at_bird(&mut self) {
-        let Some(socket) = self.bgp.bird_socket.clone() else {
+    /// What the BIRD looker found (`None`: `bird_socket` is not set any more).
+    fn bird_seen(&mut self, seen: Option<Result<bird::Seen, String>>) {
+        let Some(seen) = seen else {
+            self.status.bird = None;
+            metrics::process().bgp_status(self.status.clone());
             return;
         };
-        let seen = bird::query(&socket, &self.bgp.bird_protocol).await;
-        let now = match seen {
-            Ok(seen) => {
-                if seen.reenabled {
-                    warn!(protocol = %self.bgp.bird_protocol, socket = %socket.display(),
-                        "BIRD's kernel protocol for vipgate's table was not up; enabled it");
-                    self.status.reenabled += 1;
-                }
-                Ok(seen
-                    .protocols
-                    .into_iter()
-                    .filter(bird::Protocol::is_bgp)
-                    .map(|p| BgpSession {
-                        established: p.is_up() && p.info.starts_with("Established"),
-                        name: p.name,
-                        info: p.info,
-                    })
-                    .collect::<Vec<_>>())
+        let now = seen.map(|seen| {
+            if seen.reenabled {
+                warn!(protocol = %self.bgp.bird_protocol,
+                    "BIRD's kernel protocol for vipgate's table was not up; enabled it");
+                self.status.reenabled += 1;
             }
-            Err(e) => Err(e.to_string()),
-        };
+            seen.protocols
+                .into_iter()
+                .filter(bird::Protocol::is_bgp)
+                .map(|p| BgpSession {
+                    established: p.is_up() && p.info.starts_with("Established"),
+                    name: p.name,
+                    info: p.info,
+                })
+                .collect::<Vec<_>>()
+        });
         log_bird_change(self.status.bird.as_ref(), &now);
         self.status.bird = Some(now);
         metrics::process().bgp_status(self.status.clone());
@@ -334,6 +351,33 @@ impl Loop {
             }
         }
         info!(vips = ?self.bgp.vips, "BGP VIPs released");
+    }
+}
+
+/// Looks at BIRD every [`BIRD_PERIOD`] while a socket is set, and sends what it found.
+async fn look_at_bird(
+    mut socket: watch::Receiver<Option<(std::path::PathBuf, String)>>,
+    seen: mpsc::Sender<Option<Result<bird::Seen, String>>>,
+) {
+    let mut tick = tokio::time::interval(BIRD_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            r = socket.changed() => if r.is_err() { return },
+        }
+        let target = socket.borrow_and_update().clone();
+        let found = match target {
+            Some((path, protocol)) => Some(
+                bird::query(&path, &protocol)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
+        };
+        if seen.send(found).await.is_err() {
+            return;
+        }
     }
 }
 
