@@ -1,7 +1,8 @@
 //! BGP mode: VIPs announced from every healthy node at once (active-active), through the BGP
 //! daemon of the host (BIRD 2), and spread over the nodes by the upstream router's ECMP.
 //!
-//! vipgate speaks no BGP itself. It puts `VIP/32 dev lo` (`/128`) into a kernel table of its
+//! vipgate speaks no BGP itself. It puts `VIP/32 dev vipgate-bgp` (`/128`; a TUN device of the
+//! process, `device`, so that the routes vanish when vipgate dies) into a kernel table of its
 //! own (`[bgp] table`, 86 by default) while this node should announce the VIP; BIRD's `kernel`
 //! protocol learns that table (`learn`, netlink notifications: ~10 ms measured) and its BGP
 //! sessions export the routes with `next hop self`. Why a table and not BIRD commands: see
@@ -10,13 +11,15 @@
 //! vipgate needs no BIRD configuration per VIP).
 //!
 //! Owns: the hysteresis and the wanted routes (`gate`, pure), BIRD's control socket (`bird`,
-//! the reply parser pure), and the running reconcile loop (`speaker`). Does not own the
+//! the reply parser pure), the device the routes point at (`device`), and the running
+//! reconcile loop (`speaker`). Does not own the
 //! routes' netlink calls (`l2::route`), what tracked conditions read (`daemon::track`), nor
 //! the VIPs announced with ARP (`l2`, `ha`).
 //!
 //! Requires CAP_NET_ADMIN (routes, sysctls); the control socket needs write access to it.
 
 pub mod bird;
+mod device;
 pub mod gate;
 mod speaker;
 

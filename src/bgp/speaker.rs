@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::bird;
 use super::gate::{diff, Gate};
+use super::{bird, device};
 use crate::config::Bgp;
 use crate::ha::track::{Probe, Tracked};
 use crate::l2::{route, L2Error};
@@ -65,8 +65,24 @@ impl Speaker {
             }
             delivered.push(*vip);
         }
-        // A table route a crashed run left for a VIP no longer configured.
+        // Start withdrawn, whatever an earlier run left (on another device, perhaps).
+        for vip in &bgp.vips {
+            route::remove_table_route(*vip, bgp.table).await?;
+        }
+        let device = match device::open().await {
+            Ok(d) => {
+                info!(device = device::NAME, index = d.index,
+                    "announcement routes on a device of this process: they go when it ends, a crash included");
+                Some(d)
+            }
+            Err(e) => {
+                warn!(device = device::NAME, error = %e,
+                    "no TUN device (needs /dev/net/tun): announcement routes on lo, where a crash leaves them until `vipgate release`");
+                None
+            }
+        };
         let mut lp = Loop {
+            device,
             tracked: Tracked::new(bgp.track.clone(), probe),
             gate: Gate::new(bgp.rise, bgp.fall),
             bgp: bgp.clone(),
@@ -119,6 +135,8 @@ async fn deliver(vip: IpAddr) -> Result<(), L2Error> {
 }
 
 struct Loop {
+    /// What the table routes point at (`None`: lo); dropped last, with the loop.
+    device: Option<device::Device>,
     bgp: Bgp,
     tracked: Tracked,
     gate: Gate,
@@ -238,7 +256,8 @@ impl Loop {
                 route::remove_table_route(*vip, self.bgp.table).await?;
             }
             for vip in &add {
-                route::install_table_route(*vip, self.bgp.table).await?;
+                let oif = self.device.as_ref().map(|d| d.index);
+                route::install_table_route(*vip, self.bgp.table, oif).await?;
             }
             Ok::<_, L2Error>((add, remove))
         }

@@ -139,32 +139,37 @@ pub async fn remove_local_route(vip: IpAddr) -> Result<bool, L2Error> {
     .await
 }
 
-/// Puts `VIP/32 dev lo` (`/128`) into `table` with our protocol: the announcement a BGP
-/// daemon learns. One that is already there is left as it is.
-pub async fn install_table_route(vip: IpAddr, table: u32) -> Result<(), L2Error> {
+/// Puts `VIP/32 dev DEVICE` (`/128`; the interface of index `device`, or `lo`) into `table`
+/// with our protocol: the announcement a BGP daemon learns. It replaces a route already there
+/// for the VIP (one of an earlier run, on another device).
+pub async fn install_table_route(
+    vip: IpAddr,
+    table: u32,
+    device: Option<u32>,
+) -> Result<(), L2Error> {
     with_table(table, "add", |handle| async move {
-        let lo = loopback_index(&handle).await?;
-        match handle
+        let oif = match device {
+            Some(i) => i,
+            None => loopback_index(&handle).await?,
+        };
+        handle
             .route()
-            .add(table_route(vip, lo, table))
+            .add(table_route(vip, Some(oif), table))
+            .replace()
             .execute()
             .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
-            Err(e) => Err(to_io(e)),
-        }
+            .map_err(to_io)
     })
     .await
 }
 
-/// Removes our route for `vip` from `table`; returns whether there was one.
+/// Removes our route for `vip` from `table`, whatever its device; returns whether there was
+/// one.
 pub async fn remove_table_route(vip: IpAddr, table: u32) -> Result<bool, L2Error> {
     with_table(table, "remove", |handle| async move {
-        let lo = loopback_index(&handle).await?;
         match handle
             .route()
-            .del(table_route(vip, lo, table))
+            .del(table_route(vip, None, table))
             .execute()
             .await
         {
@@ -228,17 +233,21 @@ fn ours_in(r: &rtnetlink::packet_route::route::RouteMessage, table: u32) -> Opti
         .flatten()
 }
 
-/// The announcement route: unicast, scope link, our protocol, dev lo, in `table` (the header's
-/// 8-bit field cannot hold a table above 255, so rtnetlink's builder adds RTA_TABLE).
-fn table_route(vip: IpAddr, lo: u32, table: u32) -> rtnetlink::packet_route::route::RouteMessage {
-    match vip {
+/// The announcement route: unicast, scope link, our protocol, on `oif`, in `table` (the
+/// header's 8-bit field cannot hold a table above 255, so rtnetlink's builder adds
+/// RTA_TABLE). Without `oif` (a delete) it matches the route on any device.
+fn table_route(
+    vip: IpAddr,
+    oif: Option<u32>,
+    table: u32,
+) -> rtnetlink::packet_route::route::RouteMessage {
+    let mut msg = match vip {
         IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(v4, 32)
             .table_id(table)
             .kind(RouteType::Unicast)
             .scope(RouteScope::Link)
             .protocol(RouteProtocol::from(RTPROT_VIPGATE))
-            .output_interface(lo)
             .build(),
         IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new()
             .destination_prefix(v6, 128)
@@ -246,9 +255,13 @@ fn table_route(vip: IpAddr, lo: u32, table: u32) -> rtnetlink::packet_route::rou
             .kind(RouteType::Unicast)
             .scope(RouteScope::Universe)
             .protocol(RouteProtocol::from(RTPROT_VIPGATE))
-            .output_interface(lo)
             .build(),
+    };
+    if let Some(oif) = oif {
+        msg.attributes
+            .push(rtnetlink::packet_route::route::RouteAttribute::Oif(oif));
     }
+    msg
 }
 
 async fn with_table<T, F, Fut>(table: u32, action: &'static str, f: F) -> Result<T, L2Error>
