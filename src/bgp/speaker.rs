@@ -203,12 +203,7 @@ impl Loop {
 
     async fn check_once(&mut self) {
         self.tracked.poll();
-        let failed: Vec<String> = self
-            .tracked
-            .states()
-            .into_iter()
-            .filter_map(|(label, failed)| failed.then_some(label))
-            .collect();
+        let failed = self.tracked.failed();
         if self.gate.check(failed.is_empty()) {
             self.expect_change = true;
             metrics::process().bgp_transition();

@@ -577,6 +577,19 @@ fn vrrp_tracks_are_read() {
     assert!(!v.same_election(&other));
 }
 
+/// Each case `(from, to, line, words)`: `base` with the first `from` replaced by `to` is
+/// refused in one line at `t.toml:LINE:` with a reason containing `words`.
+fn assert_refused(base: &str, cases: &[(&str, &str, usize, &str)]) {
+    for (from, to, line, words) in cases {
+        assert!(base.contains(from), "fixture {from:?}");
+        let text = base.replacen(from, to, 1);
+        let msg = parse(Path::new("t.toml"), &text).expect_err(to).to_string();
+        assert!(msg.starts_with(&format!("t.toml:{line}:")), "{to:?}: {msg}");
+        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    }
+}
+
 #[test]
 fn bad_vrrp_tracks_are_refused_with_line_and_reason() {
     // (replace in tracked(), with, line, words)
@@ -623,15 +636,7 @@ fn bad_vrrp_tracks_are_refused_with_line_and_reason() {
         ("priority = 150", "priority = 255", 28, "address owner"),
         ("weight = 50", "wieght = 50", 30, "unknown field `wieght`"),
     ];
-    let base = tracked();
-    for (from, to, line, words) in cases {
-        assert!(base.contains(from), "fixture {from:?}");
-        let text = base.replacen(from, to, 1);
-        let msg = parse(Path::new("t.toml"), &text).expect_err(to).to_string();
-        assert!(msg.starts_with(&format!("t.toml:{line}:")), "{to:?}: {msg}");
-        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
-        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
-    }
+    assert_refused(&tracked(), cases);
     // Listeners tracked in a file without listeners.
     let text = "[[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n[vrrp]\nvrid = 1\n[[vrrp.track]]\nlisteners = true\n";
     let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
@@ -1269,15 +1274,7 @@ fn bad_bgp_files_are_refused_with_line_and_reason() {
         ),
         ("rise = 4", "rice = 4", 25, "unknown field `rice`"),
     ];
-    let base = bgp_file();
-    for (from, to, line, words) in cases {
-        assert!(base.contains(from), "fixture {from:?}");
-        let text = base.replacen(from, to, 1);
-        let msg = parse(Path::new("t.toml"), &text).expect_err(to).to_string();
-        assert!(msg.starts_with(&format!("t.toml:{line}:")), "{to:?}: {msg}");
-        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
-        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
-    }
+    assert_refused(&bgp_file(), cases);
     // A BGP VIP without [bgp], and [bgp] without a BGP VIP.
     let text = "[[vip]]\naddress = \"203.0.113.10\"\nannounce = \"bgp\"\n";
     let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
