@@ -877,6 +877,7 @@ RT_IP=192.0.2.1
 RT_CLIENT_IP=198.51.100.1
 BGP_CLIENT_IP=198.51.100.10
 BGP_VIP=203.0.113.10
+BGP_VIP6=2001:db8:ff::10 # put in the nodes' table too (the router's sessions carry IPv4 only)
 RT_AS=64500
 NODE_AS=64501
 declare -A BIRD_PID=()
@@ -939,7 +940,8 @@ EOC
   done
 }
 
-# FILE BIRD_NAME [BACKENDS]: a BGP node's vipgate config: BGP_VIP:80 (announce = "bgp") for
+# FILE BIRD_NAME [BACKENDS]: a BGP node's vipgate config: BGP_VIP:80 (announce = "bgp"; and
+# BGP_VIP6, announced but not listened on) for
 # $HA_HOST, Maglev on the client IP over BACKENDS (the TOML list's inside; default the two
 # first backends), health checks every 200 ms, the BIRD at $(bird_ctl BIRD_NAME), checks every
 # 100 ms with rise 3 / fall 2, withdraw_wait 300 ms, drain 3 s.
@@ -947,6 +949,9 @@ bgp_node_config() {
   cat >"$1" <<EOC
 [[vip]]
 address = "$BGP_VIP"
+announce = "bgp"
+[[vip]]
+address = "$BGP_VIP6"
 announce = "bgp"
 
 [[listener]]

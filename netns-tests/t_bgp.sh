@@ -26,7 +26,10 @@ bgp_node_config "$VG_TMP/n2.toml" n2
 # Node 1's pool on a port nobody listens on: unhealthy.
 bgp_node_config "$VG_TMP/n1-down.toml" n1 "\"${BE_IP[0]}:8099\""
 
+notify_start || abort "the notify socket for node 1"
+VG_RUN_ENV=("NOTIFY_SOCKET=$NOTIFY_SOCK")
 start_vipgate_in "$NS_LB" "$VG_TMP/n1.toml" || abort "vipgate starts on node 1"
+VG_RUN_ENV=()
 LOG1=$VG_LOG PID1=$VG_PID
 start_vipgate_in "$NS_LB2" "$VG_TMP/n2.toml" || abort "vipgate starts on node 2"
 PID2=$VG_PID
@@ -55,6 +58,13 @@ assert_contains "the router's route is one multipath route" "$(ip -n "$NS_RT" ro
 assert_eq "node 1 has the announcement in table 86, on its own device" "$VIP dev vipgate-bgp proto 86 scope link" \
   "$(ip -n "$NS_LB" route show table 86 | sed 's/ *$//')"
 assert_contains "node 1 delivers the VIP locally" "$(local_route)" "local $VIP dev lo"
+assert_eq "node 1 has the IPv6 VIP's /128 in table 86" "$BGP_VIP6 dev vipgate-bgp proto 86 metric 1024 pref medium" \
+  "$(ip -n "$NS_LB" -6 route show table 86 | sed 's/ *$//')"
+if notify_wait 1 "STATUS=.*$VIP \\(bgp announced\\)" 30; then
+  pass "node 1's status line says announced"
+else
+  fail "node 1's status line says announced: $(tail -n 3 "$NOTIFY_FILE")"
+fi
 assert_contains "node 1's BIRD learned it" "$(birdc_in n1 show route "$VIP/32")" "[vipgate"
 arp=$(in_ns "$NS_RT" arping -c 2 -w 2 -I eth0 "$VIP" 2>&1 || true)
 assert_not_contains "nobody answers ARP for a BGP VIP" "$arp" "reply from"
@@ -114,6 +124,11 @@ fi
 withdrawn_at=$(now_ms)
 assert_eq "node 1's /readyz says why" "bgp: withdrawn (tracking: pool:web) 503" "$(readyz_of "$NS_LB" | tr -d '\n')"
 assert_eq "node 1's table is empty" "" "$(ip -n "$NS_LB" route show table 86)"
+if notify_wait 1 "STATUS=.*$VIP \\(bgp withdrawn \\(tracking: pool:web\\)\\)" 30; then
+  pass "node 1's status line says withdrawn and why"
+else
+  fail "node 1's status line says withdrawn: $(tail -n 3 "$NOTIFY_FILE")"
+fi
 sleep 1.5
 probe_stop
 late=$(awk -v ip="$N1" -v t="$((withdrawn_at + 100 - p0))" '$1 > t && $3 == ip' "$PROBE_FILE" | wc -l)

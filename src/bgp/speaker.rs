@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::gate::{diff, Gate};
+use super::gate::{diff, Gate, Why};
 use super::{bird, device};
 use crate::config::Bgp;
 use crate::ha::track::{Probe, Tracked};
@@ -45,6 +45,8 @@ enum Command {
 pub struct Speaker {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<Loop>,
+    /// Why the VIPs are announced or not ([`Why::as_str`]), changed on every transition.
+    why: watch::Receiver<&'static str>,
 }
 
 impl Speaker {
@@ -90,14 +92,28 @@ impl Speaker {
             status: BgpStatus::default(),
             table_error: false,
             expect_change: true,
+            why: watch::channel(Why::Rising.as_str()).0,
         };
         lp.reconcile().await;
         info!(vips = ?bgp.vips, table = bgp.table, rise = bgp.rise, fall = bgp.fall,
             check_interval = ?bgp.check_interval, tracks = bgp.track.len(),
             bird_socket = ?bgp.bird_socket, "BGP announcements started (withdrawn until healthy)");
         let (commands, rx) = mpsc::channel(4);
+        let why = lp.why.subscribe();
         let task = tokio::spawn(lp.run(rx));
-        Ok(Speaker { commands, task })
+        Ok(Speaker {
+            commands,
+            task,
+            why,
+        })
+    }
+
+    /// Changes whenever the announcement changes (announced, withdrawn and why): for the
+    /// status line. Marked seen when returned.
+    pub fn subscribe(&self) -> watch::Receiver<&'static str> {
+        let mut rx = self.why.clone();
+        rx.mark_unchanged();
+        rx
     }
 
     /// A reload with these settings (`drain`: how long VIPs leaving the configuration stay
@@ -148,6 +164,8 @@ struct Loop {
     /// The wanted routes changed since the last reconcile (a transition, a reload): changes
     /// to the table are ours, not a re-assertion.
     expect_change: bool,
+    /// The gate's reason, published when it changes (the daemon's status line).
+    why: watch::Sender<&'static str>,
 }
 
 impl Loop {
@@ -292,6 +310,10 @@ impl Loop {
             .collect();
         self.status.tracks = self.tracked.states();
         metrics::process().bgp_status(self.status.clone());
+        // After the metrics: the status line reads them when this wakes it.
+        let why = self.status.why;
+        self.why
+            .send_if_modified(|w| std::mem::replace(w, why) != why);
     }
 
     /// What the BIRD looker found (`None`: `bird_socket` is not set any more).
