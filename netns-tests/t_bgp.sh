@@ -153,6 +153,22 @@ wait_next_hops "$N2" 50 || fail "birdc disable vipgate withdraws node 1"
 hops_ok "$BOTH" 50 "vipgate enabled the protocol disabled by hand again: node 1 announced"
 assert_num "vipgate logged it" "$(VG_LOG=$LOG1 vg_log_count 'kernel protocol for vipgate.s table was not up; enabled it')" -ge 1
 
+section "a VIP removed by a reload: withdrawn at once, delivered for the drain time"
+sed '1,3d' "$VG_TMP/n1.toml" >"$VG_TMP/n1-novip.toml"
+cp "$VG_TMP/n1.toml" "$VG_TMP/n1-full.toml"
+cp "$VG_TMP/n1-novip.toml" "$VG_TMP/n1.toml"
+t0=$(now_ms)
+reload_vipgate || fail "node 1 reloads without the VIP: $RELOAD_LINE"
+hops_ok "$N2" 50 "the VIP left node 1's file: the router drops node 1"
+assert_contains "node 1 still delivers it meanwhile" "$(local_route)" "local $VIP dev lo"
+sleep 3.5 # drain_timeout_ms = 3000
+assert_eq "and not after the drain time" "" "$(local_route)"
+cp "$VG_TMP/n1-full.toml" "$VG_TMP/n1.toml"
+t0=$(now_ms)
+reload_vipgate || fail "node 1 reloads with the VIP: $RELOAD_LINE"
+hops_ok "$BOTH" 50 "the VIP back in node 1's file: announced again"
+assert_contains "and delivered again" "$(local_route)" "local $VIP dev lo"
+
 section "SIGTERM of a node under load: withdraw, then drain"
 # Ten 1.5 s requests in flight (about half of them through node 2), and the prober's new
 # connection every 10 ms, across node 2's SIGTERM and its restart.
