@@ -72,6 +72,9 @@ assert_eq "node 1's /readyz" "ready 200" "$(readyz_of "$NS_LB" | tr -d '\n')"
 m=$(metrics_of "$NS_LB")
 assert_contains "node 1's metrics: announced" "$m" "vipgate_bgp_announced{vip=\"$VIP\"} 1"
 assert_contains "node 1's metrics: state healthy" "$m" 'vipgate_bgp_state{state="healthy"} 1'
+cfg=$(in_ns "$NS_LB" curl -s --max-time 5 http://127.0.0.1:9901/config || true)
+assert_eq "node 1's /config shows the BGP VIPs and [bgp]" "bgp bgp 86 3 2" \
+  "$(jget "$cfg" '" ".join([v["announce"] for v in d["vip"]] + [str(d["bgp"][k]) for k in ("table", "rise", "fall")])')"
 sleep 1.2 # one look at BIRD (once a second)
 m=$(metrics_of "$NS_LB")
 assert_contains "node 1's metrics: its BIRD session" "$m" 'vipgate_bird_bgp_session_established{session="upstream"} 1'

@@ -405,11 +405,43 @@ pub fn config_json(c: &Config) -> String {
         j.open('{');
         j.key("address").str(&v.address.to_string());
         j.key("interface").str(&v.interface);
+        j.key("announce").str("arp");
         j.key("garp_count").raw(v.garp.count);
         j.ms("garp_interval_ms", v.garp.interval);
         j.close('}');
     }
+    for v in c.bgp.iter().flat_map(|b| &b.vips) {
+        j.open('{');
+        j.key("address").str(&v.to_string());
+        j.key("announce").str("bgp");
+        j.close('}');
+    }
     j.close(']');
+    j.key("bgp");
+    match &c.bgp {
+        None => {
+            j.raw("null");
+        }
+        Some(b) => {
+            j.open('{');
+            j.key("table").raw(b.table);
+            j.ms("check_interval_ms", b.check_interval);
+            j.key("rise").raw(b.rise);
+            j.key("fall").raw(b.fall);
+            j.ms("withdraw_wait_ms", b.withdraw_wait);
+            match &b.bird_socket {
+                Some(p) => j.key("bird_socket").str(&p.display().to_string()),
+                None => j.key("bird_socket").raw("null"),
+            };
+            j.key("bird_protocol").str(&b.bird_protocol);
+            j.key("track").open('[');
+            for t in &b.track {
+                j.str(&t.condition.label());
+            }
+            j.close(']');
+            j.close('}');
+        }
+    }
     j.key("vrrp");
     match &c.vrrp {
         None => {
