@@ -1,5 +1,6 @@
 //! Head parse + route decision for the seed's host table (criterion). Targets live in the
 //! issue that owns performance; this bench gives the number to compare against.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is the report
 
 use std::hint::black_box;
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! Criterion benches of the pure wire code: the chunked decoder, Maglev table build and
 //! lookup, and the ARP and NDP answer paths (parse a request, build the reply).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is the report
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -11,6 +11,7 @@
 //! certificate whose subjectAltNames are the NAMEs (`*.apps.example.test` works). `--expired`
 //! makes one that ended on 2001-01-01; otherwise it is valid from yesterday for `--days`
 //! (default 90, like an ACME certificate).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is the report
 
 use std::fs;
 use std::process::ExitCode;

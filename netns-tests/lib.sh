@@ -923,6 +923,8 @@ bird_router_config() {
   shift
   cat >"$file" <<EOC
 router id $RT_IP;
+log stderr { info, remote, warning, error, auth, fatal, bug };
+timeformat log "%T.%3f";
 protocol device {}
 protocol kernel { ipv4 { import none; export all; }; merge paths on; }
 protocol bfd { interface "eth0" { interval 100 ms; multiplier 3; }; }

@@ -9,8 +9,9 @@
 //!   name a pool that does not exist.
 //! - [`l2`]: owning the VIP on the LAN: ARP answers and gratuitous ARP on an AF_PACKET socket,
 //!   the local route that makes the kernel deliver the VIP's packets, the ARP sysctls.
-//! - [`proxy`]: the HTTP/1 front: listeners, the connection driver, the wire format
-//!   (`http1`), the Host/path table (`route`) and backend pools (`upstream`).
+//! - [`proxy`]: the front: listeners, the protocol-independent request pipeline (`exchange`,
+//!   with one error type, `error`), HTTP/1.x (`http1`: wire format and connection driver), the
+//!   Host/path table (`route`) and backend pools (`upstream`).
 //! - [`ha`]: which node holds the VIPs: VRRPv3 election with keepalived and routers as peers.
 //! - [`bgp`]: VIPs announced from every healthy node through the local BGP daemon (BIRD), by a
 //!   kernel table it learns; health-gated with rise/fall, withdrawn before the drain.
@@ -18,12 +19,13 @@
 //! - [`telemetry`]: logging set-up.
 //! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
 //! - [`wire`]: protocol rules over bytes shared by several layers (path normalisation), a leaf.
+//! - [`sys`]: the system calls no safe crate wraps: the crate's only `unsafe` code, a leaf.
 //! - [`daemon`]: the `run`, `check` and `release` commands: start everything in order, reload on
 //!   SIGHUP, drain and stop in reverse on SIGTERM/SIGINT, and tell systemd (sd_notify).
 //!
 //! Packet and protocol code (`l2::arp`, `proxy::http1`, `proxy::route`) is pure functions over
 //! byte slices and data; sockets live at the edges (`l2::announcer`, `proxy::listener`,
-//! `proxy::conn`).
+//! `proxy::http1::conn`, `proxy::http1::relay`).
 
 pub mod bgp;
 pub mod config;
@@ -32,6 +34,8 @@ pub mod ha;
 pub mod istio;
 pub mod l2;
 pub mod proxy;
+#[allow(unsafe_code)] // the one audited module; see its top comment
+pub mod sys;
 pub mod telemetry;
 pub mod tls;
 pub mod wire;

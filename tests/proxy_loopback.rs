@@ -1,5 +1,6 @@
 //! The HTTP/1 front on loopback, without root: real sockets, a small real backend, and raw
 //! clients, pinning keep-alive, pipelining, body framing both ways and the local statuses.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is the report
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -845,4 +846,40 @@ backends = ["{web}"]
     s.write_all(b"GET /3 HTTP/1.1\r\n").await.unwrap();
     let (status, _, _) = read_response(&mut s, &mut buf).await;
     assert_eq!(status, 408, "a head that stalls past the limit");
+}
+
+#[tokio::test]
+async fn max_connections_pauses_accepting_until_one_closes() {
+    let web = backend("web").await;
+    // A bind of its own: the limit is kept per configured listener address.
+    let bind = "127.0.0.1:2";
+    let (addr, _stop) = serve_config(
+        &format!(
+            "[[listener]]\nbind = \"{bind}\"\nmax_connections = 2\n[[host]]\nnames = [\"a.test\"]\n[[host.route]]\nprefix = \"/\"\npool = \"web\"\n[pool.web]\nbackends = [\"{web}\"]\n"
+        ),
+        bind,
+    );
+    let request = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        assert_eq!(read_response(&mut s, &mut Vec::new()).await.0, 200);
+        open.push(s);
+    }
+    // The kernel completes the third handshake, but vipgate does not accept it yet.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third.write_all(request).await.unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), third.read(&mut byte))
+            .await
+            .is_err(),
+        "a third connection was served while two were open"
+    );
+    let limit = listener::limit(bind.parse().unwrap());
+    assert_eq!(limit.open(), (2, 2));
+    assert!(limit.reached.load(Ordering::Relaxed) >= 1);
+    drop(open.pop());
+    assert_eq!(read_response(&mut third, &mut Vec::new()).await.0, 200);
 }

@@ -1,6 +1,7 @@
 //! Telemetry on loopback, without root: the proxy and the admin listener on real sockets with a
 //! small real backend; /metrics scraped and parsed while requests flow, access log lines parsed
 //! as JSON, /healthz, /readyz and /config.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is the report
 
 use std::collections::HashMap;
 use std::io::Write;

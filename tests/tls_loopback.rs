@@ -3,6 +3,7 @@
 //! SNI, the 421 on an SNI/Host mismatch, X-Forwarded-Proto, keep-alive and pipelining over
 //! TLS, client certificates and the subjects a host admits, session resumption, the minimum
 //! version, the redirect of an http listener, and a certificate swapped when its files change.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is the report
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -367,12 +368,12 @@ async fn refuse_without_a_matching_certificate_and_resume_sessions() {
         &config(backend().await, "sni_fallback = \"refuse\""),
         "127.0.0.1:1",
     );
-    let before = vipgate::telemetry::metrics::process()
-        .tls_failures(vipgate::telemetry::metrics::TlsFailure::NoCertificate);
+    let before = vipgate::proxy::metrics::counters()
+        .tls_failures(vipgate::proxy::metrics::TlsFailure::NoCertificate);
     let client = pki.client(ALL, None);
     assert!(connect(&client, addr, "unknown.test").await.is_err());
-    let after = vipgate::telemetry::metrics::process()
-        .tls_failures(vipgate::telemetry::metrics::TlsFailure::NoCertificate);
+    let after = vipgate::proxy::metrics::counters()
+        .tls_failures(vipgate::proxy::metrics::TlsFailure::NoCertificate);
     assert!(after > before, "counted as no_certificate");
 
     // The same client config keeps its session: the second handshake resumes.

@@ -2,6 +2,7 @@
 //! by a test CA (rcgen), and the proxy in front of it with `[pool.NAME.tls]` set right and set
 //! wrong. Pins mutual TLS, keep-alive reuse of TLS connections, health checks over TLS, tunnels
 //! over TLS, and each handshake failure as a 502 with its reason counted.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure here is the report
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@
 //!
 //! Owns: the hysteresis and the wanted routes (`gate`, pure), BIRD's control socket (`bird`,
 //! the reply parser pure), the device the routes point at (`device`), and the running
-//! reconcile loop (`speaker`). Does not own the
+//! reconcile loop (`speaker`), and its metrics (`metrics`). Does not own the
 //! routes' netlink calls (`l2::route`), what tracked conditions read (`daemon::track`), nor
 //! the VIPs announced with ARP (`l2`, `ha`).
 //!
@@ -21,6 +21,7 @@
 pub mod bird;
 mod device;
 pub mod gate;
+pub mod metrics;
 mod speaker;
 
 pub use speaker::{release, Speaker};

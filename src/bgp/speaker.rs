@@ -23,11 +23,11 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use super::gate::{diff, Gate, Why};
+use super::metrics::{bgp_metrics, BgpSession, BgpStatus};
 use super::{bird, device};
 use crate::config::Bgp;
 use crate::ha::track::{Probe, Tracked};
 use crate::l2::{route, L2Error};
-use crate::telemetry::metrics::{self, BgpSession, BgpStatus};
 
 /// How often BIRD is looked at (when `bird_socket` is set): a session's state is for metrics,
 /// and re-enabling a protocol someone disabled need not be faster.
@@ -190,7 +190,7 @@ impl Loop {
                         if self.gate.stop() {
                             self.expect_change = true;
                             info!(vips = ?self.bgp.vips, "withdrawing the BGP VIPs (stopping)");
-                            metrics::process().bgp_transition();
+                            bgp_metrics().transition();
                         }
                         self.reconcile().await;
                         let _ = done.send(());
@@ -224,7 +224,7 @@ impl Loop {
         let failed = self.tracked.failed();
         if self.gate.check(failed.is_empty()) {
             self.expect_change = true;
-            metrics::process().bgp_transition();
+            bgp_metrics().transition();
             if self.gate.why().announced() {
                 info!(vips = ?self.bgp.vips, rise = self.bgp.rise, "announcing the BGP VIPs");
             } else {
@@ -309,7 +309,7 @@ impl Loop {
             .map(|v| (*v, present.contains(v)))
             .collect();
         self.status.tracks = self.tracked.states();
-        metrics::process().bgp_status(self.status.clone());
+        bgp_metrics().set(self.status.clone());
         // After the metrics: the status line reads them when this wakes it.
         let why = self.status.why;
         self.why
@@ -320,7 +320,7 @@ impl Loop {
     fn bird_seen(&mut self, seen: Option<Result<bird::Seen, String>>) {
         let Some(seen) = seen else {
             self.status.bird = None;
-            metrics::process().bgp_status(self.status.clone());
+            bgp_metrics().set(self.status.clone());
             return;
         };
         let now = seen.map(|seen| {
@@ -341,7 +341,7 @@ impl Loop {
         });
         log_bird_change(self.status.bird.as_ref(), &now);
         self.status.bird = Some(now);
-        metrics::process().bgp_status(self.status.clone());
+        bgp_metrics().set(self.status.clone());
     }
 
     async fn reload(&mut self, bgp: Bgp, drain: Duration) {

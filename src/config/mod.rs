@@ -4,12 +4,14 @@
 //! file was refused (always `FILE:LINE:COLUMN: error: REASON`). It does not act on the config:
 //! the announcer, the proxy and the daemon consume the validated `Config`.
 
+mod error;
 mod load;
 mod model;
 mod schema;
 mod validate;
 
-pub use load::{load, parse, ConfigError};
+pub use error::ConfigError;
+pub use load::{load, parse};
 pub use model::*;
 
 #[cfg(test)]

@@ -211,6 +211,9 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// `http` listeners: answer every request with this redirect (301 or 308) to `https://`.
     pub redirect_https: Option<u16>,
+    /// Client connections open at once on this listener (all workers together); more wait in
+    /// the kernel's accept queue.
+    pub max_connections: usize,
 }
 
 /// The TLS settings of an `https` listener. Certificates are shared by every `https`
@@ -652,6 +655,13 @@ pub mod defaults {
 
     /// One extra try, on connect failure only: always safe, since nothing reached a backend.
     pub const RETRIES: u32 = 1;
+
+    /// Client connections open at once per listener: 16,384 proxied connections hold 32,768
+    /// descriptors, half the unit's `LimitNOFILE=65536`, and about 160 MiB when idle (10 KiB
+    /// each), so one listener cannot starve the others or the process of descriptors.
+    pub const MAX_CONNECTIONS: usize = 16_384;
+    /// The largest `max_connections` accepted.
+    pub const MAX_CONNECTIONS_LIMIT: i64 = 1_000_000;
 }
 
 impl Default for ProxySettings {

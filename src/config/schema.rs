@@ -127,6 +127,7 @@ pub(super) struct RawListener {
     pub client_auth: Option<Spanned<String>>,
     /// `http` listeners only.
     pub redirect_https: Option<Spanned<i64>>,
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

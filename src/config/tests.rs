@@ -234,6 +234,12 @@ const BAD: &[(&str, &str, usize, &str)] = &[
     ),
     ("bind = \"192.0.2.200:80\"", "bind = 80", 6, "invalid type"),
     (
+        "bind = \"192.0.2.200:80\"",
+        "bind = \"192.0.2.200:80\"\nmax_connections = 0",
+        7,
+        "max_connections = 0 is out of range (1 to 1000000)",
+    ),
+    (
         "[pool.web]",
         "[daemon]\ndrain_timeout_ms = -1\n[pool.web]",
         19,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::load::{Located, Position};
+use super::error::{Located, Position};
 use super::model::*;
 use super::schema::RawBgp;
 use super::schema::RawCertificate;
@@ -1101,6 +1101,13 @@ fn validate_listeners(
             accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
             tls,
             redirect_https,
+            max_connections: bounded(
+                l.max_connections.as_ref(),
+                1,
+                defaults::MAX_CONNECTIONS_LIMIT,
+                "max_connections",
+            )?
+            .map_or(defaults::MAX_CONNECTIONS, |n| n as usize),
         });
     }
     Ok(listeners)

@@ -30,8 +30,8 @@ use tracing::{debug, info, warn};
 use crate::config::{Balance, Config, HashKey, HealthKind, Protocol};
 use crate::proxy::drain::Drain;
 use crate::proxy::http1::request;
-use crate::proxy::Shared;
-use crate::telemetry::metrics::{self, View};
+use crate::proxy::{Shared, Snapshot};
+use crate::telemetry::metrics;
 
 /// How long a client may take to send its request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,8 +86,8 @@ impl AdminState {
         } else if !self.ready.load(Ordering::Acquire) {
             Err("starting\n".to_owned())
         } else if self.config.load().bgp.is_some() {
-            let phrase = crate::telemetry::metrics::process()
-                .bgp_now()
+            let phrase = crate::bgp::metrics::bgp_metrics()
+                .now()
                 .map_or_else(|| "withdrawn (rising)".to_owned(), |s| s.phrase());
             if phrase == "announced" {
                 Ok(())
@@ -234,6 +234,18 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
+/// The whole exposition, in Prometheus text format 0.0.4: each layer renders its own
+/// families with `telemetry`'s encoder.
+fn exposition(snapshot: &Snapshot, config: &Config, connections_active: usize) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    metrics::render_process(&mut out);
+    crate::proxy::metrics::render(&mut out, snapshot, config, connections_active);
+    crate::l2::metrics::render(&mut out, config);
+    crate::ha::metrics::render(&mut out, config);
+    crate::bgp::metrics::render(&mut out, config);
+    out
+}
+
 async fn answer(method: &str, path: &str, state: &AdminState) -> Answer {
     let path = path.split('?').next().unwrap_or(path);
     let get = matches!(method, "GET" | "HEAD");
@@ -247,14 +259,7 @@ async fn answer(method: &str, path: &str, state: &AdminState) -> Answer {
             let config = state.config.load();
             Answer {
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                ..text(
-                    200,
-                    metrics::render(&View {
-                        snapshot: &snapshot,
-                        config: &config,
-                        connections_active: state.drain.active(),
-                    }),
-                )
+                ..text(200, exposition(&snapshot, &config, state.drain.active()))
             }
         }
         "/healthz" if get => text(200, "ok\n"),

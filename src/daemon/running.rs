@@ -302,11 +302,11 @@ impl Running {
 
     /// One line for `systemctl status` (sd_notify STATUS=).
     pub fn status(&self) -> String {
-        let metrics = crate::telemetry::metrics::process();
+        let vrrp = crate::ha::metrics::vrrp();
         let vips: Vec<String> = match &self.router {
             // Held only while master; the election logs every change of state.
             Some(_) => {
-                let (state, priority) = metrics.vrrp_now();
+                let (state, priority) = vrrp.now();
                 self.config
                     .vips
                     .iter()
@@ -316,7 +316,7 @@ impl Running {
             None => self.announced().iter().map(ToString::to_string).collect(),
         };
         let mut vips = vips;
-        let bgp = metrics.bgp_now();
+        let bgp = crate::bgp::metrics::bgp_metrics().now();
         if let Some(b) = &self.config.bgp {
             let phrase = bgp
                 .as_ref()
@@ -332,7 +332,7 @@ impl Running {
             self.config.pools.len(),
             self.drain.active(),
         );
-        let tracks_failed = metrics.vrrp_tracks_failed();
+        let tracks_failed = vrrp.tracks_failed();
         if self.router.is_some() && !tracks_failed.is_empty() {
             s.push_str(&format!("; tracking failed: {}", tracks_failed.join(" ")));
         }

@@ -21,6 +21,7 @@
 mod error;
 mod link;
 pub mod machine;
+pub mod metrics;
 pub mod packet;
 pub mod router;
 mod socket;

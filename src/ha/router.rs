@@ -521,7 +521,7 @@ impl Election {
         };
         let step = self.machine.set_effective(Instant::now(), effective);
         let now = self.machine.priority();
-        crate::telemetry::metrics::process().vrrp_tracking(now, self.tracked.states());
+        super::metrics::vrrp().tracking(now, self.tracked.states());
         if now != was {
             let failed = self.tracked.failed();
             info!(priority = now, configured = self.base_priority.get(), ?failed,
@@ -546,7 +546,7 @@ impl Election {
         if let Some(state) = became {
             // Telemetry hook: vipgate_vrrp_state and vipgate_vrrp_transitions_total.
             let v6 = self.addresses.first().is_some_and(IpAddr::is_ipv6);
-            crate::telemetry::metrics::process().vrrp_state(self.vrid, v6, state, state != before);
+            super::metrics::vrrp().state(self.vrid, v6, state, state != before);
         }
         if let Some(priority) = send {
             self.send(priority);

@@ -15,7 +15,6 @@
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
@@ -145,9 +144,7 @@ impl VrrpSocket {
         } else {
             peers.to_vec()
         };
-        // SAFETY: the Socket owns its descriptor, which stays open and the same until the
-        // AsyncFd (and with it the Socket) is dropped.
-        let rx = unsafe { AsyncFd::register(rx) }?;
+        let rx = crate::sys::async_socket(rx)?;
         Ok(VrrpSocket {
             rx,
             tx,
@@ -211,71 +208,18 @@ fn read(socket: &Socket, source: IpAddr, buf: &mut [u8]) -> io::Result<Datagram>
 }
 
 fn set_int(socket: &Socket, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
-    // SAFETY: the descriptor is open, and value is a c_int whose size is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            std::ptr::addr_of!(value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::setsockopt(socket, level, name, &value)
 }
 
 /// One `recvmsg` on the IPv6 socket: the advert into `buf`, and its sender, destination (from
 /// IPV6_PKTINFO) and hop limit (IPV6_HOPLIMIT). A datagram without them cannot be checked, so
 /// it is an error (the options are set at open, so it does not happen).
 fn recv_v6(socket: &Socket, buf: &mut [u8]) -> io::Result<Datagram> {
-    // u64 elements: the control buffer must be aligned for cmsghdr.
-    let mut control = [0u64; 16];
-    // SAFETY: all-zero is a valid sockaddr_in6 and msghdr.
-    let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = std::ptr::addr_of_mut!(from).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control);
-    // SAFETY: msg points at live buffers of the sizes it states, for the duration of the call.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut hop_limit = None;
-    let mut dst = None;
-    // SAFETY: the CMSG_* walk stays inside msg_control as the kernel filled it (msg_controllen
-    // was updated by recvmsg); each data read is of the size the cmsg type defines, unaligned.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            let data = libc::CMSG_DATA(cmsg);
-            if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_HOPLIMIT {
-                let v = std::ptr::read_unaligned(data.cast::<libc::c_int>());
-                hop_limit = u8::try_from(v).ok();
-            } else if c.cmsg_level == libc::IPPROTO_IPV6 && c.cmsg_type == libc::IPV6_PKTINFO {
-                // struct in6_pktinfo starts with the destination address.
-                let a = std::ptr::read_unaligned(data.cast::<[u8; 16]>());
-                dst = Some(Ipv6Addr::from(a));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
-    let src = Ipv6Addr::from(from.sin6_addr.s6_addr);
+    let d = crate::sys::recv_v6(socket, buf)?;
+    let (n, src, hop_limit, dst) = (d.len, d.src, d.hop_limit, d.dst);
     match (dst, hop_limit) {
         (Some(dst), Some(hop_limit)) => Ok(Datagram {
-            len: n as usize,
+            len: n,
             v6: Some(V6Meta {
                 src,
                 dst,
@@ -284,7 +228,7 @@ fn recv_v6(socket: &Socket, buf: &mut [u8]) -> io::Result<Datagram> {
         }),
         _ => Err(io::Error::other(format!(
             "VRRP datagram from {} without its destination or hop limit",
-            SocketAddr::from(SocketAddrV6::new(src, 0, 0, from.sin6_scope_id))
+            SocketAddr::from(SocketAddrV6::new(src, 0, 0, d.scope_id))
         ))),
     }
 }

@@ -226,10 +226,7 @@ impl Announcer {
             mac,
             stop: AtomicBool::new(false),
             // Telemetry hook: the VIP's counters outlive this announcer, so they only grow.
-            stats: crate::telemetry::metrics::process()
-                .vip(vip.address)
-                .arp
-                .clone(),
+            stats: super::metrics::vip(vip.address).arp.clone(),
         });
         let PacketChannel {
             tx,
@@ -287,8 +284,7 @@ impl Announcer {
             garp_count = vip.garp.count, garp_interval = ?vip.garp.interval,
             "announcing VIP");
         // Telemetry hook: vipgate_vip_owned.
-        crate::telemetry::metrics::process()
-            .vip(vip.address)
+        super::metrics::vip(vip.address)
             .owned
             .store(true, Ordering::Relaxed);
         Ok(announcer)
@@ -331,8 +327,7 @@ impl Announcer {
     pub async fn stop_answering(&mut self) -> Result<(), L2Error> {
         self.signal_stop();
         // Telemetry hook: vipgate_vip_owned.
-        crate::telemetry::metrics::process()
-            .vip(self.shared.vip)
+        super::metrics::vip(self.shared.vip)
             .owned
             .store(false, Ordering::Relaxed);
         let threads = std::mem::take(&mut self.threads);
@@ -484,22 +479,7 @@ fn join_solicited_node(socket: &Socket, ifindex: u32, vip: Ipv6Addr) -> io::Resu
         mr_alen: 6,
         mr_address: address,
     };
-    // SAFETY: the descriptor is open for the call, and mreq is a valid packet_mreq whose size
-    // is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(socket),
-            libc::SOL_PACKET,
-            libc::PACKET_ADD_MEMBERSHIP,
-            std::ptr::addr_of!(mreq).cast(),
-            std::mem::size_of::<libc::packet_mreq>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    crate::sys::setsockopt(socket, libc::SOL_PACKET, libc::PACKET_ADD_MEMBERSHIP, &mreq)
 }
 
 /// The announcement of a VIP: a gratuitous ARP or an unsolicited Neighbor Advertisement.

@@ -28,6 +28,7 @@ pub mod announcer;
 pub mod arp;
 pub mod checksum;
 mod error;
+pub mod metrics;
 pub mod ndp;
 pub mod route;
 pub mod sched;

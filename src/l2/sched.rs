@@ -77,22 +77,11 @@ pub fn raise_current(role: &str) -> Priority {
 }
 
 fn set_realtime() -> bool {
-    let param = libc::sched_param {
-        sched_priority: RT_PRIORITY,
-    };
-    // SAFETY: pid 0 is the calling thread (Linux schedules threads, not processes), and param
-    // is a valid sched_param for the call.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) == 0 }
+    crate::sys::set_thread_realtime(RT_PRIORITY)
 }
 
 fn set_nice() -> bool {
-    // SAFETY: gettid has no preconditions.
-    let Ok(tid) = u32::try_from(unsafe { libc::gettid() }) else {
-        return false;
-    };
-    // On Linux PRIO_PROCESS with a thread id sets that thread's nice value alone.
-    // SAFETY: a plain syscall on our own thread id.
-    unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, NICE) == 0 }
+    crate::sys::set_thread_nice(NICE)
 }
 
 /// Sets `SO_PRIORITY` on a socket sending adverts or announcements, falling back to the
@@ -111,8 +100,7 @@ mod tests {
     fn a_thread_gets_some_priority_and_others_are_untouched() {
         let got = std::thread::spawn(|| {
             let got = raise_current("test");
-            // SAFETY: reading our own thread's policy.
-            let policy = unsafe { libc::sched_getscheduler(0) };
+            let policy = crate::sys::thread_policy();
             (got, policy)
         })
         .join()
@@ -122,8 +110,7 @@ mod tests {
             (_, policy) => assert_eq!(policy, libc::SCHED_OTHER),
         }
         // The test thread itself was not changed.
-        // SAFETY: reading our own thread's policy.
-        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        assert_eq!(crate::sys::thread_policy(), libc::SCHED_OTHER);
     }
 
     #[test]

@@ -5,17 +5,22 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
+use super::client::Front;
 use super::drain::{ConnGuard, Drain};
-use super::{conn, forwarded, l4, proxy_protocol, tls, Shared, LISTEN_BACKLOG};
+use super::http1::conn;
+use super::{forwarded, l4, proxy_protocol, tls, Shared, LISTEN_BACKLOG};
 use crate::config::Protocol as ListenerProtocol;
+use crate::telemetry::metrics::lock;
 
 /// Bind a listener for `addr`.
 ///
@@ -54,6 +59,68 @@ fn bind_std(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListe
     Ok(socket.into())
 }
 
+/// The connection limit of one listener (`max_connections`), shared by its workers' sockets
+/// and kept across reloads. A connection holds a permit for its whole life; without a free one
+/// the listener stops accepting, so new connections wait in the kernel's accept queue (as
+/// HAProxy's `maxconn` does) instead of taking descriptors from the other listeners.
+#[derive(Debug)]
+pub struct Limit {
+    permits: Arc<Semaphore>,
+    /// The permits that exist (free or held): the limit once every resize has caught up.
+    size: Mutex<usize>,
+    /// Times accepting paused because every permit was held.
+    pub reached: AtomicU64,
+}
+
+static LIMITS: Mutex<Vec<(SocketAddr, Arc<Limit>)>> = Mutex::new(Vec::new());
+
+/// The limit of the listener bound to `bind`, created (empty) on first use.
+pub fn limit(bind: SocketAddr) -> Arc<Limit> {
+    let mut all = lock(&LIMITS);
+    if let Some((_, l)) = all.iter().find(|(a, _)| *a == bind) {
+        return l.clone();
+    }
+    let l = Arc::new(Limit {
+        permits: Arc::new(Semaphore::new(0)),
+        size: Mutex::new(0),
+        reached: AtomicU64::new(0),
+    });
+    all.push((bind, l.clone()));
+    l
+}
+
+impl Limit {
+    /// Make the limit `max`: a higher one at once, a lower one as held permits come back
+    /// (each accept takes back what is free).
+    fn resize(&self, max: usize) {
+        let mut size = lock(&self.size);
+        if max > *size {
+            self.permits.add_permits(max - *size);
+            *size = max;
+        } else if max < *size {
+            *size -= self.permits.forget_permits(*size - max);
+        }
+    }
+
+    /// Connections holding a permit now, and the limit.
+    pub fn open(&self) -> (usize, usize) {
+        let size = *lock(&self.size);
+        (size.saturating_sub(self.permits.available_permits()), size)
+    }
+
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        if self.permits.available_permits() == 0 {
+            self.reached.fetch_add(1, Ordering::Relaxed);
+            debug!("max_connections reached; accepting resumes when one closes");
+        }
+        // The semaphore is never closed.
+        match self.permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => std::future::pending().await,
+        }
+    }
+}
+
 /// Accept on the listener configured as `bind` until `stop` turns true; each connection runs
 /// in its own task, counted by `drain`, on the snapshot current when it was accepted. The
 /// listener's settings are read from that snapshot too, so a reload that changes them applies
@@ -70,16 +137,34 @@ pub async fn serve(
     drain: Drain,
 ) -> io::Result<()> {
     // Telemetry hook: accepted connections per listener.
-    let accepted_total = crate::telemetry::metrics::process().listener(bind);
+    let accepted_total = super::metrics::counters().listener(bind);
+    let limit = limit(bind);
     loop {
+        let max = shared
+            .load()
+            .listeners
+            .iter()
+            .find(|l| l.bind == bind)
+            .map_or(crate::config::defaults::MAX_CONNECTIONS, |l| {
+                l.max_connections
+            });
+        limit.resize(max);
+        let permit = tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return Ok(()),
+            p = limit.acquire() => p,
+        };
         tokio::select! {
             // The guard wait_for returns is not Send; drop it inside the branch future.
             _ = async { let _ = stop.wait_for(|s| *s).await; } => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     debug!(%peer, "accepted");
-                    accepted_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tokio::spawn(dispatch(stream, peer, bind, shared.clone(), drain.guard()));
+                    accepted_total.fetch_add(1, Ordering::Relaxed);
+                    let (guard, shared) = (drain.guard(), shared.clone());
+                    tokio::spawn(async move {
+                        dispatch(stream, peer, bind, shared, guard).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK)) => {
                     return Err(e);
@@ -131,7 +216,7 @@ async fn dispatch(
     }
     match spec.protocol {
         ListenerProtocol::Http => {
-            let front = conn::Front {
+            let front = Front {
                 tls: None,
                 redirect_https: spec.redirect_https,
             };
@@ -148,7 +233,7 @@ async fn dispatch(
             else {
                 return;
             };
-            let front = conn::Front {
+            let front = Front {
                 tls: Some(std::sync::Arc::new(info)),
                 redirect_https: None,
             };

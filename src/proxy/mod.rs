@@ -1,19 +1,24 @@
-//! The HTTP/1 front: listeners, the per-connection driver, and the data they consult.
+//! The front: listeners, the request pipeline, the protocol drivers, and the data they consult.
 //!
 //! Owns accepting connections on the configured addresses and relaying each request to the
-//! backend its route names. Submodules: `http1` (wire format, pure), `route` (Host and path
-//! table, pure), `upstream` (pools and balancing), `listener` (sockets), `tls` (https
-//! listeners: certificates by SNI, handshakes), `conn` (one client connection's life),
-//! `drain` (counting connections and telling them to finish on stop), `workers` (the per-core
-//! worker threads). It does not own the VIP: `l2` makes the kernel deliver VIP traffic here.
+//! backend its route names. Submodules: `listener` (sockets), `client` (the client stream and
+//! what its listener says), `tls` (https listeners: certificates by SNI, handshakes),
+//! `exchange` (one request's protocol-independent phases: decide, try and retry, track),
+//! `error` (the request path's one error type), `http1` (wire format, and a client
+//! connection's loop), `route` (Host and path table, pure), `upstream` (pools and balancing),
+//! `l4` (tcp listeners), `drain` (counting connections and telling them to finish on stop),
+//! `workers` (the per-core worker threads). It does not own the VIP: `l2` makes the kernel deliver VIP traffic here.
 
-pub mod conn;
+pub mod client;
 pub mod deadline;
 pub mod drain;
+pub mod error;
+pub mod exchange;
 pub mod forwarded;
 pub mod http1;
 pub mod l4;
 pub mod listener;
+pub mod metrics;
 pub mod proxy_protocol;
 pub mod route;
 pub mod tls;
@@ -26,7 +31,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, Listener, ProxySettings};
 use crate::telemetry::access_log::AccessLog;
-use crate::telemetry::metrics::ProxyMetrics;
+use metrics::ProxyMetrics;
 
 /// Pending connections per listener (the kernel caps it at net.core.somaxconn).
 pub const LISTEN_BACKLOG: i32 = 1024;

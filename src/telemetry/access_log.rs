@@ -8,7 +8,7 @@
 //! are dropped and counted (`vipgate_access_log_dropped_total`). Sampling is decided before a
 //! record is built, so an unsampled request costs one random number.
 //!
-//! Does not own what a request's status or timings are (`proxy::conn` fills the record).
+//! Does not own what a request's status or timings are (`proxy::exchange::track` fills the record).
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};

@@ -1,13 +1,17 @@
-//! HTTP/1.x wire format: parsing and validating request and response heads, the chunked body
-//! decoder, and the small responses vipgate writes itself.
+//! HTTP/1.x: the wire format, and the connection driver that speaks it to clients and backends.
 //!
-//! Owns byte-level rules (RFC 9112 framing, RFC 9110 hop-by-hop fields). Everything here is a
-//! function over byte slices with no I/O, so it is tested and fuzzed without sockets; the
-//! connection driver in `proxy::conn` does the reading and writing.
+//! Owns byte-level rules (RFC 9112 framing, RFC 9110 hop-by-hop fields): parsing and validating
+//! request and response heads (`request`, `response`), the chunked body decoder (`chunked`),
+//! and the small responses vipgate writes itself (`local`) — functions over byte slices with no
+//! I/O, tested and fuzzed without sockets. The I/O is in two modules: `conn` (a client
+//! connection's loop, and the HTTP/1.1 side of each try against a backend) and `relay` (the
+//! body copy loops). What a request means (route, access, retries) is `proxy::exchange`'s.
 
 pub mod chunked;
+pub mod conn;
 mod lines;
 pub mod local;
+pub mod relay;
 pub mod request;
 pub mod response;
 pub(crate) mod tokens;

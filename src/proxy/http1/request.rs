@@ -477,15 +477,6 @@ pub fn write_upstream_head(req: &Request<'_, '_>, fwd: &Forwarding<'_>, out: &mu
     out.put_slice(b"\r\n");
 }
 
-/// Methods that RFC 9110 §9.2.2 calls idempotent: a retry cannot do twice what the first try
-/// did once.
-pub fn is_idempotent(method: &str) -> bool {
-    matches!(
-        method,
-        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-    )
-}
-
 /// Methods whose empty body should still be framed explicitly so that the backend does not
 /// wait for one (RFC 9110 §8.6: a user agent SHOULD send Content-Length for these).
 fn method_expects_length(method: &str) -> bool {

@@ -12,7 +12,7 @@ use crate::config::{AccessList, Config, HostName, PoolId, RetryPolicy, Route, We
 use crate::proxy::upstream::balance::WeightedCycle;
 
 /// Longest host name we normalise (RFC 1035 text form is at most 253).
-const MAX_HOST: usize = 255;
+pub const MAX_HOST: usize = 255;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Miss {
@@ -234,7 +234,7 @@ static HOST_BYTE: [u8; 256] = {
 
 /// Lower-case the host part of an authority into `buf`, dropping the port and a trailing dot.
 /// `None` if it holds bytes no host name or IP literal can hold.
-fn normalize_host<'a>(authority: &[u8], buf: &'a mut [u8; MAX_HOST]) -> Option<&'a [u8]> {
+pub fn normalize_host<'a>(authority: &[u8], buf: &'a mut [u8; MAX_HOST]) -> Option<&'a [u8]> {
     let authority = crate::proxy::http1::tokens::trim(authority);
     let host = if let Some(rest) = authority.strip_prefix(b"[") {
         // IPv6 literal: keep the brackets so it cannot collide with a name.

@@ -31,9 +31,9 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
 use self::certs::{CertSet, SniResolver};
-use super::conn::ClientStream;
+use super::client::ClientStream;
+use super::metrics::{counters, TlsFailure};
 use crate::config::{Config, Listener, TlsVersion};
-use crate::telemetry::metrics::{process, TlsFailure};
 
 /// Sessions remembered for resumption by id (TLS 1.2) or stateful ticket; a few hundred
 /// bytes each.
@@ -151,7 +151,7 @@ impl TlsFront {
 /// Telemetry hook: the expiry of every certificate served, for
 /// `vipgate_tls_certificate_not_after_seconds`.
 pub fn publish_expiry(set: &CertSet) {
-    process().tls_certificates(
+    counters().tls_certificates(
         set.entries
             .iter()
             .map(|e| (e.label(), e.cert.display().to_string(), e.loaded.not_after))
@@ -172,7 +172,7 @@ pub async fn handshake(
         early,
         inner: stream,
     };
-    let p = process();
+    let p = counters();
     let result = tokio::time::timeout(limit, acceptor.accept(io)).await;
     let stream = match result {
         Ok(Ok(s)) => s,

@@ -43,7 +43,7 @@ pub fn spawn(shared: Shared) -> JoinHandle<()> {
             };
             for e in &found.refused {
                 warn!("certificate file refused, keeping the certificate served now: {e}");
-                crate::telemetry::metrics::process().certificate_reload_done(false);
+                crate::proxy::metrics::counters().certificate_reload_done(false);
             }
             let next = match found.set {
                 Some(set) => {
@@ -53,7 +53,7 @@ pub fn spawn(shared: Shared) -> JoinHandle<()> {
                             "certificate file changed; new handshakes get the new certificate");
                     }
                     publish_expiry(&set);
-                    crate::telemetry::metrics::process().certificate_reload_done(true);
+                    crate::proxy::metrics::counters().certificate_reload_done(true);
                     set
                 }
                 None if !found.stamps.is_empty() => current.with_stamps(&found.stamps),
