@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 
 const MODULES: &[&str] = &[
+    "bgp",
     "config",
     "daemon",
     "ha",

@@ -48,6 +48,9 @@ pub struct Config {
     pub daemon: Daemon,
     /// The VRRP election this node takes part in; without it the node owns its VIPs alone.
     pub vrrp: Option<Vrrp>,
+    /// The VIPs announced over BGP (`announce = "bgp"`) and how; `None` without any. Those VIPs
+    /// are not in `vips`, which holds the ones announced with ARP/NDP.
+    pub bgp: Option<Bgp>,
     /// The admin listener (`[admin]`); `None` when `enabled = false`.
     pub admin: Option<Admin>,
     /// The access log (`[access_log]`); `None` without the table or with `enabled = false`.
@@ -836,6 +839,46 @@ impl Vrrp {
             ..other.clone()
         }
     }
+}
+
+/// `[bgp] table` when not set: the kernel routing table the announced VIPs are put in, for
+/// the BGP daemon to learn (the same number as [`crate::l2::route::RTPROT_VIPGATE`], easy to
+/// recognise; no rule looks it up, so it routes nothing on this host).
+pub const DEFAULT_BGP_TABLE: u32 = 86;
+/// `[bgp] check_interval`: how often the tracked conditions are read and the announcements
+/// re-asserted.
+pub const DEFAULT_BGP_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// `[bgp] rise`: consecutive good checks before the VIPs are announced (again).
+pub const DEFAULT_BGP_RISE: u32 = 3;
+/// `[bgp] fall`: consecutive failed checks before they are withdrawn.
+pub const DEFAULT_BGP_FALL: u32 = 2;
+/// `[bgp] withdraw_wait`: on stop, after the withdrawal, how long the listeners keep accepting
+/// before the drain: the router still sends new flows until it has the update (measured here:
+/// ~10 ms from route removal to the router's FIB), more on a loaded router.
+pub const DEFAULT_BGP_WITHDRAW_WAIT: Duration = Duration::from_secs(1);
+/// `[bgp] bird_protocol`: the BIRD `kernel` protocol that learns `table` (the template's name).
+pub const DEFAULT_BIRD_PROTOCOL: &str = "vipgate";
+
+/// `[bgp]` with the VIPs that have `announce = "bgp"`: announced by putting `VIP/32 dev lo`
+/// (`/128`) into the kernel table `table`, which the local BIRD learns and exports over BGP,
+/// while the tracked conditions allow (with `rise`/`fall` hysteresis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bgp {
+    /// In file order; never empty.
+    pub vips: Vec<IpAddr>,
+    /// 1 to 2^32-1 except 253, 254, 255 (default, main, local).
+    pub table: u32,
+    pub check_interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub withdraw_wait: Duration,
+    /// BIRD's control socket: read for the sessions' state and to re-enable `bird_protocol`
+    /// when someone disabled it; `None`: vipgate only writes the table.
+    pub bird_socket: Option<PathBuf>,
+    pub bird_protocol: String,
+    /// `[[bgp.track]]`, plus the listeners (always tracked when there are listeners); every
+    /// action is [`TrackAction::Fault`]: a failed condition withdraws.
+    pub track: Vec<Track>,
 }
 
 /// A condition the election watches (`[[vrrp.track]]`) and what it does while it holds.

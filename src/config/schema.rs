@@ -22,6 +22,7 @@ pub(super) struct RawConfig {
     pub proxy: Option<Spanned<RawProxy>>,
     pub daemon: Option<Spanned<RawDaemon>>,
     pub vrrp: Option<Spanned<RawVrrp>>,
+    pub bgp: Option<Spanned<RawBgp>>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
     pub log: Option<Spanned<RawLog>>,
@@ -115,7 +116,11 @@ pub(super) struct RawDaemon {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVip {
     pub address: Spanned<String>,
-    pub interface: Spanned<String>,
+    /// Required for `announce = "arp"` (the default), refused for `"bgp"`.
+    pub interface: Option<Spanned<String>>,
+    /// `"arp"` (the default: ARP/NDP on `interface`, alone or elected by `[vrrp]`) or
+    /// `"bgp"` (announced to the local BIRD through `[bgp] table`).
+    pub announce: Option<Spanned<String>>,
     pub garp_count: Option<Spanned<i64>>,
     pub garp_interval_ms: Option<Spanned<i64>>,
 }
@@ -253,7 +258,23 @@ pub(super) struct RawVrrp {
     pub track: Option<Vec<Spanned<RawTrack>>>,
 }
 
-/// One `[[vrrp.track]]`: exactly one condition (`pool` or `listeners`) and an optional weight.
+/// `[bgp]`: how the `announce = "bgp"` VIPs reach the local BGP daemon.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBgp {
+    pub table: Option<Spanned<i64>>,
+    pub check_interval: Option<Spanned<RawDuration>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub withdraw_wait: Option<Spanned<RawDuration>>,
+    pub bird_socket: Option<Spanned<String>>,
+    pub bird_protocol: Option<Spanned<String>>,
+    /// `[[bgp.track]]`: conditions that withdraw the VIPs while they hold.
+    pub track: Option<Vec<Spanned<RawTrack>>>,
+}
+
+/// One `[[vrrp.track]]` or `[[bgp.track]]`: exactly one condition (`pool` or `listeners`) and,
+/// for VRRP only, an optional weight.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTrack {

@@ -694,6 +694,19 @@ fn vrrp_tracks_are_read() {
     assert!(!v.same_election(&other));
 }
 
+/// Each case `(from, to, line, words)`: `base` with the first `from` replaced by `to` is
+/// refused in one line at `t.toml:LINE:` with a reason containing `words`.
+fn assert_refused(base: &str, cases: &[(&str, &str, usize, &str)]) {
+    for (from, to, line, words) in cases {
+        assert!(base.contains(from), "fixture {from:?}");
+        let text = base.replacen(from, to, 1);
+        let msg = parse(Path::new("t.toml"), &text).expect_err(to).to_string();
+        assert!(msg.starts_with(&format!("t.toml:{line}:")), "{to:?}: {msg}");
+        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    }
+}
+
 #[test]
 fn bad_vrrp_tracks_are_refused_with_line_and_reason() {
     // (replace in tracked(), with, line, words)
@@ -740,15 +753,7 @@ fn bad_vrrp_tracks_are_refused_with_line_and_reason() {
         ("priority = 150", "priority = 255", 28, "address owner"),
         ("weight = 50", "wieght = 50", 30, "unknown field `wieght`"),
     ];
-    let base = tracked();
-    for (from, to, line, words) in cases {
-        assert!(base.contains(from), "fixture {from:?}");
-        let text = base.replacen(from, to, 1);
-        let msg = parse(Path::new("t.toml"), &text).expect_err(to).to_string();
-        assert!(msg.starts_with(&format!("t.toml:{line}:")), "{to:?}: {msg}");
-        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
-        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
-    }
+    assert_refused(&tracked(), cases);
     // Listeners tracked in a file without listeners.
     let text = "[[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n[vrrp]\nvrid = 1\n[[vrrp.track]]\nlisteners = true\n";
     let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
@@ -1215,4 +1220,189 @@ backends = ["192.0.2.21:8080"]
             "{e}"
         );
     }
+}
+
+/// A BGP node: one ARP VIP, one BGP VIP, `[bgp]` with every key.
+fn bgp_file() -> String {
+    r#"[[vip]]
+address = "192.0.2.200"
+interface = "eth0"
+[[vip]]
+address = "203.0.113.10"
+announce = "bgp"
+
+[[listener]]
+bind = "0.0.0.0:80"
+
+[[host]]
+names = ["*"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+
+[pool.web]
+backends = ["192.0.2.21:8080"]
+[pool.web.health]
+type = "tcp"
+
+[bgp]
+table = 100
+check_interval = "100ms"
+rise = 4
+fall = 1
+withdraw_wait = "500ms"
+bird_socket = "/run/bird/bird.ctl"
+bird_protocol = "vg_table"
+[[bgp.track]]
+pool = "web"
+"#
+    .to_owned()
+}
+
+#[test]
+fn bgp_vips_and_settings_are_read() {
+    let c = parse(Path::new("b.toml"), &bgp_file()).expect("valid");
+    assert_eq!(c.vips.len(), 1, "only the ARP VIP is in vips");
+    let b = c.bgp.expect("bgp");
+    assert_eq!(
+        b.vips,
+        ["203.0.113.10".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(b.table, 100);
+    assert_eq!(b.check_interval, Duration::from_millis(100));
+    assert_eq!((b.rise, b.fall), (4, 1));
+    assert_eq!(b.withdraw_wait, Duration::from_millis(500));
+    assert_eq!(
+        b.bird_socket.as_deref(),
+        Some(Path::new("/run/bird/bird.ctl"))
+    );
+    assert_eq!(b.bird_protocol, "vg_table");
+    let labels: Vec<String> = b.track.iter().map(|t| t.condition.label()).collect();
+    assert_eq!(
+        labels,
+        ["pool:web", "listeners"],
+        "listeners tracked implicitly"
+    );
+    assert!(b.track.iter().all(|t| t.action == TrackAction::Fault));
+
+    // Defaults.
+    let text = "[[vip]]\naddress = \"203.0.113.10\"\nannounce = \"bgp\"\n[bgp]\n";
+    let b = parse(Path::new("b.toml"), text).unwrap().bgp.unwrap();
+    assert_eq!(b.table, DEFAULT_BGP_TABLE);
+    assert_eq!(b.check_interval, DEFAULT_BGP_CHECK_INTERVAL);
+    assert_eq!((b.rise, b.fall), (DEFAULT_BGP_RISE, DEFAULT_BGP_FALL));
+    assert_eq!(b.withdraw_wait, DEFAULT_BGP_WITHDRAW_WAIT);
+    assert_eq!(b.bird_socket, None);
+    assert_eq!(b.bird_protocol, DEFAULT_BIRD_PROTOCOL);
+    assert!(b.track.is_empty(), "no listeners, nothing to track");
+}
+
+#[test]
+fn bad_bgp_files_are_refused_with_line_and_reason() {
+    // (replace in bgp_file(), with, line, words)
+    let cases: &[(&str, &str, usize, &str)] = &[
+        (
+            "announce = \"bgp\"",
+            "announce = \"ospf\"",
+            6,
+            "announce = \"ospf\" is not one of",
+        ),
+        (
+            "announce = \"bgp\"",
+            "announce = \"bgp\"\ninterface = \"eth0\"",
+            7,
+            "remove `interface`",
+        ),
+        (
+            "announce = \"bgp\"",
+            "announce = \"bgp\"\ngarp_count = 3",
+            7,
+            "garp_count has no effect",
+        ),
+        (
+            "address = \"192.0.2.200\"\ninterface = \"eth0\"",
+            "address = \"192.0.2.200\"",
+            1,
+            "needs `interface`",
+        ),
+        (
+            "address = \"203.0.113.10\"",
+            "address = \"192.0.2.200\"",
+            5,
+            "listed twice",
+        ),
+        ("table = 100", "table = 254", 23, "kernel's own tables"),
+        ("table = 100", "table = 0", 23, "out of range"),
+        ("table = 100", "table = 4294967296", 23, "out of range"),
+        (
+            "check_interval = \"100ms\"",
+            "check_interval = \"1ms\"",
+            24,
+            "out of range (10ms to 10s)",
+        ),
+        (
+            "check_interval = \"100ms\"",
+            "check_interval = 100",
+            24,
+            "needs a unit",
+        ),
+        (
+            "rise = 4",
+            "rise = 0",
+            25,
+            "rise = 0 is out of range (1 to 100)",
+        ),
+        ("fall = 1", "fall = 101", 26, "out of range"),
+        (
+            "withdraw_wait = \"500ms\"",
+            "withdraw_wait = \"301s\"",
+            27,
+            "out of range",
+        ),
+        (
+            "bird_socket = \"/run",
+            "bird_socket = \"run",
+            28,
+            "absolute path",
+        ),
+        (
+            "bird_protocol = \"vg_table\"",
+            "bird_protocol = \"vg-table\"",
+            29,
+            "not a BIRD protocol name",
+        ),
+        (
+            "track]]\npool = \"web\"\n",
+            "track]]\npool = \"web\"\nweight = 10\n",
+            32,
+            "has no weight",
+        ),
+        (
+            "track]]\npool = \"web\"\n",
+            "track]]\npool = \"nope\"\n",
+            31,
+            "[[bgp.track]] pool \"nope\" is not defined",
+        ),
+        (
+            "[pool.web.health]\ntype = \"tcp\"\n",
+            "",
+            29,
+            "needs [pool.web.health]",
+        ),
+        ("rise = 4", "rice = 4", 25, "unknown field `rice`"),
+    ];
+    assert_refused(&bgp_file(), cases);
+    // A BGP VIP without [bgp], and [bgp] without a BGP VIP.
+    let text = "[[vip]]\naddress = \"203.0.113.10\"\nannounce = \"bgp\"\n";
+    let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("t.toml:3:") && msg.contains("no [bgp] table"),
+        "{msg}"
+    );
+    let text = "[[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n[bgp]\ntable = 90\n";
+    let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("t.toml:4:") && msg.contains("but the file has none"),
+        "{msg}"
+    );
 }

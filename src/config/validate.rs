@@ -13,11 +13,12 @@ use toml::Spanned;
 
 use super::error::{Located, Position};
 use super::model::*;
+use super::schema::RawBgp;
 use super::schema::RawCertificate;
 use super::schema::{
     RawAccessLog, RawAdmin, RawBackend, RawConfig, RawDaemon, RawDuration, RawFraction, RawHealth,
-    RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawResolver, RawRoute, RawVip,
-    RawVrrp,
+    RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawResolver, RawRoute,
+    RawTrack, RawVip, RawVrrp,
 };
 
 /// Upper bounds that keep a typo from turning into a flood or a stall.
@@ -35,6 +36,14 @@ const MAX_GARP_REFRESH: Duration = Duration::from_secs(3600);
 const MAX_IFNAME_LEN: usize = 15;
 /// RFC 1035 limit on a name's text form.
 const MAX_HOST_NAME_LEN: usize = 253;
+/// `[bgp] check_interval`: faster only burns netlink calls, slower than 10 s delays a
+/// withdrawal past what anyone would call health-gated.
+const MIN_BGP_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_BGP_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+const MAX_BGP_RISE_FALL: i64 = 100;
+const MAX_BGP_WITHDRAW_WAIT: Duration = Duration::from_secs(300);
+/// Kernel tables with a fixed meaning: unspec, default, main, local.
+const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
 
 type Result<T> = std::result::Result<T, Located>;
 
@@ -45,11 +54,12 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
             "nothing to do: the file has no [[vip]] and no [[listener]]",
         ));
     }
-    let vips = validate_vips(&raw.vip)?;
+    let (vips, bgp_vips) = validate_vips(&raw.vip)?;
     let mut vrrp = match &raw.vrrp {
         Some(v) => Some(validate_vrrp(v, &vips)?),
         None => None,
     };
+    let mut bgp = validate_bgp(raw.bgp.as_ref(), &bgp_vips)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let (pools, pool_ids) = validate_pools(&raw.pool, base)?;
     let listeners = validate_listeners(&raw.listener, &pool_ids, base)?;
@@ -63,7 +73,32 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         }
     }
     if let (Some(v), Some(raw_v)) = (vrrp.as_mut(), &raw.vrrp) {
-        v.track = validate_tracks(raw_v, v.priority, &pools, &listeners)?;
+        v.track = validate_tracks(
+            raw_v.get_ref().track.as_deref().unwrap_or_default(),
+            Tracker::Vrrp(v.priority),
+            &pools,
+            &listeners,
+        )?;
+    }
+    if let (Some(b), Some(raw_b)) = (bgp.as_mut(), &raw.bgp) {
+        b.track = validate_tracks(
+            raw_b.get_ref().track.as_deref().unwrap_or_default(),
+            Tracker::Bgp,
+            &pools,
+            &listeners,
+        )?;
+        // A node that cannot accept on its listeners cannot serve the VIPs it announces.
+        if !listeners.is_empty()
+            && !b
+                .track
+                .iter()
+                .any(|t| t.condition == TrackCondition::ListenerFailed)
+        {
+            b.track.push(Track {
+                condition: TrackCondition::ListenerFailed,
+                action: TrackAction::Fault,
+            });
+        }
     }
     let proxy = match &raw.proxy {
         Some(p) => validate_proxy(p.get_ref())?,
@@ -130,6 +165,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         proxy,
         daemon,
         vrrp,
+        bgp,
         admin,
         access_log,
         log,
@@ -482,18 +518,70 @@ fn validate_daemon(raw: Option<&RawDaemon>) -> Result<Daemon> {
     Ok(Daemon { drain_timeout })
 }
 
-fn validate_vips(raw: &[Spanned<RawVip>]) -> Result<Vec<Vip>> {
+/// A VIP with `announce = "bgp"` and the span to point at when `[bgp]` is missing.
+type BgpVip = (IpAddr, std::ops::Range<usize>);
+
+/// The `[[vip]]`s: those announced with ARP/NDP, and those with `announce = "bgp"` (with the
+/// span of their `announce`, for `validate_bgp`'s messages).
+fn validate_vips(raw: &[Spanned<RawVip>]) -> Result<(Vec<Vip>, Vec<BgpVip>)> {
     let mut vips: Vec<Vip> = Vec::with_capacity(raw.len());
-    for v in raw {
-        let v = v.get_ref();
+    let mut bgp: Vec<BgpVip> = Vec::new();
+    for span_v in raw {
+        let v = span_v.get_ref();
         let address = parse_vip_address(&v.address)?;
-        if vips.iter().any(|seen| seen.address == address) {
+        if vips.iter().any(|seen| seen.address == address)
+            || bgp.iter().any(|(seen, _)| *seen == address)
+        {
             return Err(Located::new(
                 v.address.span(),
                 format!("VIP {address} is listed twice"),
             ));
         }
-        let interface = validate_ifname(&v.interface)?;
+        let by_bgp = match &v.announce {
+            None => false,
+            Some(a) => match a.get_ref().trim() {
+                "arp" => false,
+                "bgp" => true,
+                other => {
+                    return Err(Located::new(
+                        a.span(),
+                        format!("announce = {other:?} is not one of \"arp\", \"bgp\""),
+                    ))
+                }
+            },
+        };
+        if by_bgp {
+            if let Some(i) = &v.interface {
+                return Err(Located::new(
+                    i.span(),
+                    "a VIP with announce = \"bgp\" is on no LAN (it is routed to this node): remove `interface`",
+                ));
+            }
+            for (key, set) in [
+                ("garp_count", v.garp_count.as_ref().map(Spanned::span)),
+                (
+                    "garp_interval_ms",
+                    v.garp_interval_ms.as_ref().map(Spanned::span),
+                ),
+            ] {
+                if let Some(span) = set {
+                    return Err(Located::new(
+                        span,
+                        format!("{key} has no effect with announce = \"bgp\" (no ARP is sent for it): remove it"),
+                    ));
+                }
+            }
+            let span = v.announce.as_ref().map_or(span_v.span(), Spanned::span);
+            bgp.push((address, span));
+            continue;
+        }
+        let Some(interface) = &v.interface else {
+            return Err(Located::new(
+                span_v.span(),
+                "a [[vip]] needs `interface` (the LAN it is answered on), or announce = \"bgp\"",
+            ));
+        };
+        let interface = validate_ifname(interface)?;
         let count = bounded(v.garp_count.as_ref(), 0, MAX_GARP_COUNT, "garp_count")?
             .map_or(DEFAULT_GARP_COUNT, |n| n as u32);
         let interval = bounded(
@@ -509,7 +597,115 @@ fn validate_vips(raw: &[Spanned<RawVip>]) -> Result<Vec<Vip>> {
             garp: GarpBurst { count, interval },
         });
     }
-    Ok(vips)
+    Ok((vips, bgp))
+}
+
+/// `[bgp]`, which the VIPs with `announce = "bgp"` need and which needs them.
+fn validate_bgp(raw: Option<&Spanned<RawBgp>>, vips: &[BgpVip]) -> Result<Option<Bgp>> {
+    let raw = match (raw, vips.first()) {
+        (None, None) => return Ok(None),
+        (None, Some((vip, span))) => {
+            return Err(Located::new(
+                span.clone(),
+                format!("VIP {vip} has announce = \"bgp\", but the file has no [bgp] table"),
+            ))
+        }
+        (Some(b), None) => {
+            return Err(Located::new(
+                b.span(),
+                "[bgp] announces the [[vip]]s with announce = \"bgp\", but the file has none",
+            ))
+        }
+        (Some(b), Some(_)) => b.get_ref(),
+    };
+    let table = match &raw.table {
+        None => DEFAULT_BGP_TABLE,
+        Some(t) => {
+            let n = bounded(Some(t), 1, i64::from(u32::MAX), "table")?.unwrap_or_default();
+            if RESERVED_TABLES.contains(&n) {
+                return Err(Located::new(
+                    t.span(),
+                    format!("table = {n} is one of the kernel's own tables (253 default, 254 main, 255 local): pick a table of its own for the announced VIPs, such as 86"),
+                ));
+            }
+            n as u32
+        }
+    };
+    let check_interval = match &raw.check_interval {
+        None => DEFAULT_BGP_CHECK_INTERVAL,
+        Some(d) => {
+            let value = parse_duration(d, "check_interval")?;
+            if !(MIN_BGP_CHECK_INTERVAL..=MAX_BGP_CHECK_INTERVAL).contains(&value) {
+                return Err(Located::new(
+                    d.span(),
+                    format!("check_interval {value:?} is out of range (10ms to 10s)"),
+                ));
+            }
+            value
+        }
+    };
+    let rise = bounded(raw.rise.as_ref(), 1, MAX_BGP_RISE_FALL, "rise")?
+        .map_or(DEFAULT_BGP_RISE, |n| n as u32);
+    let fall = bounded(raw.fall.as_ref(), 1, MAX_BGP_RISE_FALL, "fall")?
+        .map_or(DEFAULT_BGP_FALL, |n| n as u32);
+    let withdraw_wait = match &raw.withdraw_wait {
+        None => DEFAULT_BGP_WITHDRAW_WAIT,
+        Some(d) => {
+            let value = parse_duration(d, "withdraw_wait")?;
+            if value > MAX_BGP_WITHDRAW_WAIT {
+                return Err(Located::new(
+                    d.span(),
+                    format!("withdraw_wait {value:?} is out of range (0s to 300s)"),
+                ));
+            }
+            value
+        }
+    };
+    let bird_socket = match &raw.bird_socket {
+        None => None,
+        Some(p) => {
+            let text = p.get_ref().trim();
+            if !text.starts_with('/') {
+                return Err(Located::new(
+                    p.span(),
+                    format!("bird_socket {text:?} must be an absolute path (such as /run/bird/bird.ctl)"),
+                ));
+            }
+            Some(std::path::PathBuf::from(text))
+        }
+    };
+    let bird_protocol = match &raw.bird_protocol {
+        None => DEFAULT_BIRD_PROTOCOL.to_owned(),
+        Some(p) => {
+            let text = p.get_ref().trim();
+            // BIRD's symbol syntax: a letter or '_' first, then letters, digits, '_'.
+            let ok = text
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && text.len() <= 64;
+            if !ok {
+                return Err(Located::new(
+                    p.span(),
+                    format!("bird_protocol {text:?} is not a BIRD protocol name (letters, digits and '_', a letter first)"),
+                ));
+            }
+            text.to_owned()
+        }
+    };
+    Ok(Some(Bgp {
+        vips: vips.iter().map(|(v, _)| *v).collect(),
+        table,
+        check_interval,
+        rise,
+        fall,
+        withdraw_wait,
+        bird_socket,
+        bird_protocol,
+        // Checked once the pools and listeners are known (`validate_tracks`).
+        track: Vec::new(),
+    }))
 }
 
 fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
@@ -671,19 +867,32 @@ fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
     })
 }
 
-/// `[[vrrp.track]]`: each names one condition that exists in this file, once, with a weight
-/// the priority can lose, on a node whose priority may be lowered at all.
+/// Whose conditions a list of tracks is: the election's (with its configured priority) or the
+/// BGP announcements'.
+#[derive(Clone, Copy)]
+enum Tracker {
+    Vrrp(NonZeroU8),
+    Bgp,
+}
+
+/// `[[vrrp.track]]` and `[[bgp.track]]`: each names one condition that exists in this file,
+/// once; for VRRP with a weight the priority can lose, on a node whose priority may be lowered
+/// at all; for BGP without a weight (a failed condition withdraws).
 fn validate_tracks(
-    raw: &Spanned<RawVrrp>,
-    priority: NonZeroU8,
+    raw: &[Spanned<RawTrack>],
+    tracker: Tracker,
     pools: &[Pool],
     listeners: &[Listener],
 ) -> Result<Vec<Track>> {
+    let table = match tracker {
+        Tracker::Vrrp(_) => "[[vrrp.track]]",
+        Tracker::Bgp => "[[bgp.track]]",
+    };
     let mut tracks: Vec<Track> = Vec::new();
-    for t in raw.get_ref().track.iter().flatten() {
+    for t in raw {
         let span = t.span();
         let t = t.get_ref();
-        if priority.get() == u8::MAX {
+        if matches!(tracker, Tracker::Vrrp(p) if p.get() == u8::MAX) {
             return Err(Located::new(
                 span,
                 "[[vrrp.track]] with priority 255: the address owner's priority cannot be lowered; use a priority of 254 or less",
@@ -693,13 +902,13 @@ fn validate_tracks(
             (Some(_), Some(_)) => {
                 return Err(Located::new(
                     span,
-                    "a [[vrrp.track]] has one condition: write `pool` and `listeners` in two [[vrrp.track]] tables",
+                    format!("a {table} has one condition: write `pool` and `listeners` in two {table} tables"),
                 ))
             }
             (None, None) => {
                 return Err(Located::new(
                     span,
-                    "a [[vrrp.track]] needs a condition: `pool = \"NAME\"` or `listeners = true`",
+                    format!("a {table} needs a condition: `pool = \"NAME\"` or `listeners = true`"),
                 ))
             }
             (Some(name), None) => {
@@ -707,13 +916,13 @@ fn validate_tracks(
                 let Some(pool) = pools.iter().find(|p| p.name == text) else {
                     return Err(Located::new(
                         name.span(),
-                        format!("[[vrrp.track]] pool {text:?} is not defined (no [pool.{text}])"),
+                        format!("{table} pool {text:?} is not defined (no [pool.{text}])"),
                     ));
                 };
                 if pool.health.is_none() {
                     return Err(Located::new(
                         name.span(),
-                        format!("[[vrrp.track]] pool {text:?} needs [pool.{text}.health]: without active checks its backends are never marked down"),
+                        format!("{table} pool {text:?} needs [pool.{text}.health]: without active checks its backends are never marked down"),
                     ));
                 }
                 TrackCondition::PoolDown(pool.name.clone())
@@ -722,13 +931,13 @@ fn validate_tracks(
                 if !*on.get_ref() {
                     return Err(Located::new(
                         on.span(),
-                        "listeners = false tracks nothing: remove this [[vrrp.track]] or set listeners = true",
+                        format!("listeners = false tracks nothing: remove this {table} or set listeners = true"),
                     ));
                 }
                 if listeners.is_empty() {
                     return Err(Located::new(
                         on.span(),
-                        "[[vrrp.track]] listeners = true, but the file has no [[listener]]",
+                        format!("{table} listeners = true, but the file has no [[listener]]"),
                     ));
                 }
                 TrackCondition::ListenerFailed
@@ -737,11 +946,15 @@ fn validate_tracks(
         if tracks.iter().any(|k| k.condition == condition) {
             return Err(Located::new(
                 span,
-                format!("[[vrrp.track]] {} is tracked twice", condition.label()),
+                format!("{table} {} is tracked twice", condition.label()),
             ));
         }
         let action = match &t.weight {
             None => TrackAction::Fault,
+            Some(w) if matches!(tracker, Tracker::Bgp) => return Err(Located::new(
+                w.span(),
+                "a [[bgp.track]] has no weight: while its condition holds the VIPs are withdrawn",
+            )),
             Some(w) => {
                 let n = *w.get_ref();
                 match u8::try_from(n).ok().filter(|n| *n <= 254).and_then(NonZeroU8::new) {

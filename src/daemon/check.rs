@@ -65,6 +65,25 @@ pub fn describe(config: &Config) -> String {
             vip.garp.interval.as_millis()
         );
     }
+    if let Some(b) = &config.bgp {
+        for vip in &b.vips {
+            let _ = writeln!(
+                out,
+                "vip {vip} over BGP: in table {} while healthy (rise {}, fall {}, every {} ms){}",
+                b.table,
+                b.rise,
+                b.fall,
+                b.check_interval.as_millis(),
+                match &b.bird_socket {
+                    Some(s) => format!("; BIRD at {} (protocol {})", s.display(), b.bird_protocol),
+                    None => String::new(),
+                }
+            );
+        }
+        for t in &b.track {
+            let _ = writeln!(out, "  bgp track {}: withdraw", t.condition.label());
+        }
+    }
     if let Some(v) = &config.vrrp {
         // One virtual router per family of the VIPs: its peers, or its multicast group.
         let mut peers: Vec<String> = Vec::new();

@@ -15,6 +15,9 @@
 //! whose interface changed is stopped and started again. Connections accepted by a removed
 //! listener stay open until they finish (they are routed by the new configuration).
 //!
+//! BGP VIPs (`announce = "bgp"`) are the BGP speaker's: added ones are announced once healthy,
+//! removed ones withdrawn at once and still delivered for `[daemon] drain_timeout_ms`.
+//!
 //! With `[vrrp]`, a change of the election or of the VIPs restarts the election (a master
 //! hands over first); a change of `[[vrrp.track]]` alone is applied to the running election,
 //! which keeps its state and re-evaluates its priority at once.
@@ -240,6 +243,7 @@ impl Running {
                 }
             }
         }
+        self.reload_bgp(&new).await;
         for addr in &plan.listeners_removed {
             if let Some(i) = self.listeners.iter().position(|l| l.addr == *addr) {
                 self.listeners.remove(i).stop().await;
@@ -249,6 +253,30 @@ impl Running {
         }
         self.config = new;
         Ok(plan)
+    }
+}
+
+impl Running {
+    /// BGP VIPs added, removed or re-tracked: handed to the running speaker (a removed VIP is
+    /// withdrawn at once and delivered for the drain time), or a speaker started for the first
+    /// ones. Past the switch: a failure is reported and the VIPs are not announced.
+    async fn reload_bgp(&mut self, new: &Config) {
+        let drain = new.daemon.drain_timeout;
+        match (&self.bgp, &new.bgp, &self.config.bgp) {
+            (Some(speaker), Some(b), _) => speaker.reload(b.clone(), drain).await,
+            (Some(speaker), None, Some(old)) => {
+                let none = config::Bgp {
+                    vips: Vec::new(),
+                    ..old.clone()
+                };
+                speaker.reload(none, drain).await;
+            }
+            (None, Some(b), _) => match crate::bgp::Speaker::start(b, self.probe.clone()).await {
+                Ok(s) => self.bgp = Some(s),
+                Err(e) => error!(error = %e, "cannot announce the BGP VIPs; none is announced"),
+            },
+            _ => {}
+        }
     }
 }
 
