@@ -32,6 +32,7 @@ import argparse
 import base64
 import hashlib
 import struct
+import socket
 import sys
 import time
 from urllib.parse import parse_qs
@@ -261,7 +262,10 @@ def main():
     handler = type("NamedHandler", (Handler,), {"name": args.name, "delay": args.delay_ms / 1000})
     # socketserver's default backlog of 5 drops SYNs under load tests (then a 1 s or 3 s
     # retransmit looks like a proxy stall, or a connect timeout becomes a 502).
-    server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 1024})
+    family = socket.AF_INET6 if ":" in args.bind else socket.AF_INET
+    server_class = type(
+        "Server", (ThreadingHTTPServer,), {"request_queue_size": 1024, "address_family": family}
+    )
     server = server_class((args.bind, args.port), handler)
     server.daemon_threads = True
     print(f"backend {args.name} listening on {args.bind}:{args.port}", file=sys.stderr, flush=True)

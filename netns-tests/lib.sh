@@ -148,6 +148,8 @@ vg_cleanup() {
     # Anything still running in a namespace this run created was started by this run.
     for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
     ip netns del "$ns" 2>/dev/null
+    # `ip netns exec` files of this namespace (resolv.conf, hosts), written by ns_etc.
+    [[ -d /etc/netns/$ns ]] && rm -rf "/etc/netns/${ns:?}"
   done
   VG_NAMESPACES=()
   [[ -n ${VG_TMP:-} ]] && rm -rf "$VG_TMP"
@@ -442,6 +444,102 @@ local_route() { ip -n "$NS_LB" route show table local | grep -E "^local ${VIP//.
 client_neigh() { ip -n "$NS_CLIENT" neigh show "$VIP" dev eth0; }
 
 # --- vipgate ----------------------------------------------------------------------------------
+
+# --- a DNS server the test runs and changes (dnsmasq) -----------------------------------------
+
+# dnsmasq in its own namespace NS_DNS on the LAN, at DNS_IP (port 53, UDP and TCP). It answers
+# from DNS_HOSTS (which dns_set rewrites) with TTL DNS_TTL, and authoritatively (NXDOMAIN)
+# for other names under the domains given to dns_up; it forwards nothing. Every query is
+# logged to DNS_LOG (dns_queries counts them). DNS_EXTRA: more dnsmasq.conf lines (srv-host=…).
+DNS_IP=192.0.2.53
+NS_DNS=${VG_PREFIX}dns
+DNS_TTL=${DNS_TTL:-0}
+DNS_EXTRA=${DNS_EXTRA:-}
+DNS_PID=
+DNS_DOMAINS=()
+# DOMAIN...: start it (≤ 5 s until it logs that it started); the hosts file starts empty.
+dns_up() {
+  local d
+  DNS_DIR=$VG_TMP/dns
+  mkdir -p "$DNS_DIR"
+  DNS_HOSTS=$DNS_DIR/hosts DNS_SERVERS=$DNS_DIR/servers DNS_LOG=$DNS_DIR/log
+  : >"$DNS_HOSTS"
+  : >"$DNS_LOG"
+  DNS_DOMAINS=("$@")
+  # `server=/D/` with no address is `local=/D/`, the only spelling a servers-file takes.
+  for d in "$@"; do printf 'server=/%s/\n' "$d"; done >"$DNS_SERVERS"
+  cat >"$DNS_DIR/dnsmasq.conf" <<CONF
+listen-address=$DNS_IP
+bind-interfaces
+port=53
+user=root
+no-resolv
+no-hosts
+no-poll
+addn-hosts=$DNS_HOSTS
+servers-file=$DNS_SERVERS
+local-ttl=$DNS_TTL
+cache-size=0
+edns-packet-max=4096
+log-queries
+log-facility=$DNS_LOG
+pid-file=$DNS_DIR/pid
+$DNS_EXTRA
+CONF
+  [[ -e /run/netns/$NS_DNS ]] || vg_attach "$NS_DNS" dns "$DNS_IP" 02:00:c0:00:02:35
+  ip netns exec "$NS_DNS" dnsmasq -k --conf-file="$DNS_DIR/dnsmasq.conf" \
+    >>"$DNS_DIR/out" 2>&1 &
+  DNS_PID=$!
+  vg_track "$DNS_PID"
+  wait_log "$DNS_LOG" 'started, version' 50
+}
+# SIGHUP, then wait (≤ 5 s) until it has read the hosts file again.
+dns_reread() {
+  local before i
+  before=$(grep -c "read $DNS_HOSTS" "$DNS_LOG" || true)
+  kill -HUP "$DNS_PID"
+  for ((i = 0; i < 50; i++)); do
+    (($(grep -c "read $DNS_HOSTS" "$DNS_LOG" || true) > before)) && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# NAME [IP...]: NAME answers with exactly these addresses from now on (none: NXDOMAIN, as the
+# domain is local, or SERVFAIL after `dns_mode servfail`).
+dns_set() {
+  local name=$1 ip
+  shift
+  awk -v n="$name" '$2 != n' "$DNS_HOSTS" >"$DNS_HOSTS.new"
+  for ip in "$@"; do printf '%s %s\n' "$ip" "$name" >>"$DNS_HOSTS.new"; done
+  mv "$DNS_HOSTS.new" "$DNS_HOSTS"
+  dns_reread
+}
+# servfail|nxdomain: names not in the hosts file get SERVFAIL (forwarded to tools.py
+# dns-servfail, started here once, in NS_DNS on 127.0.0.1:5353) or NXDOMAIN (the domains are
+# local), from now on.
+DNS_SERVFAIL_PID=
+dns_mode() {
+  local d
+  if [[ $1 == servfail && -z $DNS_SERVFAIL_PID ]]; then
+    ip netns exec "$NS_DNS" timeout 120 "$VG_PYTHON" "$VG_ROOT/netns-tests/tools.py" dns-servfail \
+      --bind 127.0.0.1 --port 5353 >"$DNS_DIR/servfail.log" 2>&1 &
+    DNS_SERVFAIL_PID=$!
+    vg_track "$DNS_SERVFAIL_PID"
+    wait_log "$DNS_DIR/servfail.log" listening 50
+  fi
+  for d in "${DNS_DOMAINS[@]}"; do
+    if [[ $1 == servfail ]]; then printf 'server=/%s/127.0.0.1#5353\n' "$d"; else printf 'server=/%s/\n' "$d"; fi
+  done >"$DNS_SERVERS"
+  dns_reread
+}
+# NS FILE TEXT: FILE (resolv.conf, hosts) as processes in NS see it: `ip netns exec` mounts
+# /etc/netns/NS/FILE over /etc/FILE. Removed with the namespace.
+ns_etc() {
+  mkdir -p "/etc/netns/$1"
+  printf '%s\n' "$3" >"/etc/netns/$1/$2"
+}
+# TYPE NAME: how many queries of TYPE (A, AAAA, SRV) for NAME it has seen.
+dns_queries() { grep -cF "query[$1] $2 from" "$DNS_LOG" || true; }
 
 VG_RUN_ENV=() # extra NAME=VALUE for the next start_vipgate (NOTIFY_SOCKET=…, WATCHDOG_USEC=…)
 
@@ -881,5 +979,190 @@ wait_keepalived_state() { # LOG STATE TENTHS
     [[ $(keepalived_state "$1") == "$2" ]] && return 0
     sleep 0.1
   done
+  return 1
+}
+
+# --- BGP (a router running BIRD in front of vipgate nodes that each run BIRD) -----------------
+#
+#   NS_CLIENT eth1 198.51.100.10 ── eth1 198.51.100.1  NS_RT  eth0 192.0.2.1 ── br0 (the LAN of
+#   lan_up: NS_LB 192.0.2.2, NS_LB2 192.0.2.3, the backends)
+#
+# The BGP VIP 203.0.113.10 is on no LAN: the router reaches it through the nodes' BGP
+# announcements (ECMP), so the client's flows spread over the nodes.
+
+NS_RT=${VG_PREFIX}rt
+RT_IP=192.0.2.1
+RT_CLIENT_IP=198.51.100.1
+BGP_CLIENT_IP=198.51.100.10
+BGP_VIP=203.0.113.10
+BGP_VIP6=2001:db8:ff::10 # put in the nodes' table too (the router's sessions carry IPv4 only)
+RT_AS=64500
+NODE_AS=64501
+declare -A BIRD_PID=()
+
+# After lan_up and lb2_up: the router on the LAN, the client moved behind it (its LAN address
+# removed), ECMP hashing on ports (fib_multipath_hash_policy=1), the nodes' default route via
+# the router (their way back to the client).
+bgp_router_up() {
+  local ns
+  vg_attach "$NS_RT" rt "$RT_IP" 02:00:c0:00:02:01
+  ip -n "$NS_RT" link add eth1 type veth peer name eth1 netns "$NS_CLIENT"
+  ip -n "$NS_CLIENT" addr flush dev eth0
+  ip -n "$NS_CLIENT" link set eth0 down
+  ip -n "$NS_CLIENT" addr add "$BGP_CLIENT_IP/24" dev eth1
+  ip -n "$NS_CLIENT" link set eth1 up
+  ip -n "$NS_CLIENT" route add default via "$RT_CLIENT_IP"
+  ip -n "$NS_RT" addr add "$RT_CLIENT_IP/24" dev eth1
+  ip -n "$NS_RT" link set eth1 up
+  vg_sysctl "$NS_RT" net/ipv4/ip_forward 1
+  vg_sysctl "$NS_RT" net/ipv4/fib_multipath_hash_policy 1
+  for ns in "$NS_LB" "$NS_LB2"; do ip -n "$ns" route add default via "$RT_IP"; done
+}
+
+# [N_BACKENDS]: the whole BGP set-up: lan_up (2 backends by default), lb2_up, bgp_router_up,
+# and three BIRDs with configs under $VG_TMP: rt (the router), n1 (NS_LB), n2 (NS_LB2), each
+# node's from scripts/bird-vipgate.conf. vipgate is the caller's to start (bgp_node_config).
+bgp_fabric_up() {
+  lan_up "${1:-2}"
+  lb2_up
+  bgp_router_up
+  bird_router_config "$VG_TMP/rt.conf" "$LB_IP" "$LB2_IP"
+  bird_node_config "$VG_TMP/bird-n1.conf" "$LB_IP"
+  bird_node_config "$VG_TMP/bird-n2.conf" "$LB2_IP"
+  bird_start "$NS_RT" rt "$VG_TMP/rt.conf" || abort "the router's BIRD starts"
+  bird_start "$NS_LB" n1 "$VG_TMP/bird-n1.conf" || abort "node 1's BIRD starts"
+  bird_start "$NS_LB2" n2 "$VG_TMP/bird-n2.conf" || abort "node 2's BIRD starts"
+}
+
+# FILE NODE_IP...: the router's BIRD config: one eBGP session with BFD (100 ms x 3) per node,
+# named n1, n2…, whose routes go into its kernel table merged into one multipath route.
+bird_router_config() {
+  local file=$1 i=0 ip
+  shift
+  cat >"$file" <<EOC
+router id $RT_IP;
+log stderr { info, remote, warning, error, auth, fatal, bug };
+timeformat log "%T.%3f";
+protocol device {}
+protocol kernel { ipv4 { import none; export all; }; merge paths on; }
+protocol bfd { interface "eth0" { interval 100 ms; multiplier 3; }; }
+template bgp node {
+  local $RT_IP as $RT_AS;
+  bfd on;
+  hold time 9; keepalive time 3;
+  connect delay time 1; connect retry time 2; error wait time 1, 10;
+  ipv4 { import all; export none; };
+}
+EOC
+  for ip in "$@"; do
+    i=$((i + 1))
+    printf 'protocol bgp n%d from node { neighbor %s as %s; }\n' "$i" "$ip" "$NODE_AS" >>"$file"
+  done
+}
+
+# FILE BIRD_NAME [BACKENDS]: a BGP node's vipgate config: BGP_VIP:80 (announce = "bgp"; and
+# BGP_VIP6, announced but not listened on) for
+# $HA_HOST, Maglev on the client IP over BACKENDS (the TOML list's inside; default the two
+# first backends), health checks every 200 ms, the BIRD at $(bird_ctl BIRD_NAME), checks every
+# 100 ms with rise 3 / fall 2, withdraw_wait 300 ms, drain 3 s.
+bgp_node_config() {
+  cat >"$1" <<EOC
+[[vip]]
+address = "$BGP_VIP"
+announce = "bgp"
+[[vip]]
+address = "$BGP_VIP6"
+announce = "bgp"
+
+[[listener]]
+bind = "$BGP_VIP:80"
+
+[[host]]
+names = ["$HA_HOST"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+
+[pool.web]
+backends = [${3:-"\"${BE_IP[0]}:$BACKEND_PORT\", \"${BE_IP[1]}:$BACKEND_PORT\""}]
+balance = "maglev"
+hash_key = "client_ip"
+[pool.web.health]
+type = "tcp"
+interval_ms = 200
+timeout_ms = 100
+unhealthy_threshold = 2
+healthy_threshold = 1
+
+[daemon]
+drain_timeout_ms = 3000
+
+[bgp]
+check_interval = "100ms"
+rise = 3
+fall = 2
+withdraw_wait = "300ms"
+bird_socket = "$(bird_ctl "$2")"
+[[bgp.track]]
+pool = "web"
+EOC
+}
+# FILE NODE_IP: scripts/bird-vipgate.conf for the node at NODE_IP (its EDIT lines filled in).
+bird_node_config() {
+  sed -e "s/^router id 192\.0\.2\.2;/router id $2;/" \
+    -e "s/local 192\.0\.2\.2 as 64501;/local $2 as $NODE_AS;/" \
+    -e "s/neighbor 192\.0\.2\.1 as 64500;/neighbor $RT_IP as $RT_AS;/" \
+    "$VG_ROOT/scripts/bird-vipgate.conf" >"$1"
+}
+
+# NAME: BIRD's control socket for the instance NAME.
+bird_ctl() { printf '%s' "$VG_TMP/bird-$1.ctl"; }
+
+# NS NAME CONF: BIRD in the foreground in NS with its own config and control socket
+# ($(bird_ctl NAME)), logging to $VG_TMP/bird-NAME.log; waits (≤ 5 s) until it answers.
+# Sets BIRD_PID[NAME]; stopped by PID (bird_stop, or the cleanup). It runs at SCHED_RR 10, as
+# docs/operations.md advises for BFD at 100 ms: at normal priority, with both cores busy
+# (load 8 from builds), a BFD session went down with nothing wrong.
+bird_start() {
+  local ns=$1 name=$2 conf=$3 i
+  VG_LOGS+=("$VG_TMP/bird-$name.log")
+  ip netns exec "$ns" chrt -r 10 bird -f -c "$conf" -s "$(bird_ctl "$name")" -P "$VG_TMP/bird-$name.pid" \
+    >>"$VG_TMP/bird-$name.log" 2>&1 &
+  BIRD_PID[$name]=$!
+  vg_track "$!"
+  for ((i = 0; i < 50; i++)); do
+    birdc -s "$(bird_ctl "$name")" show status >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  cat "$VG_TMP/bird-$name.log"
+  return 1
+}
+# NAME [SIGNAL]: stop BIRD NAME (SIGTERM by default; KILL for a crash) and reap it.
+bird_stop() {
+  local pid=${BIRD_PID[$1]}
+  kill "-${2:-TERM}" "$pid" 2>/dev/null || true
+  vg_wait_gone 50 "$pid" || kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  vg_forget "$pid"
+}
+birdc_in() { birdc -s "$(bird_ctl "$1")" "${@:2}"; } # NAME COMMAND...
+
+# The router's next hops for the BGP VIP (sorted, space-separated), nothing if it has no route.
+rt_next_hops() {
+  ip -n "$NS_RT" route show "$BGP_VIP/32" | grep -o 'via [0-9.]*' | awk '{ print $2 }' |
+    sort | paste -sd' ' -
+}
+# EXPECTED TENTHS: waits until rt_next_hops is EXPECTED; sets WAITED_MS (the time it took).
+wait_next_hops() {
+  local i start
+  start=$(now_ms)
+  for ((i = 0; i < $2 * 10; i++)); do
+    if [[ $(rt_next_hops) == "$1" ]]; then
+      WAITED_MS=$(($(now_ms) - start))
+      return 0
+    fi
+    sleep 0.01
+  done
+  WAITED_MS=
   return 1
 }

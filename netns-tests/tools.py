@@ -476,6 +476,25 @@ def cmd_tcp_xfer(a):
     print(" ".join(out))
 
 
+def cmd_dns_servfail(a):
+    """A name server that answers every UDP query SERVFAIL (RFC 1035 4.1.1: RCODE 2), with the
+    query's id and question: the upstream a test gives dnsmasq to make it answer SERVFAIL."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((a.bind, a.port))
+    print(f"listening on {a.bind}:{a.port}", flush=True)
+    while True:
+        q, peer = s.recvfrom(4096)
+        if len(q) < 12:
+            continue
+        # QR=1, opcode and RD copied, RA=1, RCODE=2; one question, nothing else.
+        flags = 0x8000 | (q[2] << 8 & 0x7900) | 0x0080 | 2
+        end = 12
+        while end < len(q) and q[end] != 0:
+            end += q[end] + 1
+        question = q[12 : end + 5]
+        s.sendto(q[:2] + flags.to_bytes(2, "big") + b"\x00\x01" + b"\x00" * 6 + question, peer)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -522,6 +541,11 @@ def main():
     q.add_argument("--port", type=int, required=True)
     q.add_argument("--proxy", choices=["none", "v2"], default="none")
     q.set_defaults(fn=cmd_tcp_echo)
+
+    q = sub.add_parser("dns-servfail")
+    q.add_argument("--bind", required=True)
+    q.add_argument("--port", type=int, required=True)
+    q.set_defaults(fn=cmd_dns_servfail)
 
     q = sub.add_parser("tcp-xfer")
     q.add_argument("--target", required=True)

@@ -13,6 +13,8 @@
 //!   with one error type, `error`), HTTP/1.x (`http1`: wire format and connection driver), the
 //!   Host/path table (`route`) and backend pools (`upstream`).
 //! - [`ha`]: which node holds the VIPs: VRRPv3 election with keepalived and routers as peers.
+//! - [`bgp`]: VIPs announced from every healthy node through the local BGP daemon (BIRD), by a
+//!   kernel table it learns; health-gated with rise/fall, withdrawn before the drain.
 //! - [`tls`]: certificate, key and CA files for TLS on both sides of the proxy, checked.
 //! - [`telemetry`]: logging set-up.
 //! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
@@ -25,12 +27,14 @@
 //! byte slices and data; sockets live at the edges (`l2::announcer`, `proxy::listener`,
 //! `proxy::http1::conn`, `proxy::http1::relay`).
 
+pub mod bgp;
 pub mod config;
 pub mod daemon;
 pub mod ha;
 pub mod istio;
 pub mod l2;
 pub mod proxy;
+pub mod resolve;
 #[allow(unsafe_code)] // the one audited module; see its top comment
 pub mod sys;
 pub mod telemetry;

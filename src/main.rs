@@ -53,6 +53,10 @@ enum Command {
         /// (a port-less address takes the route's destination port). Repeatable.
         #[arg(long = "backend", value_name = "NAME=IP:PORT,...")]
         backends: Vec<vipgate::istio::BackendMap>,
+        /// The cluster's DNS domain, for the service names written as backends
+        /// (NAME.NAMESPACE.svc.DOMAIN:PORT).
+        #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+        cluster_domain: String,
     },
     /// Remove what a crashed `run` left for the configuration's VIPs (their local routes).
     Release {
@@ -67,7 +71,17 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match vipgate::config::load(&config) {
             Ok(cfg) => {
-                print!("{}", vipgate::daemon::describe(&cfg));
+                // Backend names are looked up as `run` would: one that does not resolve is a
+                // warning, since the daemon starts without it and fills the pool later.
+                let runtime = match runtime(None) {
+                    Ok(r) => r,
+                    Err(code) => return code,
+                };
+                let (text, warnings) = runtime.block_on(vipgate::daemon::check(&cfg));
+                print!("{text}");
+                for w in warnings {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -104,6 +118,7 @@ fn main() -> ExitCode {
             vip,
             interface,
             backends,
+            cluster_domain,
         } => {
             let mut sources = Vec::with_capacity(files.len());
             for f in &files {
@@ -122,6 +137,7 @@ fn main() -> ExitCode {
                 vip,
                 interface,
                 backends,
+                cluster_domain: Some(cluster_domain),
             };
             match vipgate::istio::import(&sources, &opts) {
                 Ok(out) => {

@@ -148,3 +148,67 @@ pub fn thread_policy() -> i32 {
     // SAFETY: reading our own thread's policy; no pointers involved.
     unsafe { libc::sched_getscheduler(0) }
 }
+
+/// `_IOW('T', 202, int)` from `linux/if_tun.h`.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+/// `struct ifreq` with the `ifr_flags` member of its union: 16 bytes of name, the flags, and
+/// the union's remaining bytes (the union is 24 bytes on 64-bit Linux).
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _rest: [u8; 22],
+}
+
+/// TUNSETIFF on an open `/dev/net/tun`: attach it to the TUN (or TAP) interface `name`,
+/// creating it, with `flags` (`IFF_TUN | IFF_NO_PI`…). Not persistent: the interface goes
+/// when the last descriptor attached to it closes.
+pub fn tun_set_iff(tun: &impl AsFd, name: &str, flags: libc::c_short) -> io::Result<()> {
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags,
+        _rest: [0; 22],
+    };
+    // One byte stays NUL: the kernel reads a C string of at most IFNAMSIZ bytes.
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ || bytes.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: the descriptor is borrowed open for the call; TUNSETIFF reads and writes a
+    // `struct ifreq`, which `IfReqFlags` lays out with the same size (40 bytes, checked in the
+    // tests) and the flags at the union's offset; `req` lives across the call.
+    let rc = unsafe {
+        libc::ioctl(
+            tun.as_fd().as_raw_fd(),
+            TUNSETIFF,
+            std::ptr::from_mut(&mut req),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tun_tests {
+    use super::*;
+
+    #[test]
+    fn ifreq_has_the_kernel_layout() {
+        assert_eq!(std::mem::size_of::<IfReqFlags>(), 40);
+        assert_eq!(std::mem::offset_of!(IfReqFlags, flags), libc::IFNAMSIZ);
+    }
+
+    #[test]
+    fn names_the_kernel_cannot_hold_are_refused_before_the_call() {
+        let f = std::fs::File::open("/dev/null").unwrap();
+        for name in ["sixteen-bytes-xx", "nul\0inside"] {
+            let e = tun_set_iff(&f, name, 0).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{name:?}");
+        }
+    }
+}

@@ -9,12 +9,14 @@ use std::fs;
 use std::path::Path;
 
 const MODULES: &[&str] = &[
+    "bgp",
     "config",
     "daemon",
     "ha",
     "istio",
     "l2",
     "proxy",
+    "resolve",
     "sys",
     "telemetry",
     "tls",

@@ -48,6 +48,9 @@ pub struct Config {
     pub daemon: Daemon,
     /// The VRRP election this node takes part in; without it the node owns its VIPs alone.
     pub vrrp: Option<Vrrp>,
+    /// The VIPs announced over BGP (`announce = "bgp"`) and how; `None` without any. Those VIPs
+    /// are not in `vips`, which holds the ones announced with ARP/NDP.
+    pub bgp: Option<Bgp>,
     /// The admin listener (`[admin]`); `None` when `enabled = false`.
     pub admin: Option<Admin>,
     /// The access log (`[access_log]`); `None` without the table or with `enabled = false`.
@@ -55,6 +58,22 @@ pub struct Config {
     pub log: LogSettings,
     /// `[[certificate]]`, in file order; loaded and checked (see [`Certificate`]).
     pub certificates: Vec<Certificate>,
+    /// `[resolver]`: how the names of [`Pool::names`] are looked up.
+    pub resolver: ResolverSettings,
+}
+
+impl Config {
+    /// Every distinct name the pools look up, in a stable order.
+    pub fn lookups(&self) -> Vec<Lookup> {
+        let mut all: Vec<Lookup> = self
+            .pools
+            .iter()
+            .flat_map(|p| p.names.iter().map(|n| n.lookup.clone()))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
 }
 
 /// A certificate chain and key for `https` listeners, read and checked when the file was
@@ -432,8 +451,13 @@ impl PoolId {
 #[derive(Debug, Clone)]
 pub struct Pool {
     pub name: String,
-    /// Never empty; addresses unique.
+    /// Addresses unique. As validated: the `"IP:PORT"` backends only (empty when the pool
+    /// has only names); in a configuration expanded by `resolve::expand`, also every address
+    /// its names resolve to now (then [`Backend::name`] says which name).
     pub backends: Vec<Backend>,
+    /// Backends given by name (`"NAME:PORT"`, or the pool's `srv`); this and `backends` are
+    /// never both empty as validated.
+    pub names: Vec<NamedBackend>,
     pub balance: Balance,
     pub health: Option<HealthCheck>,
     pub outlier: Outlier,
@@ -490,11 +514,91 @@ pub struct ClientCertFiles {
     pub not_after: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
     pub address: SocketAddr,
     /// 1 to 1000.
     pub weight: u32,
+    /// The DNS name this address was resolved from (for an SRV pool: the target's name);
+    /// `None` for an `"IP:PORT"` backend.
+    pub name: Option<std::sync::Arc<str>>,
+}
+
+/// A backend given by name: each address the name resolves to is a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedBackend {
+    pub lookup: Lookup,
+    /// Each resolved address's weight (for SRV: multiplied by the record's weight, at least 1).
+    pub weight: u32,
+}
+
+/// What is asked of DNS for a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lookup {
+    /// A and/or AAAA records of `name` (lower case), each address with `port`.
+    Host { name: String, port: u16 },
+    /// The SRV record `name`: its targets (resolved by A/AAAA) with the ports it gives.
+    Srv { name: String },
+}
+
+impl Lookup {
+    pub fn name(&self) -> &str {
+        match self {
+            Lookup::Host { name, .. } | Lookup::Srv { name } => name,
+        }
+    }
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Host { name, port } => write!(f, "{name}:{port}"),
+            Lookup::Srv { name } => write!(f, "srv {name}"),
+        }
+    }
+}
+
+/// Which address records a name's backends come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// A and AAAA: every address is a backend.
+    Any,
+    Ipv4,
+    Ipv6,
+}
+
+/// `[resolver]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// `IP:PORT` of each name server, tried in order; empty: those of /etc/resolv.conf (with
+    /// its search domains and ndots).
+    pub nameservers: Vec<SocketAddr>,
+    /// Per query and name server.
+    pub timeout: Duration,
+    pub attempts: u32,
+    /// A name is queried again after its answer's TTL, but never sooner than the floor (a TTL
+    /// of 0 is not a query storm) and never later than the ceiling.
+    pub ttl_floor: Duration,
+    pub ttl_ceiling: Duration,
+    /// How long a failing name server (SERVFAIL, timeout, unreachable) leaves the last good
+    /// answer in place; past it the name's backends are dropped.
+    pub grace: Duration,
+    pub family: Family,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        use defaults::*;
+        ResolverSettings {
+            nameservers: Vec::new(),
+            timeout: RESOLVER_TIMEOUT,
+            attempts: RESOLVER_ATTEMPTS,
+            ttl_floor: RESOLVER_TTL_FLOOR,
+            ttl_ceiling: RESOLVER_TTL_CEILING,
+            grace: RESOLVER_GRACE,
+            family: Family::Any,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -618,6 +722,18 @@ impl Config {
 pub mod defaults {
     use std::time::Duration;
 
+    /// One DNS query's wait per name server (resolv.conf's default is 5 s; a proxy wants to
+    /// fall back to the next server sooner).
+    pub const RESOLVER_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const RESOLVER_ATTEMPTS: u32 = 2;
+    /// Kubernetes' CoreDNS answers with TTL 5 (and headless services with 0 under some
+    /// plugins): one query a second per name at most.
+    pub const RESOLVER_TTL_FLOOR: Duration = Duration::from_secs(1);
+    /// A long TTL still sees a change within half a minute.
+    pub const RESOLVER_TTL_CEILING: Duration = Duration::from_secs(30);
+    /// A DNS outage of up to five minutes leaves the pools as they were.
+    pub const RESOLVER_GRACE: Duration = Duration::from_secs(300);
+
     /// Time to receive a complete request head once it started; slower gets 408.
     pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
     /// Idle keep-alive client connections are closed after this (nginx 75 s, HAProxy 60 s
@@ -723,6 +839,46 @@ impl Vrrp {
             ..other.clone()
         }
     }
+}
+
+/// `[bgp] table` when not set: the kernel routing table the announced VIPs are put in, for
+/// the BGP daemon to learn (the same number as [`crate::l2::route::RTPROT_VIPGATE`], easy to
+/// recognise; no rule looks it up, so it routes nothing on this host).
+pub const DEFAULT_BGP_TABLE: u32 = 86;
+/// `[bgp] check_interval`: how often the tracked conditions are read and the announcements
+/// re-asserted.
+pub const DEFAULT_BGP_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// `[bgp] rise`: consecutive good checks before the VIPs are announced (again).
+pub const DEFAULT_BGP_RISE: u32 = 3;
+/// `[bgp] fall`: consecutive failed checks before they are withdrawn.
+pub const DEFAULT_BGP_FALL: u32 = 2;
+/// `[bgp] withdraw_wait`: on stop, after the withdrawal, how long the listeners keep accepting
+/// before the drain: the router still sends new flows until it has the update (measured here:
+/// ~10 ms from route removal to the router's FIB), more on a loaded router.
+pub const DEFAULT_BGP_WITHDRAW_WAIT: Duration = Duration::from_secs(1);
+/// `[bgp] bird_protocol`: the BIRD `kernel` protocol that learns `table` (the template's name).
+pub const DEFAULT_BIRD_PROTOCOL: &str = "vipgate";
+
+/// `[bgp]` with the VIPs that have `announce = "bgp"`: announced by putting `VIP/32 dev lo`
+/// (`/128`) into the kernel table `table`, which the local BIRD learns and exports over BGP,
+/// while the tracked conditions allow (with `rise`/`fall` hysteresis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bgp {
+    /// In file order; never empty.
+    pub vips: Vec<IpAddr>,
+    /// 1 to 2^32-1 except 253, 254, 255 (default, main, local).
+    pub table: u32,
+    pub check_interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    pub withdraw_wait: Duration,
+    /// BIRD's control socket: read for the sessions' state and to re-enable `bird_protocol`
+    /// when someone disabled it; `None`: vipgate only writes the table.
+    pub bird_socket: Option<PathBuf>,
+    pub bird_protocol: String,
+    /// `[[bgp.track]]`, plus the listeners (always tracked when there are listeners); every
+    /// action is [`TrackAction::Fault`]: a failed condition withdraws.
+    pub track: Vec<Track>,
 }
 
 /// A condition the election watches (`[[vrrp.track]]`) and what it does while it holds.

@@ -22,11 +22,26 @@ pub(super) struct RawConfig {
     pub proxy: Option<Spanned<RawProxy>>,
     pub daemon: Option<Spanned<RawDaemon>>,
     pub vrrp: Option<Spanned<RawVrrp>>,
+    pub bgp: Option<Spanned<RawBgp>>,
     pub admin: Option<Spanned<RawAdmin>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
     pub log: Option<Spanned<RawLog>>,
     #[serde(default)]
     pub certificate: Vec<Spanned<RawCertificate>>,
+    pub resolver: Option<Spanned<RawResolver>>,
+}
+
+/// `[resolver]`: how backends given by name are looked up and re-resolved.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResolver {
+    pub nameservers: Option<Vec<Spanned<String>>>,
+    pub timeout_ms: Option<Spanned<i64>>,
+    pub attempts: Option<Spanned<i64>>,
+    pub ttl_floor_ms: Option<Spanned<i64>>,
+    pub ttl_ceiling_ms: Option<Spanned<i64>>,
+    pub grace_ms: Option<Spanned<i64>>,
+    pub family: Option<Spanned<String>>,
 }
 
 /// `[[certificate]]`: a PEM chain and key served on `https` listeners.
@@ -101,7 +116,11 @@ pub(super) struct RawDaemon {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawVip {
     pub address: Spanned<String>,
-    pub interface: Spanned<String>,
+    /// Required for `announce = "arp"` (the default), refused for `"bgp"`.
+    pub interface: Option<Spanned<String>>,
+    /// `"arp"` (the default: ARP/NDP on `interface`, alone or elected by `[vrrp]`) or
+    /// `"bgp"` (announced to the local BIRD through `[bgp] table`).
+    pub announce: Option<Spanned<String>>,
     pub garp_count: Option<Spanned<i64>>,
     pub garp_interval_ms: Option<Spanned<i64>>,
 }
@@ -163,7 +182,9 @@ pub(super) struct RawSplit {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
-    pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    /// An SRV record whose targets and ports are backends (besides `backends`).
+    pub srv: Option<Spanned<String>>,
     pub balance: Option<Spanned<String>>,
     pub hash_key: Option<Spanned<String>>,
     pub health: Option<Spanned<RawHealth>>,
@@ -184,7 +205,7 @@ pub(super) struct RawPoolTls {
     pub insecure_skip_verify: Option<Spanned<bool>>,
 }
 
-/// `"IP:PORT"` or `{ address = "IP:PORT", weight = N }`.
+/// `"IP:PORT"`, `"NAME:PORT"` or `{ address = "IP:PORT" or "NAME:PORT", weight = N }`.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum RawBackend {
@@ -237,7 +258,23 @@ pub(super) struct RawVrrp {
     pub track: Option<Vec<Spanned<RawTrack>>>,
 }
 
-/// One `[[vrrp.track]]`: exactly one condition (`pool` or `listeners`) and an optional weight.
+/// `[bgp]`: how the `announce = "bgp"` VIPs reach the local BGP daemon.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBgp {
+    pub table: Option<Spanned<i64>>,
+    pub check_interval: Option<Spanned<RawDuration>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub withdraw_wait: Option<Spanned<RawDuration>>,
+    pub bird_socket: Option<Spanned<String>>,
+    pub bird_protocol: Option<Spanned<String>>,
+    /// `[[bgp.track]]`: conditions that withdraw the VIPs while they hold.
+    pub track: Option<Vec<Spanned<RawTrack>>>,
+}
+
+/// One `[[vrrp.track]]` or `[[bgp.track]]`: exactly one condition (`pool` or `listeners`) and,
+/// for VRRP only, an optional weight.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTrack {

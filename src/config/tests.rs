@@ -191,9 +191,57 @@ const BAD: &[(&str, &str, usize, &str)] = &[
     ),
     (
         "\"192.0.2.23:8080\"",
-        "\"was.example.test:8080\"",
+        "\"was.example.test\"",
         21,
-        "is not an address with a port",
+        "is not an address or a DNS name with a port",
+    ),
+    (
+        "\"192.0.2.23:8080\"",
+        "\"was..example.test:8080\"",
+        21,
+        "is not an address or a DNS name with a port",
+    ),
+    (
+        "\"192.0.2.23:8080\"",
+        "\"192.0.2.300:8080\"",
+        21,
+        "is not an address or a DNS name with a port",
+    ),
+    (
+        "\"192.0.2.23:8080\"",
+        "\"was.test:80\", \"WAS.test:80\"",
+        21,
+        "backend was.test:80 is listed twice",
+    ),
+    (
+        "backends = [\"192.0.2.23:8080\"]",
+        "srv = \"_http._tcp..x\"",
+        21,
+        "is not a DNS name",
+    ),
+    (
+        "[pool.web]",
+        "[resolver]\nnameservers = [\"dns.test\"]\n[pool.web]",
+        19,
+        "is not an IP address, with or without a port",
+    ),
+    (
+        "[pool.web]",
+        "[resolver]\nttl_floor_ms = 5000\nttl_ceiling_ms = 1000\n[pool.web]",
+        20,
+        "ttl_ceiling_ms = 1000 is below ttl_floor_ms = 5000",
+    ),
+    (
+        "[pool.web]",
+        "[resolver]\nttl_floor_ms = 0\n[pool.web]",
+        19,
+        "ttl_floor_ms = 0 is out of range",
+    ),
+    (
+        "[pool.web]",
+        "[resolver]\nfamily = \"ipv5\"\n[pool.web]",
+        19,
+        "family \"ipv5\" is not \"any\", \"ipv4\" or \"ipv6\"",
     ),
     (
         "\"192.0.2.23:8080\"",
@@ -258,6 +306,69 @@ const BAD: &[(&str, &str, usize, &str)] = &[
         "runtime \"per-thread\" is not \"per-core\" or \"shared\"",
     ),
 ];
+
+#[test]
+fn backends_by_name_and_the_resolver_table_are_read() {
+    let c = parse(Path::new("v.toml"), GOOD).unwrap();
+    assert_eq!(c.resolver, ResolverSettings::default());
+    assert!(c.lookups().is_empty());
+    let text = GOOD
+        .replace(
+            "backends = [\"192.0.2.23:8080\"]",
+            "backends = [\"192.0.2.23:8080\", { address = \"Was.Blog.svc.cluster.local.:8080\", weight = 2 }]\nsrv = \"_http._tcp.was.blog.svc.cluster.local\"",
+        )
+        .replace(
+            "[pool.web]",
+            "[resolver]\nnameservers = [\"192.0.2.53\", \"[2001:db8::53]:5353\"]\ntimeout_ms = 500\nattempts = 3\nttl_floor_ms = 2000\nttl_ceiling_ms = 60000\ngrace_ms = 0\nfamily = \"ipv6\"\n[pool.web]",
+        );
+    let c = parse(Path::new("v.toml"), &text).unwrap();
+    let was = c.pools.iter().find(|p| p.name == "was").unwrap();
+    assert_eq!(was.backends.len(), 1);
+    assert_eq!(
+        was.names,
+        vec![
+            NamedBackend {
+                lookup: Lookup::Host {
+                    name: "was.blog.svc.cluster.local.".into(),
+                    port: 8080
+                },
+                weight: 2
+            },
+            NamedBackend {
+                lookup: Lookup::Srv {
+                    name: "_http._tcp.was.blog.svc.cluster.local".into()
+                },
+                weight: 1
+            },
+        ]
+    );
+    assert_eq!(
+        c.resolver,
+        ResolverSettings {
+            nameservers: vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[2001:db8::53]:5353".parse().unwrap()
+            ],
+            timeout: Duration::from_millis(500),
+            attempts: 3,
+            ttl_floor: Duration::from_secs(2),
+            ttl_ceiling: Duration::from_secs(60),
+            grace: Duration::ZERO,
+            family: Family::Ipv6,
+        }
+    );
+    assert_eq!(c.lookups().len(), 2);
+    // A pool by name alone is valid: it starts empty and fills when the name resolves.
+    let only = GOOD.replace("\"192.0.2.23:8080\"", "\"was:8080\"");
+    let c = parse(Path::new("v.toml"), &only).unwrap();
+    assert!(c
+        .pools
+        .iter()
+        .find(|p| p.name == "was")
+        .unwrap()
+        .backends
+        .is_empty());
+}
 
 #[test]
 fn runtime_defaults_to_per_core_and_is_read() {
@@ -583,6 +694,19 @@ fn vrrp_tracks_are_read() {
     assert!(!v.same_election(&other));
 }
 
+/// Each case `(from, to, line, words)`: `base` with the first `from` replaced by `to` is
+/// refused in one line at `t.toml:LINE:` with a reason containing `words`.
+fn assert_refused(base: &str, cases: &[(&str, &str, usize, &str)]) {
+    for (from, to, line, words) in cases {
+        assert!(base.contains(from), "fixture {from:?}");
+        let text = base.replacen(from, to, 1);
+        let msg = parse(Path::new("t.toml"), &text).expect_err(to).to_string();
+        assert!(msg.starts_with(&format!("t.toml:{line}:")), "{to:?}: {msg}");
+        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
+        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
+    }
+}
+
 #[test]
 fn bad_vrrp_tracks_are_refused_with_line_and_reason() {
     // (replace in tracked(), with, line, words)
@@ -629,15 +753,7 @@ fn bad_vrrp_tracks_are_refused_with_line_and_reason() {
         ("priority = 150", "priority = 255", 28, "address owner"),
         ("weight = 50", "wieght = 50", 30, "unknown field `wieght`"),
     ];
-    let base = tracked();
-    for (from, to, line, words) in cases {
-        assert!(base.contains(from), "fixture {from:?}");
-        let text = base.replacen(from, to, 1);
-        let msg = parse(Path::new("t.toml"), &text).expect_err(to).to_string();
-        assert!(msg.starts_with(&format!("t.toml:{line}:")), "{to:?}: {msg}");
-        assert!(msg.contains(words), "{to:?}: {msg} lacks {words:?}");
-        assert_eq!(msg.lines().count(), 1, "one line: {msg}");
-    }
+    assert_refused(&tracked(), cases);
     // Listeners tracked in a file without listeners.
     let text = "[[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n[vrrp]\nvrid = 1\n[[vrrp.track]]\nlisteners = true\n";
     let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
@@ -1104,4 +1220,189 @@ backends = ["192.0.2.21:8080"]
             "{e}"
         );
     }
+}
+
+/// A BGP node: one ARP VIP, one BGP VIP, `[bgp]` with every key.
+fn bgp_file() -> String {
+    r#"[[vip]]
+address = "192.0.2.200"
+interface = "eth0"
+[[vip]]
+address = "203.0.113.10"
+announce = "bgp"
+
+[[listener]]
+bind = "0.0.0.0:80"
+
+[[host]]
+names = ["*"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+
+[pool.web]
+backends = ["192.0.2.21:8080"]
+[pool.web.health]
+type = "tcp"
+
+[bgp]
+table = 100
+check_interval = "100ms"
+rise = 4
+fall = 1
+withdraw_wait = "500ms"
+bird_socket = "/run/bird/bird.ctl"
+bird_protocol = "vg_table"
+[[bgp.track]]
+pool = "web"
+"#
+    .to_owned()
+}
+
+#[test]
+fn bgp_vips_and_settings_are_read() {
+    let c = parse(Path::new("b.toml"), &bgp_file()).expect("valid");
+    assert_eq!(c.vips.len(), 1, "only the ARP VIP is in vips");
+    let b = c.bgp.expect("bgp");
+    assert_eq!(
+        b.vips,
+        ["203.0.113.10".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(b.table, 100);
+    assert_eq!(b.check_interval, Duration::from_millis(100));
+    assert_eq!((b.rise, b.fall), (4, 1));
+    assert_eq!(b.withdraw_wait, Duration::from_millis(500));
+    assert_eq!(
+        b.bird_socket.as_deref(),
+        Some(Path::new("/run/bird/bird.ctl"))
+    );
+    assert_eq!(b.bird_protocol, "vg_table");
+    let labels: Vec<String> = b.track.iter().map(|t| t.condition.label()).collect();
+    assert_eq!(
+        labels,
+        ["pool:web", "listeners"],
+        "listeners tracked implicitly"
+    );
+    assert!(b.track.iter().all(|t| t.action == TrackAction::Fault));
+
+    // Defaults.
+    let text = "[[vip]]\naddress = \"203.0.113.10\"\nannounce = \"bgp\"\n[bgp]\n";
+    let b = parse(Path::new("b.toml"), text).unwrap().bgp.unwrap();
+    assert_eq!(b.table, DEFAULT_BGP_TABLE);
+    assert_eq!(b.check_interval, DEFAULT_BGP_CHECK_INTERVAL);
+    assert_eq!((b.rise, b.fall), (DEFAULT_BGP_RISE, DEFAULT_BGP_FALL));
+    assert_eq!(b.withdraw_wait, DEFAULT_BGP_WITHDRAW_WAIT);
+    assert_eq!(b.bird_socket, None);
+    assert_eq!(b.bird_protocol, DEFAULT_BIRD_PROTOCOL);
+    assert!(b.track.is_empty(), "no listeners, nothing to track");
+}
+
+#[test]
+fn bad_bgp_files_are_refused_with_line_and_reason() {
+    // (replace in bgp_file(), with, line, words)
+    let cases: &[(&str, &str, usize, &str)] = &[
+        (
+            "announce = \"bgp\"",
+            "announce = \"ospf\"",
+            6,
+            "announce = \"ospf\" is not one of",
+        ),
+        (
+            "announce = \"bgp\"",
+            "announce = \"bgp\"\ninterface = \"eth0\"",
+            7,
+            "remove `interface`",
+        ),
+        (
+            "announce = \"bgp\"",
+            "announce = \"bgp\"\ngarp_count = 3",
+            7,
+            "garp_count has no effect",
+        ),
+        (
+            "address = \"192.0.2.200\"\ninterface = \"eth0\"",
+            "address = \"192.0.2.200\"",
+            1,
+            "needs `interface`",
+        ),
+        (
+            "address = \"203.0.113.10\"",
+            "address = \"192.0.2.200\"",
+            5,
+            "listed twice",
+        ),
+        ("table = 100", "table = 254", 23, "kernel's own tables"),
+        ("table = 100", "table = 0", 23, "out of range"),
+        ("table = 100", "table = 4294967296", 23, "out of range"),
+        (
+            "check_interval = \"100ms\"",
+            "check_interval = \"1ms\"",
+            24,
+            "out of range (10ms to 10s)",
+        ),
+        (
+            "check_interval = \"100ms\"",
+            "check_interval = 100",
+            24,
+            "needs a unit",
+        ),
+        (
+            "rise = 4",
+            "rise = 0",
+            25,
+            "rise = 0 is out of range (1 to 100)",
+        ),
+        ("fall = 1", "fall = 101", 26, "out of range"),
+        (
+            "withdraw_wait = \"500ms\"",
+            "withdraw_wait = \"301s\"",
+            27,
+            "out of range",
+        ),
+        (
+            "bird_socket = \"/run",
+            "bird_socket = \"run",
+            28,
+            "absolute path",
+        ),
+        (
+            "bird_protocol = \"vg_table\"",
+            "bird_protocol = \"vg-table\"",
+            29,
+            "not a BIRD protocol name",
+        ),
+        (
+            "track]]\npool = \"web\"\n",
+            "track]]\npool = \"web\"\nweight = 10\n",
+            32,
+            "has no weight",
+        ),
+        (
+            "track]]\npool = \"web\"\n",
+            "track]]\npool = \"nope\"\n",
+            31,
+            "[[bgp.track]] pool \"nope\" is not defined",
+        ),
+        (
+            "[pool.web.health]\ntype = \"tcp\"\n",
+            "",
+            29,
+            "needs [pool.web.health]",
+        ),
+        ("rise = 4", "rice = 4", 25, "unknown field `rice`"),
+    ];
+    assert_refused(&bgp_file(), cases);
+    // A BGP VIP without [bgp], and [bgp] without a BGP VIP.
+    let text = "[[vip]]\naddress = \"203.0.113.10\"\nannounce = \"bgp\"\n";
+    let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("t.toml:3:") && msg.contains("no [bgp] table"),
+        "{msg}"
+    );
+    let text = "[[vip]]\naddress = \"192.0.2.200\"\ninterface = \"eth0\"\n[bgp]\ntable = 90\n";
+    let msg = parse(Path::new("t.toml"), text).unwrap_err().to_string();
+    assert!(
+        msg.starts_with("t.toml:4:") && msg.contains("but the file has none"),
+        "{msg}"
+    );
 }

@@ -13,10 +13,12 @@ use toml::Spanned;
 
 use super::error::{Located, Position};
 use super::model::*;
+use super::schema::RawBgp;
 use super::schema::RawCertificate;
 use super::schema::{
     RawAccessLog, RawAdmin, RawBackend, RawConfig, RawDaemon, RawDuration, RawFraction, RawHealth,
-    RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawRoute, RawVip, RawVrrp,
+    RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawResolver, RawRoute,
+    RawTrack, RawVip, RawVrrp,
 };
 
 /// Upper bounds that keep a typo from turning into a flood or a stall.
@@ -34,6 +36,14 @@ const MAX_GARP_REFRESH: Duration = Duration::from_secs(3600);
 const MAX_IFNAME_LEN: usize = 15;
 /// RFC 1035 limit on a name's text form.
 const MAX_HOST_NAME_LEN: usize = 253;
+/// `[bgp] check_interval`: faster only burns netlink calls, slower than 10 s delays a
+/// withdrawal past what anyone would call health-gated.
+const MIN_BGP_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+const MAX_BGP_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+const MAX_BGP_RISE_FALL: i64 = 100;
+const MAX_BGP_WITHDRAW_WAIT: Duration = Duration::from_secs(300);
+/// Kernel tables with a fixed meaning: unspec, default, main, local.
+const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
 
 type Result<T> = std::result::Result<T, Located>;
 
@@ -44,11 +54,12 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
             "nothing to do: the file has no [[vip]] and no [[listener]]",
         ));
     }
-    let vips = validate_vips(&raw.vip)?;
+    let (vips, bgp_vips) = validate_vips(&raw.vip)?;
     let mut vrrp = match &raw.vrrp {
         Some(v) => Some(validate_vrrp(v, &vips)?),
         None => None,
     };
+    let mut bgp = validate_bgp(raw.bgp.as_ref(), &bgp_vips)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let (pools, pool_ids) = validate_pools(&raw.pool, base)?;
     let listeners = validate_listeners(&raw.listener, &pool_ids, base)?;
@@ -62,7 +73,32 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         }
     }
     if let (Some(v), Some(raw_v)) = (vrrp.as_mut(), &raw.vrrp) {
-        v.track = validate_tracks(raw_v, v.priority, &pools, &listeners)?;
+        v.track = validate_tracks(
+            raw_v.get_ref().track.as_deref().unwrap_or_default(),
+            Tracker::Vrrp(v.priority),
+            &pools,
+            &listeners,
+        )?;
+    }
+    if let (Some(b), Some(raw_b)) = (bgp.as_mut(), &raw.bgp) {
+        b.track = validate_tracks(
+            raw_b.get_ref().track.as_deref().unwrap_or_default(),
+            Tracker::Bgp,
+            &pools,
+            &listeners,
+        )?;
+        // A node that cannot accept on its listeners cannot serve the VIPs it announces.
+        if !listeners.is_empty()
+            && !b
+                .track
+                .iter()
+                .any(|t| t.condition == TrackCondition::ListenerFailed)
+        {
+            b.track.push(Track {
+                condition: TrackCondition::ListenerFailed,
+                action: TrackAction::Fault,
+            });
+        }
     }
     let proxy = match &raw.proxy {
         Some(p) => validate_proxy(p.get_ref())?,
@@ -116,6 +152,10 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         },
         None => LogSettings::default(),
     };
+    let resolver = match &raw.resolver {
+        Some(r) => validate_resolver(r)?,
+        None => ResolverSettings::default(),
+    };
     Ok(Config {
         source: path.to_path_buf(),
         vips,
@@ -125,10 +165,85 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         proxy,
         daemon,
         vrrp,
+        bgp,
         admin,
         access_log,
         log,
         certificates,
+        resolver,
+    })
+}
+
+/// A day: a longer TTL ceiling or grace is surely a typo.
+const MAX_RESOLVER_MS: i64 = 86_400_000;
+
+/// `[resolver]`: name servers as `IP` (port 53) or `IP:PORT`; the floor at most the ceiling.
+fn validate_resolver(raw: &Spanned<RawResolver>) -> Result<ResolverSettings> {
+    use super::model::defaults::*;
+    let r = raw.get_ref();
+    let mut nameservers = Vec::new();
+    for n in r.nameservers.iter().flatten() {
+        let text = n.get_ref().trim();
+        let addr = text
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+            .filter(|a| a.port() != 0 && !a.ip().is_unspecified())
+            .ok_or_else(|| {
+                Located::new(
+                    n.span(),
+                    format!("name server {text:?} is not an IP address, with or without a port (like 192.0.2.53 or 192.0.2.53:5353)"),
+                )
+            })?;
+        nameservers.push(addr);
+    }
+    let ms = |v: Option<&Spanned<i64>>, min: i64, key: &str, default: Duration| {
+        Ok::<_, Located>(
+            bounded(v, min, MAX_RESOLVER_MS, key)?
+                .map_or(default, |n| Duration::from_millis(n as u64)),
+        )
+    };
+    let ttl_floor = ms(
+        r.ttl_floor_ms.as_ref(),
+        100,
+        "ttl_floor_ms",
+        RESOLVER_TTL_FLOOR,
+    )?;
+    let ttl_ceiling = ms(
+        r.ttl_ceiling_ms.as_ref(),
+        100,
+        "ttl_ceiling_ms",
+        RESOLVER_TTL_CEILING.max(ttl_floor),
+    )?;
+    if ttl_ceiling < ttl_floor {
+        return Err(Located::new(
+            r.ttl_ceiling_ms.as_ref().map_or(raw.span(), Spanned::span),
+            format!(
+                "ttl_ceiling_ms = {} is below ttl_floor_ms = {}",
+                ttl_ceiling.as_millis(),
+                ttl_floor.as_millis()
+            ),
+        ));
+    }
+    let family = match r.family.as_ref().map(|f| (f, f.get_ref().as_str())) {
+        None | Some((_, "any")) => Family::Any,
+        Some((_, "ipv4")) => Family::Ipv4,
+        Some((_, "ipv6")) => Family::Ipv6,
+        Some((f, other)) => {
+            return Err(Located::new(
+                f.span(),
+                format!("family {other:?} is not \"any\", \"ipv4\" or \"ipv6\""),
+            ))
+        }
+    };
+    Ok(ResolverSettings {
+        nameservers,
+        timeout: ms(r.timeout_ms.as_ref(), 10, "timeout_ms", RESOLVER_TIMEOUT)?,
+        attempts: count(r.attempts.as_ref(), 1, 10, "attempts", RESOLVER_ATTEMPTS)?,
+        ttl_floor,
+        ttl_ceiling,
+        grace: ms(r.grace_ms.as_ref(), 0, "grace_ms", RESOLVER_GRACE)?,
+        family,
     })
 }
 
@@ -403,18 +518,70 @@ fn validate_daemon(raw: Option<&RawDaemon>) -> Result<Daemon> {
     Ok(Daemon { drain_timeout })
 }
 
-fn validate_vips(raw: &[Spanned<RawVip>]) -> Result<Vec<Vip>> {
+/// A VIP with `announce = "bgp"` and the span to point at when `[bgp]` is missing.
+type BgpVip = (IpAddr, std::ops::Range<usize>);
+
+/// The `[[vip]]`s: those announced with ARP/NDP, and those with `announce = "bgp"` (with the
+/// span of their `announce`, for `validate_bgp`'s messages).
+fn validate_vips(raw: &[Spanned<RawVip>]) -> Result<(Vec<Vip>, Vec<BgpVip>)> {
     let mut vips: Vec<Vip> = Vec::with_capacity(raw.len());
-    for v in raw {
-        let v = v.get_ref();
+    let mut bgp: Vec<BgpVip> = Vec::new();
+    for span_v in raw {
+        let v = span_v.get_ref();
         let address = parse_vip_address(&v.address)?;
-        if vips.iter().any(|seen| seen.address == address) {
+        if vips.iter().any(|seen| seen.address == address)
+            || bgp.iter().any(|(seen, _)| *seen == address)
+        {
             return Err(Located::new(
                 v.address.span(),
                 format!("VIP {address} is listed twice"),
             ));
         }
-        let interface = validate_ifname(&v.interface)?;
+        let by_bgp = match &v.announce {
+            None => false,
+            Some(a) => match a.get_ref().trim() {
+                "arp" => false,
+                "bgp" => true,
+                other => {
+                    return Err(Located::new(
+                        a.span(),
+                        format!("announce = {other:?} is not one of \"arp\", \"bgp\""),
+                    ))
+                }
+            },
+        };
+        if by_bgp {
+            if let Some(i) = &v.interface {
+                return Err(Located::new(
+                    i.span(),
+                    "a VIP with announce = \"bgp\" is on no LAN (it is routed to this node): remove `interface`",
+                ));
+            }
+            for (key, set) in [
+                ("garp_count", v.garp_count.as_ref().map(Spanned::span)),
+                (
+                    "garp_interval_ms",
+                    v.garp_interval_ms.as_ref().map(Spanned::span),
+                ),
+            ] {
+                if let Some(span) = set {
+                    return Err(Located::new(
+                        span,
+                        format!("{key} has no effect with announce = \"bgp\" (no ARP is sent for it): remove it"),
+                    ));
+                }
+            }
+            let span = v.announce.as_ref().map_or(span_v.span(), Spanned::span);
+            bgp.push((address, span));
+            continue;
+        }
+        let Some(interface) = &v.interface else {
+            return Err(Located::new(
+                span_v.span(),
+                "a [[vip]] needs `interface` (the LAN it is answered on), or announce = \"bgp\"",
+            ));
+        };
+        let interface = validate_ifname(interface)?;
         let count = bounded(v.garp_count.as_ref(), 0, MAX_GARP_COUNT, "garp_count")?
             .map_or(DEFAULT_GARP_COUNT, |n| n as u32);
         let interval = bounded(
@@ -430,7 +597,115 @@ fn validate_vips(raw: &[Spanned<RawVip>]) -> Result<Vec<Vip>> {
             garp: GarpBurst { count, interval },
         });
     }
-    Ok(vips)
+    Ok((vips, bgp))
+}
+
+/// `[bgp]`, which the VIPs with `announce = "bgp"` need and which needs them.
+fn validate_bgp(raw: Option<&Spanned<RawBgp>>, vips: &[BgpVip]) -> Result<Option<Bgp>> {
+    let raw = match (raw, vips.first()) {
+        (None, None) => return Ok(None),
+        (None, Some((vip, span))) => {
+            return Err(Located::new(
+                span.clone(),
+                format!("VIP {vip} has announce = \"bgp\", but the file has no [bgp] table"),
+            ))
+        }
+        (Some(b), None) => {
+            return Err(Located::new(
+                b.span(),
+                "[bgp] announces the [[vip]]s with announce = \"bgp\", but the file has none",
+            ))
+        }
+        (Some(b), Some(_)) => b.get_ref(),
+    };
+    let table = match &raw.table {
+        None => DEFAULT_BGP_TABLE,
+        Some(t) => {
+            let n = bounded(Some(t), 1, i64::from(u32::MAX), "table")?.unwrap_or_default();
+            if RESERVED_TABLES.contains(&n) {
+                return Err(Located::new(
+                    t.span(),
+                    format!("table = {n} is one of the kernel's own tables (253 default, 254 main, 255 local): pick a table of its own for the announced VIPs, such as 86"),
+                ));
+            }
+            n as u32
+        }
+    };
+    let check_interval = match &raw.check_interval {
+        None => DEFAULT_BGP_CHECK_INTERVAL,
+        Some(d) => {
+            let value = parse_duration(d, "check_interval")?;
+            if !(MIN_BGP_CHECK_INTERVAL..=MAX_BGP_CHECK_INTERVAL).contains(&value) {
+                return Err(Located::new(
+                    d.span(),
+                    format!("check_interval {value:?} is out of range (10ms to 10s)"),
+                ));
+            }
+            value
+        }
+    };
+    let rise = bounded(raw.rise.as_ref(), 1, MAX_BGP_RISE_FALL, "rise")?
+        .map_or(DEFAULT_BGP_RISE, |n| n as u32);
+    let fall = bounded(raw.fall.as_ref(), 1, MAX_BGP_RISE_FALL, "fall")?
+        .map_or(DEFAULT_BGP_FALL, |n| n as u32);
+    let withdraw_wait = match &raw.withdraw_wait {
+        None => DEFAULT_BGP_WITHDRAW_WAIT,
+        Some(d) => {
+            let value = parse_duration(d, "withdraw_wait")?;
+            if value > MAX_BGP_WITHDRAW_WAIT {
+                return Err(Located::new(
+                    d.span(),
+                    format!("withdraw_wait {value:?} is out of range (0s to 300s)"),
+                ));
+            }
+            value
+        }
+    };
+    let bird_socket = match &raw.bird_socket {
+        None => None,
+        Some(p) => {
+            let text = p.get_ref().trim();
+            if !text.starts_with('/') {
+                return Err(Located::new(
+                    p.span(),
+                    format!("bird_socket {text:?} must be an absolute path (such as /run/bird/bird.ctl)"),
+                ));
+            }
+            Some(std::path::PathBuf::from(text))
+        }
+    };
+    let bird_protocol = match &raw.bird_protocol {
+        None => DEFAULT_BIRD_PROTOCOL.to_owned(),
+        Some(p) => {
+            let text = p.get_ref().trim();
+            // BIRD's symbol syntax: a letter or '_' first, then letters, digits, '_'.
+            let ok = text
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && text.len() <= 64;
+            if !ok {
+                return Err(Located::new(
+                    p.span(),
+                    format!("bird_protocol {text:?} is not a BIRD protocol name (letters, digits and '_', a letter first)"),
+                ));
+            }
+            text.to_owned()
+        }
+    };
+    Ok(Some(Bgp {
+        vips: vips.iter().map(|(v, _)| *v).collect(),
+        table,
+        check_interval,
+        rise,
+        fall,
+        withdraw_wait,
+        bird_socket,
+        bird_protocol,
+        // Checked once the pools and listeners are known (`validate_tracks`).
+        track: Vec::new(),
+    }))
 }
 
 fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
@@ -592,19 +867,32 @@ fn validate_vrrp(raw: &Spanned<RawVrrp>, vips: &[Vip]) -> Result<Vrrp> {
     })
 }
 
-/// `[[vrrp.track]]`: each names one condition that exists in this file, once, with a weight
-/// the priority can lose, on a node whose priority may be lowered at all.
+/// Whose conditions a list of tracks is: the election's (with its configured priority) or the
+/// BGP announcements'.
+#[derive(Clone, Copy)]
+enum Tracker {
+    Vrrp(NonZeroU8),
+    Bgp,
+}
+
+/// `[[vrrp.track]]` and `[[bgp.track]]`: each names one condition that exists in this file,
+/// once; for VRRP with a weight the priority can lose, on a node whose priority may be lowered
+/// at all; for BGP without a weight (a failed condition withdraws).
 fn validate_tracks(
-    raw: &Spanned<RawVrrp>,
-    priority: NonZeroU8,
+    raw: &[Spanned<RawTrack>],
+    tracker: Tracker,
     pools: &[Pool],
     listeners: &[Listener],
 ) -> Result<Vec<Track>> {
+    let table = match tracker {
+        Tracker::Vrrp(_) => "[[vrrp.track]]",
+        Tracker::Bgp => "[[bgp.track]]",
+    };
     let mut tracks: Vec<Track> = Vec::new();
-    for t in raw.get_ref().track.iter().flatten() {
+    for t in raw {
         let span = t.span();
         let t = t.get_ref();
-        if priority.get() == u8::MAX {
+        if matches!(tracker, Tracker::Vrrp(p) if p.get() == u8::MAX) {
             return Err(Located::new(
                 span,
                 "[[vrrp.track]] with priority 255: the address owner's priority cannot be lowered; use a priority of 254 or less",
@@ -614,13 +902,13 @@ fn validate_tracks(
             (Some(_), Some(_)) => {
                 return Err(Located::new(
                     span,
-                    "a [[vrrp.track]] has one condition: write `pool` and `listeners` in two [[vrrp.track]] tables",
+                    format!("a {table} has one condition: write `pool` and `listeners` in two {table} tables"),
                 ))
             }
             (None, None) => {
                 return Err(Located::new(
                     span,
-                    "a [[vrrp.track]] needs a condition: `pool = \"NAME\"` or `listeners = true`",
+                    format!("a {table} needs a condition: `pool = \"NAME\"` or `listeners = true`"),
                 ))
             }
             (Some(name), None) => {
@@ -628,13 +916,13 @@ fn validate_tracks(
                 let Some(pool) = pools.iter().find(|p| p.name == text) else {
                     return Err(Located::new(
                         name.span(),
-                        format!("[[vrrp.track]] pool {text:?} is not defined (no [pool.{text}])"),
+                        format!("{table} pool {text:?} is not defined (no [pool.{text}])"),
                     ));
                 };
                 if pool.health.is_none() {
                     return Err(Located::new(
                         name.span(),
-                        format!("[[vrrp.track]] pool {text:?} needs [pool.{text}.health]: without active checks its backends are never marked down"),
+                        format!("{table} pool {text:?} needs [pool.{text}.health]: without active checks its backends are never marked down"),
                     ));
                 }
                 TrackCondition::PoolDown(pool.name.clone())
@@ -643,13 +931,13 @@ fn validate_tracks(
                 if !*on.get_ref() {
                     return Err(Located::new(
                         on.span(),
-                        "listeners = false tracks nothing: remove this [[vrrp.track]] or set listeners = true",
+                        format!("listeners = false tracks nothing: remove this {table} or set listeners = true"),
                     ));
                 }
                 if listeners.is_empty() {
                     return Err(Located::new(
                         on.span(),
-                        "[[vrrp.track]] listeners = true, but the file has no [[listener]]",
+                        format!("{table} listeners = true, but the file has no [[listener]]"),
                     ));
                 }
                 TrackCondition::ListenerFailed
@@ -658,11 +946,15 @@ fn validate_tracks(
         if tracks.iter().any(|k| k.condition == condition) {
             return Err(Located::new(
                 span,
-                format!("[[vrrp.track]] {} is tracked twice", condition.label()),
+                format!("{table} {} is tracked twice", condition.label()),
             ));
         }
         let action = match &t.weight {
             None => TrackAction::Fault,
+            Some(w) if matches!(tracker, Tracker::Bgp) => return Err(Located::new(
+                w.span(),
+                "a [[bgp.track]] has no weight: while its condition holds the VIPs are withdrawn",
+            )),
             Some(w) => {
                 let n = *w.get_ref();
                 match u8::try_from(n).ok().filter(|n| *n <= 254).and_then(NonZeroU8::new) {
@@ -930,26 +1222,7 @@ fn validate_pools(
                 format!("pool name {pool_name:?} may use only letters, digits, '-' and '_'"),
             ));
         }
-        if pool.backends.get_ref().is_empty() {
-            return Err(Located::new(
-                pool.backends.span(),
-                format!("pool {pool_name:?} has no backends"),
-            ));
-        }
-        let mut backends: Vec<Backend> = Vec::with_capacity(pool.backends.get_ref().len());
-        for b in pool.backends.get_ref() {
-            let backend = parse_backend(b, pool_name)?;
-            if backends.iter().any(|seen| seen.address == backend.address) {
-                return Err(Located::new(
-                    b.span(),
-                    format!(
-                        "backend {} is listed twice in pool {pool_name:?}",
-                        backend.address
-                    ),
-                ));
-            }
-            backends.push(backend);
-        }
+        let (backends, names) = parse_backends(pool, pool_name, name.span())?;
         let balance = parse_balance(pool)?;
         let health = pool.health.as_ref().map(parse_health).transpose()?;
         let outlier = parse_outlier(pool.outlier.as_ref().map(Spanned::get_ref))?;
@@ -969,6 +1242,7 @@ fn validate_pools(
         pools.push(Pool {
             name: pool_name.clone(),
             backends,
+            names,
             balance,
             health,
             outlier,
@@ -1127,33 +1401,124 @@ fn parse_pool_tls(t: &Spanned<RawPoolTls>, pool: &str, base: &Path) -> Result<Po
     })
 }
 
-fn parse_backend(b: &Spanned<RawBackend>, pool: &str) -> Result<Backend> {
+/// A pool's `backends` and `srv`: addresses as they are, names to be resolved. Refuses a pool
+/// with neither, and one listing an address or a name twice.
+fn parse_backends(
+    pool: &RawPool,
+    pool_name: &str,
+    name_span: std::ops::Range<usize>,
+) -> Result<(Vec<Backend>, Vec<NamedBackend>)> {
+    let mut backends: Vec<Backend> = Vec::new();
+    let mut names: Vec<NamedBackend> = Vec::new();
+    for b in pool.backends.iter().flat_map(|l| l.get_ref()) {
+        let twice = |what: String| {
+            Located::new(
+                b.span(),
+                format!("backend {what} is listed twice in pool {pool_name:?}"),
+            )
+        };
+        match parse_backend(b, pool_name)? {
+            Parsed::Address(backend) => {
+                if backends.iter().any(|seen| seen.address == backend.address) {
+                    return Err(twice(backend.address.to_string()));
+                }
+                backends.push(backend);
+            }
+            Parsed::Name(named) => {
+                if names.iter().any(|seen| seen.lookup == named.lookup) {
+                    return Err(twice(named.lookup.to_string()));
+                }
+                names.push(named);
+            }
+        }
+    }
+    if let Some(srv) = &pool.srv {
+        let text = srv.get_ref().trim().to_ascii_lowercase();
+        if !is_dns_name(&text) {
+            return Err(Located::new(
+                srv.span(),
+                format!("srv {text:?} is not a DNS name (like _http._tcp.web.default.svc.cluster.local)"),
+            ));
+        }
+        names.push(NamedBackend {
+            lookup: Lookup::Srv { name: text },
+            weight: 1,
+        });
+    }
+    if backends.is_empty() && names.is_empty() {
+        let span = pool.backends.as_ref().map_or(name_span, Spanned::span);
+        return Err(Located::new(
+            span,
+            format!("pool {pool_name:?} has no backends (list \"IP:PORT\" or \"NAME:PORT\" in backends, or name an srv record)"),
+        ));
+    }
+    Ok((backends, names))
+}
+
+enum Parsed {
+    Address(Backend),
+    Name(NamedBackend),
+}
+
+/// A DNS name as a backend may give it: dot-separated labels of letters, digits, '-' and '_'
+/// (SRV owner names start with '_'), at most 63 bytes each and 253 in all, an optional final
+/// dot; at least one letter, so that no malformed IP address passes for a name.
+pub(super) fn is_dns_name(text: &str) -> bool {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    !text.is_empty()
+        && text.len() <= 253
+        && text.bytes().any(|b| b.is_ascii_alphabetic())
+        && text.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn parse_backend(b: &Spanned<RawBackend>, pool: &str) -> Result<Parsed> {
     let (text, weight) = match b.get_ref() {
         RawBackend::Address(a) => (a.as_str(), 1),
         RawBackend::Weighted(w) => (w.address.as_str(), w.weight.unwrap_or(1)),
     };
-    let address: SocketAddr = text.trim().parse().map_err(|_| {
-        Located::new(
-            b.span(),
-            format!("backend {text:?} is not an address with a port (like 192.0.2.21:8080 or [2001:db8::1]:80)"),
-        )
-    })?;
-    if address.port() == 0 || address.ip().is_unspecified() {
-        return Err(Located::new(
-            b.span(),
-            format!("backend {address} needs a concrete address and a port"),
-        ));
-    }
+    let text = text.trim();
     if !(1..=MAX_WEIGHT).contains(&weight) {
         return Err(Located::new(
             b.span(),
-            format!("backend {address} in pool {pool:?}: weight {weight} is out of range (1 to {MAX_WEIGHT})"),
+            format!("backend {text} in pool {pool:?}: weight {weight} is out of range (1 to {MAX_WEIGHT})"),
         ));
     }
-    Ok(Backend {
-        address,
-        weight: weight as u32,
-    })
+    let weight = weight as u32;
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        if address.port() == 0 || address.ip().is_unspecified() {
+            return Err(Located::new(
+                b.span(),
+                format!("backend {address} needs a concrete address and a port"),
+            ));
+        }
+        return Ok(Parsed::Address(Backend {
+            address,
+            weight,
+            name: None,
+        }));
+    }
+    let named = text.rsplit_once(':').and_then(|(host, port)| {
+        let host = host.to_ascii_lowercase();
+        let port: u16 = port.parse().ok().filter(|&p| p != 0)?;
+        is_dns_name(&host).then_some((host, port))
+    });
+    match named {
+        Some((name, port)) => Ok(Parsed::Name(NamedBackend {
+            lookup: Lookup::Host { name, port },
+            weight,
+        })),
+        None => Err(Located::new(
+            b.span(),
+            format!("backend {text:?} is not an address or a DNS name with a port (like 192.0.2.21:8080, [2001:db8::1]:80 or web.default.svc.cluster.local:80)"),
+        )),
+    }
 }
 
 fn parse_balance(pool: &RawPool) -> Result<Balance> {

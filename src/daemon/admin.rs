@@ -78,11 +78,22 @@ impl AdminState {
         (Arc::new(state), rx)
     }
 
-    fn is_ready(&self) -> Result<(), &'static str> {
+    /// With BGP VIPs, ready means announced: a node whose VIPs are withdrawn (not yet risen,
+    /// a tracked condition failed) gets no traffic from the router and says so.
+    fn is_ready(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::Acquire) {
-            Err("stopping: draining connections\n")
+            Err("stopping: draining connections\n".to_owned())
         } else if !self.ready.load(Ordering::Acquire) {
-            Err("starting\n")
+            Err("starting\n".to_owned())
+        } else if self.config.load().bgp.is_some() {
+            let phrase = crate::bgp::metrics::bgp_metrics()
+                .now()
+                .map_or_else(|| "withdrawn (rising)".to_owned(), |s| s.phrase());
+            if phrase == "announced" {
+                Ok(())
+            } else {
+                Err(format!("bgp: {phrase}\n"))
+            }
         } else {
             Ok(())
         }
@@ -231,6 +242,8 @@ fn exposition(snapshot: &Snapshot, config: &Config, connections_active: usize) -
     crate::proxy::metrics::render(&mut out, snapshot, config, connections_active);
     crate::l2::metrics::render(&mut out, config);
     crate::ha::metrics::render(&mut out, config);
+    crate::resolve::metrics::render(&mut out);
+    crate::bgp::metrics::render(&mut out, config);
     out
 }
 
@@ -398,11 +411,43 @@ pub fn config_json(c: &Config) -> String {
         j.open('{');
         j.key("address").str(&v.address.to_string());
         j.key("interface").str(&v.interface);
+        j.key("announce").str("arp");
         j.key("garp_count").raw(v.garp.count);
         j.ms("garp_interval_ms", v.garp.interval);
         j.close('}');
     }
+    for v in c.bgp.iter().flat_map(|b| &b.vips) {
+        j.open('{');
+        j.key("address").str(&v.to_string());
+        j.key("announce").str("bgp");
+        j.close('}');
+    }
     j.close(']');
+    j.key("bgp");
+    match &c.bgp {
+        None => {
+            j.raw("null");
+        }
+        Some(b) => {
+            j.open('{');
+            j.key("table").raw(b.table);
+            j.ms("check_interval_ms", b.check_interval);
+            j.key("rise").raw(b.rise);
+            j.key("fall").raw(b.fall);
+            j.ms("withdraw_wait_ms", b.withdraw_wait);
+            match &b.bird_socket {
+                Some(p) => j.key("bird_socket").str(&p.display().to_string()),
+                None => j.key("bird_socket").raw("null"),
+            };
+            j.key("bird_protocol").str(&b.bird_protocol);
+            j.key("track").open('[');
+            for t in &b.track {
+                j.str(&t.condition.label());
+            }
+            j.close(']');
+            j.close('}');
+        }
+    }
     j.key("vrrp");
     match &c.vrrp {
         None => {
@@ -564,7 +609,16 @@ pub fn config_json(c: &Config) -> String {
             j.open('{');
             j.key("address").str(&b.address.to_string());
             j.key("weight").raw(b.weight);
+            if let Some(name) = &b.name {
+                j.key("name").str(name);
+            }
             j.close('}');
+        }
+        j.close(']');
+        // As written; `backends` holds what they resolve to now.
+        j.key("names").open('[');
+        for n in &p.names {
+            j.str(&n.lookup.to_string());
         }
         j.close(']');
         let (balance, key) = match &p.balance {

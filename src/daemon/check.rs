@@ -1,10 +1,51 @@
 //! The effective configuration as `vipgate check` prints it: what will be announced, where it
-//! listens, and each host's routes in the order they are tried.
+//! listens, each host's routes in the order they are tried, and what the backend names resolve
+//! to now (a name that does not is a warning: the daemon starts without its addresses).
 
 use std::fmt::Write as _;
 
 use crate::config::Config;
 use crate::proxy::route::RouteTable;
+
+/// Resolve the pools' names once, as `run` does at start-up, and describe the configuration
+/// with the addresses they gave. Returns the description and the warnings (names that give
+/// nothing now, or whose lookup failed); a resolver that cannot be set up is a warning too.
+pub async fn check(config: &Config) -> (String, Vec<String>) {
+    use crate::resolve::{self, Answers, Resolver};
+    let lookups = config.lookups();
+    let mut warnings = Vec::new();
+    let answers = match Resolver::start(&config.resolver, lookups.clone(), &Answers::default()) {
+        Ok(mut r) => {
+            r.first_round(resolve::first_round_limit(&config.resolver))
+                .await;
+            r.current()
+        }
+        Err(e) => {
+            warnings.push(e.to_string());
+            Answers::default()
+        }
+    };
+    let expanded = resolve::expand(config, &answers);
+    let mut out = describe(&expanded);
+    for l in &lookups {
+        let pools: Vec<&str> = config
+            .pools
+            .iter()
+            .filter(|p| p.names.iter().any(|n| &n.lookup == l))
+            .map(|p| p.name.as_str())
+            .collect();
+        let pools = pools.join(", ");
+        match answers.sets.get(l) {
+            Some(set) if !set.is_empty() => {
+                let addrs: Vec<String> = set.iter().map(|e| e.addr.to_string()).collect();
+                let _ = writeln!(out, "name {l} (pool {pools}) -> {}", addrs.join(", "));
+            }
+            Some(_) => warnings.push(format!("pool {pools}: {l} has no address now (NXDOMAIN or no record): the pool starts without it and fills when it resolves")),
+            None => warnings.push(format!("pool {pools}: {l} did not resolve (no answer from the name servers): the pool starts without it and fills when it resolves")),
+        }
+    }
+    (out, warnings)
+}
 
 pub fn describe(config: &Config) -> String {
     let mut out = String::new();
@@ -23,6 +64,25 @@ pub fn describe(config: &Config) -> String {
             vip.garp.count,
             vip.garp.interval.as_millis()
         );
+    }
+    if let Some(b) = &config.bgp {
+        for vip in &b.vips {
+            let _ = writeln!(
+                out,
+                "vip {vip} over BGP: in table {} while healthy (rise {}, fall {}, every {} ms){}",
+                b.table,
+                b.rise,
+                b.fall,
+                b.check_interval.as_millis(),
+                match &b.bird_socket {
+                    Some(s) => format!("; BIRD at {} (protocol {})", s.display(), b.bird_protocol),
+                    None => String::new(),
+                }
+            );
+        }
+        for t in &b.track {
+            let _ = writeln!(out, "  bgp track {}: withdraw", t.condition.label());
+        }
     }
     if let Some(v) = &config.vrrp {
         // One virtual router per family of the VIPs: its peers, or its multicast group.

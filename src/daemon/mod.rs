@@ -28,7 +28,7 @@ use crate::l2::L2Error;
 use notify::{Notifier, State};
 use running::Running;
 
-pub use check::describe;
+pub use check::{check, describe};
 pub use release::release;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,8 @@ pub enum DaemonError {
     Signals(#[source] io::Error),
     #[error("cannot start the worker threads: {0}")]
     Workers(#[source] io::Error),
+    #[error(transparent)]
+    Resolver(#[from] crate::resolve::ResolveError),
 }
 
 /// Run until SIGTERM or SIGINT, reloading on SIGHUP; then release the VIPs, drain and return.
@@ -82,6 +84,7 @@ pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonEr
         .router
         .as_ref()
         .and_then(crate::ha::Router::subscribe);
+    let mut bgp_status = running.bgp.as_ref().map(crate::bgp::Speaker::subscribe);
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
@@ -91,12 +94,14 @@ pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonEr
                 // Refusals are logged and counted by `reload`; the daemon carries on either way.
                 let _ = reload(&mut running, &path, &notifier).await;
                 vrrp_status = running.router.as_ref().and_then(crate::ha::Router::subscribe);
+                bgp_status = running.bgp.as_ref().map(crate::bgp::Speaker::subscribe);
             }
             Some(reply) = next_reload_request(&mut admin_reloads) => {
                 info!(config = %path.display(), "POST /reload: reloading");
                 let outcome = reload(&mut running, &path, &notifier).await;
                 let _ = reply.send(outcome);
                 vrrp_status = running.router.as_ref().and_then(crate::ha::Router::subscribe);
+                bgp_status = running.bgp.as_ref().map(crate::bgp::Speaker::subscribe);
             }
             // The election's state or priority changed: systemctl status shows it.
             alive = changed(&mut vrrp_status) => {
@@ -104,6 +109,16 @@ pub async fn run_with(config: Config, notifier: Notifier) -> Result<(), DaemonEr
                     notifier.notify(State::Status { status: &running.status() });
                 } else {
                     vrrp_status = None;
+                }
+            }
+            // A backend name's addresses changed: the pools follow, without a reload.
+            _ = running.resolver.changed() => running.apply_answers(),
+            // The BGP VIPs were announced or withdrawn: so does the status line.
+            alive = changed(&mut bgp_status) => {
+                if alive {
+                    notifier.notify(State::Status { status: &running.status() });
+                } else {
+                    bgp_status = None;
                 }
             }
             _ = heal.tick() => {

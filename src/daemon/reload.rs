@@ -15,6 +15,9 @@
 //! whose interface changed is stopped and started again. Connections accepted by a removed
 //! listener stay open until they finish (they are routed by the new configuration).
 //!
+//! BGP VIPs (`announce = "bgp"`) are the BGP speaker's: added ones are announced once healthy,
+//! removed ones withdrawn at once and still delivered for `[daemon] drain_timeout_ms`.
+//!
 //! With `[vrrp]`, a change of the election or of the VIPs restarts the election (a master
 //! hands over first); a change of `[[vrrp.track]]` alone is applied to the running election,
 //! which keeps its state and re-evaluates its priority at once.
@@ -30,6 +33,7 @@ use super::DaemonError;
 use crate::config::{self, Config, ConfigError, Vip};
 use crate::l2;
 use crate::proxy::Snapshot;
+use crate::resolve::{self, Resolver};
 
 /// What a reload changes beyond routes and pools (which are always swapped whole).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -111,9 +115,9 @@ impl Running {
             Ok(plan) => {
                 self.reloads.ok += 1;
                 self.reloads.last_error = None;
-                // Telemetry hooks: reload counters, the admin's config view, the log level.
+                // Telemetry hooks: reload counters, the log level (the admin's config view was
+                // swapped with the snapshot).
                 crate::telemetry::metrics::process().reload_done(true);
-                self.admin_state.config.store(Arc::new(self.config.clone()));
                 crate::telemetry::set_level(&self.config.log.level);
                 if self.admin.as_ref().map(|a| a.addr) != self.config.admin.map(|a| a.bind) {
                     warn!("the [admin] listener changes at the next restart, not on reload");
@@ -149,6 +153,10 @@ impl Running {
             new.proxy.worker_threads = self.config.proxy.worker_threads;
         }
         let plan = Plan::between(&self.config, &new);
+        // The names of the new file, with the answers had so far for those that stay (dropped,
+        // and its lookups stopped, if anything below fails).
+        let resolver = Resolver::start(&new.resolver, new.lookups(), &self.resolver.current())
+            .map_err(DaemonError::from)?;
 
         // With VRRP on either side, a change of the election or of its VIPs restarts the
         // election (a master hands over first); the VIPs are then not touched one by one.
@@ -175,7 +183,11 @@ impl Running {
         };
 
         // The switch. Requests already routed keep the backend they were given.
-        let next = Snapshot::rebuild(&new, &self.shared.load());
+        let effective = resolve::expand(&new, &resolver.current());
+        let next = Snapshot::rebuild(&effective, &self.shared.load());
+        self.resolver = resolver;
+        // What the proxy runs, also what `apply_answers` compares the next answers with.
+        self.admin_state.config.store(Arc::new(effective));
         self.shared.store(Arc::new(next));
         for (addr, l) in bound {
             self.listeners.push(ServedListener::spawn(
@@ -231,6 +243,7 @@ impl Running {
                 }
             }
         }
+        self.reload_bgp(&new).await;
         for addr in &plan.listeners_removed {
             if let Some(i) = self.listeners.iter().position(|l| l.addr == *addr) {
                 self.listeners.remove(i).stop().await;
@@ -240,6 +253,30 @@ impl Running {
         }
         self.config = new;
         Ok(plan)
+    }
+}
+
+impl Running {
+    /// BGP VIPs added, removed or re-tracked: handed to the running speaker (a removed VIP is
+    /// withdrawn at once and delivered for the drain time), or a speaker started for the first
+    /// ones. Past the switch: a failure is reported and the VIPs are not announced.
+    async fn reload_bgp(&mut self, new: &Config) {
+        let drain = new.daemon.drain_timeout;
+        match (&self.bgp, &new.bgp, &self.config.bgp) {
+            (Some(speaker), Some(b), _) => speaker.reload(b.clone(), drain).await,
+            (Some(speaker), None, Some(old)) => {
+                let none = config::Bgp {
+                    vips: Vec::new(),
+                    ..old.clone()
+                };
+                speaker.reload(none, drain).await;
+            }
+            (None, Some(b), _) => match crate::bgp::Speaker::start(b, self.probe.clone()).await {
+                Ok(s) => self.bgp = Some(s),
+                Err(e) => error!(error = %e, "cannot announce the BGP VIPs; none is announced"),
+            },
+            _ => {}
+        }
     }
 }
 

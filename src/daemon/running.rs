@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 use super::admin::{AdminServer, AdminState, ReloadRequest};
 use super::track::{self, ListenerFailures};
 use super::DaemonError;
+use crate::bgp::Speaker;
 use crate::config::{Config, TrackCondition};
 use crate::ha::track::Probe;
 use crate::ha::Router;
@@ -31,6 +32,7 @@ use crate::l2::{self, Announcer};
 use crate::proxy::drain::Drain;
 use crate::proxy::workers::Workers;
 use crate::proxy::{listener, Shared, Snapshot};
+use crate::resolve::{self, Answers, Resolver};
 
 /// One listening address being served: one socket per worker.
 pub(super) struct ServedListener {
@@ -94,11 +96,12 @@ impl ServedListener {
 /// Whether `config` tracks its listeners: then a listener that cannot be bound at start-up is
 /// a failed condition for the election rather than a reason not to start.
 fn tracks_listeners(config: &Config) -> bool {
-    config.vrrp.as_ref().is_some_and(|v| {
-        v.track
-            .iter()
+    let tracked = |t: &[crate::config::Track]| {
+        t.iter()
             .any(|t| t.condition == TrackCondition::ListenerFailed)
-    })
+    };
+    config.vrrp.as_ref().is_some_and(|v| tracked(&v.track))
+        || config.bgp.as_ref().is_some_and(|b| tracked(&b.track))
 }
 
 /// Bind every address (`per_address` sockets each, one per worker), or none: on failure the
@@ -134,6 +137,8 @@ pub(super) struct Running {
     pub announcers: Vec<Announcer>,
     /// With `[vrrp]`: the election, which announces the VIPs while this node is master.
     pub router: Option<Router>,
+    /// With `announce = "bgp"` VIPs: their announcement through the local BGP daemon.
+    pub bgp: Option<Speaker>,
     pub reloads: ReloadCount,
     /// The proxy's worker threads (under `runtime = "per-core"`); fixed at start.
     pub workers: Workers,
@@ -150,6 +155,8 @@ pub(super) struct Running {
     pub listener_failures: ListenerFailures,
     /// What the election's `[[vrrp.track]]` conditions read.
     pub probe: Probe,
+    /// Looks up the pools' names and re-resolves them (`resolve`).
+    pub resolver: Resolver,
 }
 
 /// Take the VIPs as `config` says: join the election, or announce them all now.
@@ -195,21 +202,45 @@ impl Running {
             })?),
             None => None,
         };
+        // Names first: the pools start with what their names give, if they answer in time.
+        let mut resolver =
+            Resolver::start(&config.resolver, config.lookups(), &Answers::default())?;
+        resolver
+            .first_round(resolve::first_round_limit(&config.resolver))
+            .await;
+        let effective = resolve::expand(&config, &resolver.current());
         // The snapshot before the election: tracked pools are read from it from the start.
-        let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&config)));
+        let shared = Arc::new(ArcSwap::from_pointee(Snapshot::build(&effective)));
         let probe = track::probe(shared.clone(), listener_failures.clone());
         let (announcers, router) = own(&config, probe.clone()).await?;
         let drain = Drain::new();
         let cert_watch = crate::proxy::tls::watch::spawn(shared.clone());
         let workers = Workers::start(&config.proxy).map_err(DaemonError::Workers)?;
-        let listeners = bound
+        let listeners: Vec<ServedListener> = bound
             .into_iter()
             .map(|(addr, l)| {
                 ServedListener::spawn(addr, l, &shared, &drain, &workers, &listener_failures)
             })
             .collect();
+        // BGP VIPs only once the listeners accept (and then only after `rise` good checks).
+        let bgp = match &config.bgp {
+            Some(b) => match Speaker::start(b, probe.clone()).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    if let Some(r) = router {
+                        r.stop().await;
+                    }
+                    l2::stop_all(announcers).await;
+                    for l in listeners {
+                        l.stop().await;
+                    }
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         let (admin_state, admin_reloads) =
-            AdminState::new(shared.clone(), drain.clone(), config.clone());
+            AdminState::new(shared.clone(), drain.clone(), effective);
         let admin = admin_socket.map(|l| AdminServer::spawn(l, admin_state.clone()));
         // Listeners accept and the VIPs are announced (or the election joined): ready.
         admin_state
@@ -222,6 +253,7 @@ impl Running {
             listeners,
             announcers,
             router,
+            bgp,
             reloads: ReloadCount::default(),
             workers,
             admin_state,
@@ -231,7 +263,34 @@ impl Running {
             unbound,
             listener_failures,
             probe,
+            resolver,
         })
+    }
+
+    /// The configuration the proxy runs: the file's, with the addresses its names give now.
+    pub fn effective(&self) -> Config {
+        resolve::expand(&self.config, &self.resolver.current())
+    }
+
+    /// A name's addresses changed: rebuild the pools (backends that stay keep their state;
+    /// ones that went are drained as on reload) and swap the snapshot.
+    pub fn apply_answers(&mut self) {
+        let effective = self.effective();
+        // A name's first answer after a start or reload is published even when it is what
+        // the pools already have: nothing to rebuild then.
+        let same = |a: &Config, b: &Config| {
+            a.pools.len() == b.pools.len()
+                && a.pools
+                    .iter()
+                    .zip(&b.pools)
+                    .all(|(x, y)| x.backends == y.backends)
+        };
+        if same(&effective, &self.admin_state.config.load()) {
+            return;
+        }
+        let next = Snapshot::with_backends(&effective, &self.shared.load());
+        self.shared.store(Arc::new(next));
+        self.admin_state.config.store(Arc::new(effective));
     }
 
     /// Whether a listener of the configuration is not being served.
@@ -293,6 +352,14 @@ impl Running {
             }
             None => self.announced().iter().map(ToString::to_string).collect(),
         };
+        let mut vips = vips;
+        let bgp = crate::bgp::metrics::bgp_metrics().now();
+        if let Some(b) = &self.config.bgp {
+            let phrase = bgp
+                .as_ref()
+                .map_or_else(|| "withdrawn (rising)".to_owned(), |s| s.phrase());
+            vips.extend(b.vips.iter().map(|v| format!("{v} (bgp {phrase})")));
+        }
         let mut s = format!(
             "serving: {} VIP(s) [{}], {} listener(s), {} host(s), {} pool(s); {} connection(s)",
             vips.len(),
@@ -305,6 +372,9 @@ impl Running {
         let tracks_failed = vrrp.tracks_failed();
         if self.router.is_some() && !tracks_failed.is_empty() {
             s.push_str(&format!("; tracking failed: {}", tracks_failed.join(" ")));
+        }
+        if let Some(bird) = bgp.as_ref().and_then(|b| b.bird_phrase()) {
+            s.push_str(&format!("; {bird}"));
         }
         let failed = self.listener_failures.list();
         if !failed.is_empty() {
@@ -344,6 +414,21 @@ impl Running {
         if let Some(router) = self.router.take() {
             router.stop().await;
         }
+        // BGP: withdraw first, then keep accepting while the router converges (it sends new
+        // flows here until it has the update), then drain what it sent.
+        if let Some(bgp) = &self.bgp {
+            bgp.withdraw().await;
+            let wait = self
+                .config
+                .bgp
+                .as_ref()
+                .map_or(std::time::Duration::ZERO, |b| b.withdraw_wait);
+            info!(
+                ?wait,
+                "BGP VIPs withdrawn; accepting until the router has converged"
+            );
+            tokio::time::sleep(wait).await;
+        }
         for a in self.announcers.iter_mut().rev() {
             match a.stop_answering().await {
                 Ok(()) => {
@@ -358,7 +443,8 @@ impl Running {
         self.cert_watch.abort();
         self.drain.start();
         let open = self.drain.active();
-        let deadline = if elected {
+        // With BGP VIPs as well, connections to them drain (the local route stays meanwhile).
+        let deadline = if elected && self.bgp.is_none() {
             std::time::Duration::ZERO
         } else {
             self.config.daemon.drain_timeout
@@ -379,6 +465,9 @@ impl Running {
             );
         }
         l2::stop_all(self.announcers).await;
+        if let Some(bgp) = self.bgp.take() {
+            bgp.stop().await;
+        }
         if let Some(admin) = self.admin.take() {
             admin.stop().await;
         }

@@ -523,12 +523,7 @@ impl Election {
         let now = self.machine.priority();
         super::metrics::vrrp().tracking(now, self.tracked.states());
         if now != was {
-            let failed: Vec<String> = self
-                .tracked
-                .states()
-                .into_iter()
-                .filter_map(|(label, failed)| failed.then_some(label))
-                .collect();
+            let failed = self.tracked.failed();
             info!(priority = now, configured = self.base_priority.get(), ?failed,
                 state = ?self.machine.state(), "VRRP priority changed");
         }

@@ -102,6 +102,16 @@ impl Tracked {
         effective(base, &self.tracks, &self.failed)
     }
 
+    /// The labels of the conditions that failed at the last poll, in configuration order.
+    pub fn failed(&self) -> Vec<String> {
+        self.tracks
+            .iter()
+            .zip(&self.failed)
+            .filter(|(_, f)| **f)
+            .map(|(t, _)| t.condition.label())
+            .collect()
+    }
+
     /// Each condition's label and whether it failed, in configuration order.
     pub fn states(&self) -> Vec<(String, bool)> {
         self.tracks
@@ -172,6 +182,7 @@ mod tests {
         assert!(!t.poll(), "a change is reported once");
         assert_eq!(t.effective(nz(150)), Effective::Priority(nz(100)));
         assert_eq!(t.states(), vec![("pool:web".to_owned(), true)]);
+        assert_eq!(t.failed(), vec!["pool:web".to_owned()]);
         // Reload: the same pool as a fault keeps its failed state; a new one starts clear.
         t.set_tracks(vec![
             pool("api", TrackAction::Lower(nz(10))),

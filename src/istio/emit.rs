@@ -14,12 +14,18 @@ use std::net::{Ipv4Addr, SocketAddr};
 use super::read::{Destination, Resources, VirtualService, Warnings};
 use super::{BackendMap, Options};
 
-const CLUSTER_SUFFIX: &str = ".svc.cluster.local";
+/// Kubernetes' default cluster domain (`--cluster-domain` for others).
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 
-/// A pool to write: where it comes from and its backends (empty when unmapped).
+/// A destination without a port when the service's own port is not in the YAML: Istio allows
+/// that only for a single-port service, and 80 is what the seed's services use.
+const ASSUMED_PORT: u16 = 80;
+
+/// A pool to write: where it comes from and its backends.
 struct PoolOut {
     comment: String,
-    backends: Vec<SocketAddr>,
+    /// `IP:PORT` from `--backend`, else the service's DNS name with its port.
+    backends: Vec<String>,
 }
 
 /// TOML string literal.
@@ -28,16 +34,18 @@ fn q(s: &str) -> String {
 }
 
 /// A Kubernetes service name as a fully qualified name, as Istio resolves short names: in the
-/// namespace of the resource that names it.
-pub fn fqdn(host: &str, namespace: &str) -> String {
+/// namespace of the resource that names it, in the cluster domain `domain` (`cluster.local` by
+/// default, `--cluster-domain`).
+pub fn fqdn_in(host: &str, namespace: &str, domain: &str) -> String {
+    let suffix = format!(".svc.{domain}");
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.ends_with(CLUSTER_SUFFIX) {
+    if host.ends_with(&suffix) {
         host
     } else if !host.contains('.') {
-        format!("{host}.{namespace}{CLUSTER_SUFFIX}")
+        format!("{host}.{namespace}{suffix}")
     } else if host.matches('.').count() == 1 {
         // name.namespace
-        format!("{host}{CLUSTER_SUFFIX}")
+        format!("{host}{suffix}")
     } else {
         host
     }
@@ -215,18 +223,12 @@ pub fn emit(res: &Resources, opts: &Options, files: &[String], w: &mut Warnings)
 
     for (name, p) in &pools {
         let _ = writeln!(out, "\n# {}", p.comment);
-        if p.backends.is_empty() {
-            let _ = writeln!(
-                out,
-                "# TODO: the backends' addresses (IP:PORT), or rerun with --backend"
-            );
-        }
         let _ = writeln!(
             out,
             "[pool.{name}]\nbackends = [{}]",
             p.backends
                 .iter()
-                .map(|b| q(&b.to_string()))
+                .map(|b| q(b))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -346,7 +348,9 @@ fn pool_for(
     keys: &mut BTreeMap<(String, Option<String>, Option<u16>), String>,
     w: &mut Warnings,
 ) -> String {
-    let host = fqdn(&d.host, &vs.meta.namespace);
+    let domain = opts.cluster_domain();
+    let host = fqdn_in(&d.host, &vs.meta.namespace, domain);
+    let suffix = format!(".svc.{domain}");
     let key = (host.clone(), d.subset.clone(), d.port);
     // A route that names no port reaches the same backends as one that names the only port.
     if let Some(name) = keys.get(&key).or_else(|| {
@@ -358,7 +362,7 @@ fn pool_for(
     }) {
         return name.clone();
     }
-    let short = host.strip_suffix(CLUSTER_SUFFIX).unwrap_or(&host);
+    let short = host.strip_suffix(suffix.as_str()).unwrap_or(&host);
     let short = short.split('.').next().unwrap_or(short);
     let mut name = sanitize(&match &d.subset {
         Some(s) => format!("{short}-{s}"),
@@ -373,7 +377,7 @@ fn pool_for(
     let rule = res
         .destination_rules
         .iter()
-        .find(|r| fqdn(&r.host, &r.meta.namespace) == host);
+        .find(|r| fqdn_in(&r.host, &r.meta.namespace, domain) == host);
     let mut comment = format!(
         "{host}{}{}",
         d.subset
@@ -398,7 +402,7 @@ fn pool_for(
                     "{}: destination subset {s:?} of {host} is not defined in DestinationRule {}/{}",
                     vs.meta.origin, rule.meta.namespace, rule.meta.name
                 )),
-                Some((_, true)) if find_backends(&opts.backends, &host, Some(s)).is_none() => {
+                Some((_, true)) if find_backends(opts, &host, Some(s)).is_none() => {
                     w.push(format!(
                         "{}: subset {s:?} selects pods by labels, which vipgate cannot: pool \
                          {name} gets all of {host}'s backends (map the subset with --backend \
@@ -415,11 +419,11 @@ fn pool_for(
             vs.meta.origin
         ));
     }
-    let backends = match find_backends(&opts.backends, &host, d.subset.as_deref()) {
+    let backends = match find_backends(opts, &host, d.subset.as_deref()) {
         Some(addrs) => addrs
             .iter()
             .filter_map(|a| match (a.port, d.port) {
-                (Some(p), _) | (None, Some(p)) => Some(SocketAddr::new(a.ip, p)),
+                (Some(p), _) | (None, Some(p)) => Some(SocketAddr::new(a.ip, p).to_string()),
                 (None, None) => {
                     w.push(format!(
                         "--backend for {host} gives {} without a port and the route names none",
@@ -429,13 +433,19 @@ fn pool_for(
                 }
             })
             .collect(),
+        // The service by its DNS name: every address it resolves to is a backend (a headless
+        // service gives the pods), re-resolved as its TTL says.
         None => {
-            w.push(format!(
-                "{}: no addresses for {host}: pool {name} is written empty (vipgate check refuses \
-                 it until filled); give --backend {short}=IP:PORT",
-                vs.meta.origin
-            ));
-            Vec::new()
+            let port = d.port.unwrap_or_else(|| {
+                w.push(format!(
+                    "{}: the route to {host} names no port: {host}:{ASSUMED_PORT} is written \
+                     (the service's port is not in the YAML); correct it if the service listens \
+                     elsewhere",
+                    vs.meta.origin
+                ));
+                ASSUMED_PORT
+            });
+            vec![format!("{host}:{port}")]
         }
     };
     keys.insert(key, name.clone());
@@ -445,17 +455,18 @@ fn pool_for(
 
 /// The `--backend` addresses for a host (and subset): `name/subset` first, then the host.
 fn find_backends<'a>(
-    maps: &'a [BackendMap],
+    opts: &'a Options,
     host: &str,
     subset: Option<&str>,
 ) -> Option<&'a [super::BackendAddr]> {
+    let (maps, domain) = (&opts.backends, opts.cluster_domain());
     let matches = |m: &BackendMap| {
         let (svc, sub) = match m.name.split_once('/') {
             Some((a, b)) => (a, Some(b)),
             None => (m.name.as_str(), None),
         };
         let svc_fqdn = if svc.contains('.') {
-            fqdn(svc, "")
+            fqdn_in(svc, "", domain)
         } else {
             // A bare name matches that service in any namespace.
             return host.split('.').next() == Some(svc) && (sub.is_none() || sub == subset);
@@ -509,8 +520,16 @@ mod tests {
             ),
             ("api.example.com", "x", "api.example.com"),
         ] {
-            assert_eq!(fqdn(host, ns), want, "{host}");
+            assert_eq!(fqdn_in(host, ns, DEFAULT_CLUSTER_DOMAIN), want, "{host}");
         }
+        assert_eq!(
+            fqdn_in("kiali", "istio-system", "corp.internal"),
+            "kiali.istio-system.svc.corp.internal"
+        );
+        assert_eq!(
+            fqdn_in("kiali.istio-system.svc.corp.internal", "x", "corp.internal"),
+            "kiali.istio-system.svc.corp.internal"
+        );
     }
 
     #[test]

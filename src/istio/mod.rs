@@ -3,9 +3,10 @@
 //!
 //! Owns the translation only: `read` parses the YAML and reports every field it does not carry
 //! over, `emit` writes the TOML. The result is text for an operator to review and `vipgate
-//! check`, never applied directly. Kubernetes service names cannot be resolved here, so backend
-//! addresses come from `--backend NAME=IP:PORT,…` ([`BackendMap`]); a destination without one
-//! becomes an empty pool that `vipgate check` refuses until it is filled in.
+//! check`, never applied directly. A destination's backends are its Kubernetes service by DNS
+//! name (`web-service.blog-system.svc.cluster.local:80`, the cluster domain from
+//! `--cluster-domain`), which `vipgate run` resolves and follows (`resolve`); `--backend
+//! NAME=IP:PORT,…` ([`BackendMap`]) overrides that with addresses.
 
 mod emit;
 mod read;
@@ -71,6 +72,17 @@ pub struct Options {
     /// The VIP's LAN interface.
     pub interface: Option<String>,
     pub backends: Vec<BackendMap>,
+    /// The cluster's DNS domain (`--cluster-domain`); `None`: `cluster.local`.
+    pub cluster_domain: Option<String>,
+}
+
+impl Options {
+    pub fn cluster_domain(&self) -> &str {
+        self.cluster_domain
+            .as_deref()
+            .map(|d| d.trim_matches('.'))
+            .unwrap_or(emit::DEFAULT_CLUSTER_DOMAIN)
+    }
 }
 
 /// The TOML and the warnings, in the order found.

@@ -116,15 +116,30 @@ fn options_override_and_missing_pieces_are_warned() {
     assert!(out.toml.contains("bind = \"192.0.2.200:80\""));
     let w = out.warnings.join("\n");
     assert!(w.contains("interface is not known"), "{w}");
+    // Without --backend every pool is its service by DNS name, and the file is valid as is.
+    for want in [
+        "backends = [\"web-service.blog-system.svc.cluster.local:80\"]",
+        "backends = [\"grafana.monitoring.svc.cluster.local:3000\"]",
+        "backends = [\"argocd-server.argocd.svc.cluster.local:80\"]",
+        "backends = [\"kiali.istio-system.svc.cluster.local:20001\"]",
+    ] {
+        assert!(out.toml.contains(want), "{want} in {}", out.toml);
+    }
+    let c = config::parse(Path::new("i.toml"), &out.toml).expect("valid without --backend");
+    assert_eq!(c.lookups().len(), 4);
+    assert!(c.pools.iter().all(|p| p.backends.is_empty()));
+    // Another cluster domain.
+    let opts = Options {
+        cluster_domain: Some("corp.internal".into()),
+        ..opts
+    };
+    let out = import(&seed(), &opts).unwrap();
     assert!(
-        w.contains("no addresses for web-service.blog-system.svc.cluster.local"),
-        "{w}"
+        out.toml
+            .contains("\"web-service.blog-system.svc.corp.internal:80\""),
+        "{}",
+        out.toml
     );
-    // Unmapped pools are written empty, so `check` points at them.
-    let err = config::parse(Path::new("i.toml"), &out.toml)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("has no backends"), "{err}");
 }
 
 /// (YAML, words the warnings must hold, words the TOML must hold)

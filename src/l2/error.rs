@@ -39,6 +39,14 @@ pub enum L2Error {
         source: io::Error,
     },
 
+    #[error("netlink: cannot {action} routes in table {table}, where the BGP daemon learns the announced VIPs (needs CAP_NET_ADMIN): {source}")]
+    AnnounceTable {
+        action: &'static str,
+        table: u32,
+        #[source]
+        source: io::Error,
+    },
+
     #[error(
         "{vip} is already local on this node (an interface address, or a local route vipgate did \
          not install); refusing to announce it"

@@ -4,7 +4,10 @@
 //!
 //! Owns: installing and removing that route over rtnetlink (the equivalent of
 //! `ip route add local VIP/32 dev lo table local`), and raising `arp_ignore` / `arp_announce`
-//! on the VIP's interface. Does not own: answering ARP (`arp`, `announcer`), nor deciding
+//! on the VIP's interface (on `all` for a VIP announced over BGP, which has no interface).
+//! Also the announcement routes of BGP VIPs: `VIP/32 dev lo` in a table of their own (`[bgp]
+//! table`) that the BGP daemon learns ([`install_table_route`], [`remove_table_route`],
+//! [`table_routes`]); no rule looks that table up, so they route nothing here. Does not own: answering ARP (`arp`, `announcer`), nor deciding
 //! when to hold the VIP (`ha`).
 //!
 //! Why a route and not an address: with the VIP as an interface address the kernel answers ARP
@@ -134,6 +137,152 @@ pub async fn remove_local_route(vip: IpAddr) -> Result<bool, L2Error> {
         }
     })
     .await
+}
+
+/// Puts `VIP/32 dev DEVICE` (`/128`; the interface of index `device`, or `lo`) into `table`
+/// with our protocol: the announcement a BGP daemon learns. It replaces a route already there
+/// for the VIP (one of an earlier run, on another device).
+pub async fn install_table_route(
+    vip: IpAddr,
+    table: u32,
+    device: Option<u32>,
+) -> Result<(), L2Error> {
+    with_table(table, "add", |handle| async move {
+        let oif = match device {
+            Some(i) => i,
+            None => loopback_index(&handle).await?,
+        };
+        handle
+            .route()
+            .add(table_route(vip, Some(oif), table))
+            .replace()
+            .execute()
+            .await
+            .map_err(to_io)
+    })
+    .await
+}
+
+/// Removes our route for `vip` from `table`, whatever its device; returns whether there was
+/// one.
+pub async fn remove_table_route(vip: IpAddr, table: u32) -> Result<bool, L2Error> {
+    with_table(table, "remove", |handle| async move {
+        match handle
+            .route()
+            .del(table_route(vip, None, table))
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(to_io(e)),
+        }
+    })
+    .await
+}
+
+/// The destinations of our host routes (/32, /128, protocol [`RTPROT_VIPGATE`]) in `table`,
+/// both families.
+pub async fn table_routes(table: u32) -> Result<Vec<IpAddr>, L2Error> {
+    with_table(table, "list", |handle| async move {
+        let mut found = Vec::new();
+        let queries = [
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .table_id(table)
+                .build(),
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .table_id(table)
+                .build(),
+        ];
+        for q in queries {
+            let mut routes = handle.route().get(q).execute();
+            while let Some(r) = routes.try_next().await.map_err(to_io)? {
+                if let Some(dst) = ours_in(&r, table) {
+                    found.push(dst);
+                }
+            }
+        }
+        Ok(found)
+    })
+    .await
+}
+
+/// The destination of `r` if it is one of our host routes in `table` (a dump returns every
+/// table's routes).
+fn ours_in(r: &rtnetlink::packet_route::route::RouteMessage, table: u32) -> Option<IpAddr> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+    let mut in_table = u32::from(r.header.table);
+    let mut dst = None;
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Table(t) => in_table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
+            RouteAttribute::Destination(RouteAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+            _ => {}
+        }
+    }
+    let full = match dst {
+        Some(IpAddr::V4(_)) => 32,
+        Some(IpAddr::V6(_)) => 128,
+        None => return None,
+    };
+    (in_table == table
+        && u8::from(r.header.protocol) == RTPROT_VIPGATE
+        && r.header.destination_prefix_length == full)
+        .then_some(dst)
+        .flatten()
+}
+
+/// The announcement route: unicast, scope link, our protocol, on `oif`, in `table` (the
+/// header's 8-bit field cannot hold a table above 255, so rtnetlink's builder adds
+/// RTA_TABLE). Without `oif` (a delete) it matches the route on any device.
+fn table_route(
+    vip: IpAddr,
+    oif: Option<u32>,
+    table: u32,
+) -> rtnetlink::packet_route::route::RouteMessage {
+    let mut msg = match vip {
+        IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(v4, 32)
+            .table_id(table)
+            .kind(RouteType::Unicast)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::from(RTPROT_VIPGATE))
+            .build(),
+        IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(v6, 128)
+            .table_id(table)
+            .kind(RouteType::Unicast)
+            .scope(RouteScope::Universe)
+            .protocol(RouteProtocol::from(RTPROT_VIPGATE))
+            .build(),
+    };
+    if let Some(oif) = oif {
+        msg.attributes
+            .push(rtnetlink::packet_route::route::RouteAttribute::Oif(oif));
+    }
+    msg
+}
+
+async fn with_table<T, F, Fut>(table: u32, action: &'static str, f: F) -> Result<T, L2Error>
+where
+    F: FnOnce(Handle) -> Fut,
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
+    let (connection, handle, _messages) =
+        rtnetlink::new_connection().map_err(|source| L2Error::AnnounceTable {
+            action,
+            table,
+            source,
+        })?;
+    let task = tokio::spawn(connection);
+    let result = f(handle).await;
+    task.abort();
+    result.map_err(|source| L2Error::AnnounceTable {
+        action,
+        table,
+        source,
+    })
 }
 
 /// The route message for both add and delete, so the delete matches exactly what was added:

@@ -68,10 +68,28 @@ impl Snapshot {
         )
     }
 
+    /// The snapshot of `config` when only the addresses its names resolve to changed
+    /// (`resolve`): the pools are rebuilt as on reload, and the TLS front is `previous`'s as
+    /// it stands (certificates the file watcher swapped in stay).
+    pub fn with_backends(config: &Config, previous: &Snapshot) -> Snapshot {
+        let pools = upstream::Pools::rebuild(config, &previous.pools);
+        Self::assemble(config, pools, Some(previous), previous.tls.clone())
+    }
+
     fn with_pools(
         config: &Config,
         pools: upstream::Pools,
         previous: Option<&Snapshot>,
+    ) -> Snapshot {
+        let tls = tls::TlsFront::build(config, previous.map(|p| &p.tls));
+        Self::assemble(config, pools, previous, tls)
+    }
+
+    fn assemble(
+        config: &Config,
+        pools: upstream::Pools,
+        previous: Option<&Snapshot>,
+        tls: tls::TlsFront,
     ) -> Snapshot {
         let routes = route::RouteTable::build(config);
         let metrics = ProxyMetrics::build(&routes, &pools, previous.map(|p| &p.metrics));
@@ -82,7 +100,7 @@ impl Snapshot {
             listeners: config.listeners.clone(),
             metrics,
             access_log: config.access_log.as_ref().map(AccessLog::stdout),
-            tls: tls::TlsFront::build(config, previous.map(|p| &p.tls)),
+            tls,
         }
     }
 }

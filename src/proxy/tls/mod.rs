@@ -46,7 +46,7 @@ pub use crate::tls::TlsInfo;
 
 /// The TLS state of one configuration: the certificate set (shared with the file watcher and
 /// kept across reloads as one `ArcSwap`), and each https listener's rustls configuration.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TlsFront {
     pub certs: Arc<ArcSwap<CertSet>>,
     sessions: Arc<dyn StoresServerSessions>,

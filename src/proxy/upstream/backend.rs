@@ -62,6 +62,9 @@ pub struct Backend {
     tls_reported_at: AtomicU64,
     /// Failures since that report.
     tls_unreported: AtomicU64,
+    /// The DNS name the address came from (`resolve`): what a TLS pool without `server_name`
+    /// verifies and sends as SNI. `None`: an `"IP:PORT"` backend (verified by its IP).
+    server_name: Option<rustls_pki_types::ServerName<'static>>,
 }
 
 #[derive(Debug)]
@@ -111,7 +114,20 @@ impl Backend {
                 Box::default()
             },
             idle_timeout,
+            server_name: None,
         }
+    }
+
+    /// The same backend, known by the DNS name `name` (ignored if it is not one).
+    pub fn named(mut self, name: Option<&str>) -> Backend {
+        self.server_name =
+            name.and_then(|n| rustls_pki_types::ServerName::try_from(n.to_owned()).ok());
+        self
+    }
+
+    /// What a TLS pool without `server_name` verifies this backend's certificate against.
+    pub fn server_name(&self) -> Option<&rustls_pki_types::ServerName<'static>> {
+        self.server_name.as_ref()
     }
 
     /// Whether this backend's idle pool was made for these settings (a reload that changes
@@ -266,7 +282,7 @@ impl Backend {
 
     /// Every worker's: called from whichever thread saw the failure. A connection dropped
     /// here on another worker's thread only deregisters from that worker's reactor.
-    fn drop_idle(&self) {
+    pub(super) fn drop_idle(&self) {
         for idle in &*self.idle {
             while idle.pop().is_some() {}
         }

@@ -91,7 +91,7 @@ impl Pools {
     fn build_from(config: &Config, previous: Option<&Pools>) -> Pools {
         let settings: &ProxySettings = &config.proxy;
         let mut health_tasks = Vec::new();
-        let pools = config
+        let pools: Vec<PoolState> = config
             .pools
             .iter()
             .map(|p| {
@@ -126,13 +126,22 @@ impl Pools {
                                 k.set_tls(tls.clone());
                                 k.clone()
                             }
-                            None => Arc::new(Backend::new(
-                                b.address,
-                                settings.backend_max_idle,
-                                settings.backend_idle_timeout,
-                                tls.clone(),
-                                crate::proxy::workers::count(settings),
-                            )),
+                            None => {
+                                let fresh = Arc::new(Backend::new(
+                                    b.address,
+                                    settings.backend_max_idle,
+                                    settings.backend_idle_timeout,
+                                    tls.clone(),
+                                    crate::proxy::workers::count(settings),
+                                )
+                                .named(b.name.as_deref()));
+                                // An address a name gave a running pool gets traffic only once
+                                // its checks pass (a pod that is still starting).
+                                if previous.is_some() && p.health.is_some() && b.name.is_some() {
+                                    fresh.set_healthy(false);
+                                }
+                                fresh
+                            }
                         }
                     })
                     .collect();
@@ -178,6 +187,9 @@ impl Pools {
                 }
             })
             .collect();
+        if let Some(old) = previous {
+            drain_removed(old, &pools);
+        }
         Pools {
             pools,
             retry_budget_percent: settings.retry_budget_percent,
@@ -256,6 +268,10 @@ impl PoolState {
         // The clock is read only if some backend was ever ejected.
         let now = std::cell::OnceCell::new();
         let now = || *now.get_or_init(now_ms);
+        if self.backends.is_empty() {
+            // A pool by name whose name gives no address (yet): 503, as with none healthy.
+            return None;
+        }
         if self.unsettled.load(Ordering::Acquire) == 0 {
             // Every backend was available when last looked: today's balancer.
             let ok = |b: &Backend| Some(b.address) != avoid && b.is_available_at(&now);
@@ -442,6 +458,22 @@ fn hash_key(key: &HashKey, input: &HashInput<'_>) -> u64 {
                 (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
             })
             .map_or(0, |v| fnv1a(v, BASIS)),
+    }
+}
+
+/// Close the idle connections of the backends of `old` that no pool of `new` kept (a name
+/// stopped giving the address, or the file dropped it): requests in flight on them finish on
+/// their own connections, no new request is sent, and nothing waits in the idle queue to be
+/// closed only when the last old snapshot is released.
+fn drain_removed(old: &Pools, new: &[PoolState]) {
+    for b in old.pools.iter().flat_map(|p| p.backends.iter()) {
+        let kept = new
+            .iter()
+            .flat_map(|p| p.backends.iter())
+            .any(|n| Arc::ptr_eq(n, b));
+        if !kept {
+            b.drop_idle();
+        }
     }
 }
 
@@ -688,6 +720,102 @@ mod tests {
         assert!(
             pool2.backends()[1].is_available(now_ms()),
             "a new backend starts fresh"
+        );
+    }
+
+    #[test]
+    fn a_pool_by_name_with_no_address_yet_picks_nothing() {
+        for balance in [
+            "round_robin",
+            "least_request",
+            "maglev\"\nhash_key = \"client_ip",
+        ] {
+            let (c, p) = pools(&format!(
+                "backends = [\"web.test:80\"]\nbalance = \"{balance}\"\n"
+            ));
+            let pool = p.get(c.hosts[0].routes[0].split[0].pool);
+            assert!(pool.backends().is_empty());
+            assert!(pool.pick(0, None).is_none(), "{balance}");
+            assert!(!pool.in_panic(now_ms()));
+        }
+    }
+
+    /// `pool_toml` with `web.test:80` resolved to `addrs` (192.0.2.X for each X).
+    fn by_name(pool_toml: &str, addrs: &[u8]) -> Config {
+        use crate::resolve::{answer, expand, Answers};
+        let text = format!(
+            "[[listener]]\nbind = \"0.0.0.0:80\"\n[[host]]\nnames = [\"a.test\"]\n[[host.route]]\nprefix = \"/\"\npool = \"p\"\n[pool.p]\nbackends = [\"web.test:80\"]\n{pool_toml}"
+        );
+        let config = crate::config::parse(Path::new("t.toml"), &text).unwrap();
+        let set = addrs
+            .iter()
+            .map(|x| answer::Endpoint {
+                addr: format!("192.0.2.{x}:80").parse().unwrap(),
+                name: "web.test".into(),
+                weight: 1,
+            })
+            .collect();
+        let mut answers = Answers::default();
+        answers
+            .sets
+            .insert(config.lookups().remove(0), answer::normalize(set));
+        expand(&config, &answers)
+    }
+
+    #[test]
+    fn an_address_a_name_adds_waits_for_its_checks_and_one_it_drops_is_gone() {
+        let health = "[pool.p.health]\ntype = \"tcp\"\ninterval_ms = 60000\n";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let first = Pools::build(&by_name(health, &[1, 2]));
+            let c2 = by_name(health, &[2, 3]);
+            let next = Pools::rebuild(&c2, &first);
+            let (old, new) = (&first.pools[0], &next.pools[0]);
+            assert!(Arc::ptr_eq(&old.backends[1], &new.backends[0]), ".2 stays");
+            assert!(
+                new.backends[0].is_healthy(),
+                "a backend that stays keeps its state"
+            );
+            assert_eq!(new.backends[1].address.to_string(), "192.0.2.3:80");
+            assert!(
+                !new.backends[1].is_healthy(),
+                "a new address waits for its checks"
+            );
+            assert_eq!(new.backends.len(), 2, ".1 is gone");
+        });
+        // Without checks a new address takes traffic at once.
+        let next = Pools::rebuild(&by_name("", &[2, 3]), &Pools::build(&by_name("", &[2])));
+        assert!(next.pools[0].backends.iter().all(|b| b.is_healthy()));
+    }
+
+    #[test]
+    fn maglev_keeps_the_keys_of_backends_that_stay_when_a_name_adds_one() {
+        let maglev = "balance = \"maglev\"\nhash_key = \"client_ip\"\n";
+        let before = Pools::build(&by_name(maglev, &[1, 2, 3, 4]));
+        let after = Pools::rebuild(&by_name(maglev, &[1, 2, 3, 4, 5]), &before);
+        let (a, b) = (&before.pools[0], &after.pools[0]);
+        let (mut stayed, mut moved) = (0, 0);
+        for key in 0..2000u64 {
+            let h = key.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let was = a.pick(h, None).unwrap().address;
+            let is = b.pick(h, None).unwrap().address;
+            if is.to_string() == "192.0.2.5:80" {
+                continue;
+            }
+            if was == is {
+                stayed += 1;
+            } else {
+                moved += 1;
+            }
+        }
+        // Maglev's promise is minimal disruption, not none: a few per cent of the others move.
+        assert!(
+            moved * 100 <= (stayed + moved) * 5,
+            "{moved} of {} moved",
+            stayed + moved
         );
     }
 

@@ -200,7 +200,9 @@ pub async fn connect(
     let name = origin
         .settings
         .server_name
-        .clone()
+        .as_ref()
+        .or(backend.server_name())
+        .cloned()
         .unwrap_or_else(|| ServerName::IpAddress(backend.address.ip().into()));
     let connector = TlsConnector::from(origin.settings.client_config.clone());
     match timeout_at(deadline, connector.connect(name, tcp)).await {
