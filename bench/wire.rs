@@ -7,9 +7,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use vipgate::l2::MacAddr;
-use vipgate::l2::{arp, ndp};
 use vipgate::proxy::http1::chunked::ChunkedDecoder;
 use vipgate::proxy::upstream::balance::{fnv1a, maglev_table, MAGLEV_TABLE_SIZE};
+use vipgate::wire::{arp, ndp};
 
 fn chunked(c: &mut Criterion) {
     // 64 KiB of payload in 4 KiB chunks, the shape of a streamed API response.

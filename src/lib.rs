@@ -18,12 +18,13 @@
 //! - [`tls`]: certificate, key and CA files for TLS on both sides of the proxy, checked.
 //! - [`telemetry`]: logging set-up.
 //! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
-//! - [`wire`]: protocol rules over bytes shared by several layers (path normalisation), a leaf.
+//! - [`wire`]: wire formats and protocol rules over bytes (ARP, NDP, VRRP, checksums, PROXY
+//!   protocol, path normalisation), pure, a leaf.
 //! - [`sys`]: the system calls no safe crate wraps: the crate's only `unsafe` code, a leaf.
 //! - [`daemon`]: the `run`, `check` and `release` commands: start everything in order, reload on
 //!   SIGHUP, drain and stop in reverse on SIGTERM/SIGINT, and tell systemd (sd_notify).
 //!
-//! Packet and protocol code (`l2::arp`, `proxy::http1`, `proxy::route`) is pure functions over
+//! Packet and protocol code (`wire`, `proxy::http1`, `proxy::route`) is pure functions over
 //! byte slices and data; sockets live at the edges (`l2::announcer`, `proxy::listener`,
 //! `proxy::http1::conn`, `proxy::http1::relay`).
 

@@ -23,9 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use vipgate::proxy::drain::Drain;
-use vipgate::proxy::proxy_protocol;
 use vipgate::proxy::upstream::stream::TlsFailure;
 use vipgate::proxy::{listener, Shared, Snapshot};
+use vipgate::wire::proxy_protocol;
 
 /// The test PKI: a CA, the backend's certificate (for `was.internal` and 127.0.0.1), a client
 /// certificate, and a second CA that signed nothing here; PEM files in a temporary directory.

@@ -87,7 +87,7 @@ pub fn describe(config: &Config) -> String {
     if let Some(v) = &config.vrrp {
         // One virtual router per family of the VIPs: its peers, or its multicast group.
         let mut peers: Vec<String> = Vec::new();
-        use crate::ha::packet::{MULTICAST_V4, MULTICAST_V6};
+        use crate::wire::vrrp::{MULTICAST_V4, MULTICAST_V6};
         for (v6, group) in [
             (false, MULTICAST_V4.to_string()),
             (true, MULTICAST_V6.to_string()),

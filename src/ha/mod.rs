@@ -22,7 +22,6 @@ mod error;
 mod link;
 pub mod machine;
 pub mod metrics;
-pub mod packet;
 pub mod router;
 mod socket;
 mod thread;

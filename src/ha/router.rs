@@ -34,13 +34,13 @@ use tracing::{debug, error, info, trace, warn};
 
 use super::link;
 use super::machine::{Effective, Event, Heard, Machine, Params, State, Step};
-use super::packet::{self, AdvertRepr, Received};
 use super::socket::{Datagram, V6Meta, VrrpSocket};
 use super::thread::Loop;
 use super::track::{Probe, Tracked};
 use super::HaError;
 use crate::config::{Track, Vip, Vrrp};
 use crate::l2::{self, Announcer};
+use crate::wire::vrrp::{self, AdvertRepr, Received};
 
 /// At most one warning per kind of bad advert per this period: a misconfigured neighbour
 /// sending ten adverts a second must not flood the log.
@@ -57,7 +57,7 @@ const HANDOVER_MARGIN: Duration = Duration::from_millis(50);
 const HANDOVER_GARP_WAIT: Duration = Duration::from_millis(200);
 const HANDOVER_POLL: Duration = Duration::from_millis(1);
 /// Largest datagram read: IPv4 header with options and the largest advert.
-const RECV_LEN: usize = 60 + packet::MAX_LEN;
+const RECV_LEN: usize = 60 + vrrp::MAX_LEN;
 
 /// The running virtual routers, one per address family of the VIPs. Stop them with
 /// [`Router::stop`].
@@ -444,12 +444,12 @@ impl Election {
     fn accept(&mut self, buf: &[u8], d: Datagram) -> Option<Heard> {
         let bytes = buf.get(..d.len).unwrap_or(buf);
         let parsed = match d.v6 {
-            None => packet::parse_datagram(bytes),
+            None => vrrp::parse_datagram(bytes),
             Some(V6Meta {
                 src,
                 dst,
                 hop_limit,
-            }) => packet::parse_v6(bytes, src, dst, hop_limit),
+            }) => vrrp::parse_v6(bytes, src, dst, hop_limit),
         };
         let Received { src, dst, advert } = match parsed {
             Ok(r) => r,

@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockFilter, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
-use super::packet::{self, AdvertRepr};
+use crate::wire::vrrp::{self, AdvertRepr};
 
 /// Receive buffer of the listening socket: a few hundred adverts, so a burst while the router
 /// is busy taking the VIPs is read late rather than lost.
@@ -72,7 +72,7 @@ impl VrrpSocket {
             Socket::new(
                 domain,
                 Type::RAW,
-                Some(Protocol::from(i32::from(packet::PROTOCOL))),
+                Some(Protocol::from(i32::from(vrrp::PROTOCOL))),
             )
         };
 
@@ -85,7 +85,7 @@ impl VrrpSocket {
                 rx.set_multicast_all_v4(false)?;
                 if peers.is_empty() {
                     rx.join_multicast_v4_n(
-                        &packet::MULTICAST_V4,
+                        &vrrp::MULTICAST_V4,
                         &InterfaceIndexOrAddress::Index(index),
                     )?;
                 }
@@ -93,7 +93,7 @@ impl VrrpSocket {
             IpAddr::V6(_) => {
                 rx.set_multicast_all_v6(false)?;
                 if peers.is_empty() {
-                    rx.join_multicast_v6(&packet::MULTICAST_V6, index)?;
+                    rx.join_multicast_v6(&vrrp::MULTICAST_V6, index)?;
                 }
                 rx.set_recv_hoplimit_v6(true)?;
                 set_int(&rx, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
@@ -110,11 +110,11 @@ impl VrrpSocket {
             IpAddr::V4(v4) => {
                 tx.set_multicast_all_v4(false)?;
                 tx.bind(&SockAddr::from(SocketAddrV4::new(v4, 0)))?;
-                tx.set_ttl_v4(u32::from(packet::TTL))?;
-                tx.set_multicast_ttl_v4(u32::from(packet::TTL))?;
+                tx.set_ttl_v4(u32::from(vrrp::TTL))?;
+                tx.set_multicast_ttl_v4(u32::from(vrrp::TTL))?;
                 tx.set_multicast_loop_v4(false)?;
                 tx.set_multicast_if_v4(&v4)?;
-                tx.set_tos_v4(u32::from(packet::TOS))?;
+                tx.set_tos_v4(u32::from(vrrp::TOS))?;
             }
             IpAddr::V6(v6) => {
                 tx.set_multicast_all_v6(false)?;
@@ -123,11 +123,11 @@ impl VrrpSocket {
                 // without IPV6_FREEBIND bind() refuses it (EADDRNOTAVAIL).
                 tx.set_freebind_v6(true)?;
                 tx.bind(&SockAddr::from(SocketAddrV6::new(v6, 0, 0, index)))?;
-                tx.set_unicast_hops_v6(u32::from(packet::TTL))?;
-                tx.set_multicast_hops_v6(u32::from(packet::TTL))?;
+                tx.set_unicast_hops_v6(u32::from(vrrp::TTL))?;
+                tx.set_multicast_hops_v6(u32::from(vrrp::TTL))?;
                 tx.set_multicast_loop_v6(false)?;
                 tx.set_multicast_if_v6(index)?;
-                tx.set_tclass_v6(u32::from(packet::TOS))?;
+                tx.set_tclass_v6(u32::from(vrrp::TOS))?;
             }
         }
         // After the TOS: setting IP_TOS resets the socket priority to the one the TOS maps
@@ -138,8 +138,8 @@ impl VrrpSocket {
 
         let destinations = if peers.is_empty() {
             vec![match source {
-                IpAddr::V4(_) => IpAddr::V4(packet::MULTICAST_V4),
-                IpAddr::V6(_) => IpAddr::V6(packet::MULTICAST_V6),
+                IpAddr::V4(_) => IpAddr::V4(vrrp::MULTICAST_V4),
+                IpAddr::V6(_) => IpAddr::V6(vrrp::MULTICAST_V6),
             }]
         } else {
             peers.to_vec()
@@ -151,7 +151,7 @@ impl VrrpSocket {
             source,
             index,
             destinations,
-            scratch: Vec::with_capacity(packet::MAX_LEN),
+            scratch: Vec::with_capacity(vrrp::MAX_LEN),
         })
     }
 

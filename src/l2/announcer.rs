@@ -28,10 +28,10 @@ use pnet_datalink::{Channel, DataLinkReceiver, DataLinkSender, NetworkInterface}
 use socket2::{Domain, SockFilter, Socket, Type};
 use tracing::{debug, error, info, trace, warn};
 
-use super::arp::{self, ArpRepr, MacAddr};
-use super::ndp;
 use super::{route, L2Error};
 use crate::config::{GarpBurst, Vip};
+use crate::wire::arp::{self, ArpRepr, MacAddr};
+use crate::wire::ndp;
 
 /// How long one receive waits before the ARP thread looks at its stop flag again; this bounds
 /// how long [`Announcer::stop`] waits for the thread.

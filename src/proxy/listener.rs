@@ -18,9 +18,10 @@ use tracing::{debug, warn};
 use super::client::Front;
 use super::drain::{ConnGuard, Drain};
 use super::http1::conn;
-use super::{forwarded, l4, proxy_protocol, tls, Shared, LISTEN_BACKLOG};
+use super::{forwarded, l4, tls, Shared, LISTEN_BACKLOG};
 use crate::config::Protocol as ListenerProtocol;
 use crate::telemetry::metrics::lock;
+use crate::wire::proxy_protocol;
 
 /// Bind a listener for `addr`.
 ///

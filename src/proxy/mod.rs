@@ -19,7 +19,6 @@ pub mod http1;
 pub mod l4;
 pub mod listener;
 pub mod metrics;
-pub mod proxy_protocol;
 pub mod route;
 pub mod tls;
 pub mod upstream;

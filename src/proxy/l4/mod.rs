@@ -16,12 +16,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::proxy_protocol;
 use super::upstream::backend::Outcome;
 use super::upstream::stream::{self, UpstreamStream};
 use super::upstream::HashInput;
 use super::Snapshot;
 use crate::config::PoolId;
+use crate::wire::proxy_protocol;
 
 /// Tries per connection: the first backend and, if connecting fails, one other.
 const CONNECT_TRIES: usize = 2;

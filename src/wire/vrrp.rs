@@ -256,7 +256,7 @@ impl AdvertRepr {
 /// section 5.2.8 defines it. Over a message whose checksum field is zero it is the value to put
 /// there; over a received message it is zero when the field is right.
 pub fn checksum(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, message: &[u8]) -> u16 {
-    crate::l2::checksum::pseudo_header(src.into(), dst.into(), PROTOCOL, message)
+    super::checksum::pseudo_header(src.into(), dst.into(), PROTOCOL, message)
 }
 
 /// A received advertisement with the IPv4 header fields the election needs.

@@ -1,5 +1,5 @@
 //! The Internet checksum (RFC 1071) over an IP pseudo-header and a message, for both families:
-//! ICMPv6 (NDP, `ndp`) and VRRP (`ha::packet`) are both checksummed this way.
+//! ICMPv6 (NDP, `ndp`) and VRRP (`vrrp`) are both checksummed this way.
 //!
 //! Owns: the one's-complement sum and the two pseudo-header layouts (IPv4: RFC 768 style, as
 //! RFC 9568 section 5.2.8 uses it; IPv6: RFC 8200 section 8.1). Does not own: where the field
