@@ -4,11 +4,11 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::{ArpStats, ArpStatsSnapshot};
 use crate::config::Config;
-use crate::telemetry::metrics::{header, lock};
+use crate::telemetry::metrics::{header, Registry};
 
 /// One VIP's state: whether this node holds it now, and its ARP counters (kept across
 /// announcer restarts, so they only grow).
@@ -18,17 +18,11 @@ pub struct VipStats {
     pub arp: Arc<ArpStats>,
 }
 
-static VIPS: Mutex<Vec<(IpAddr, Arc<VipStats>)>> = Mutex::new(Vec::new());
+static VIPS: Registry<IpAddr, VipStats> = Registry::new();
 
 /// The counters of `vip`, created on first use.
 pub fn vip(vip: IpAddr) -> Arc<VipStats> {
-    let mut vips = lock(&VIPS);
-    if let Some((_, s)) = vips.iter().find(|(a, _)| *a == vip) {
-        return s.clone();
-    }
-    let s = Arc::new(VipStats::default());
-    vips.push((vip, s.clone()));
-    s
+    VIPS.get_or(&vip, VipStats::default)
 }
 
 pub fn render(out: &mut String, config: &Config) {

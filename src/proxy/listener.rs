@@ -20,7 +20,7 @@ use super::drain::{ConnGuard, Drain};
 use super::http1::conn;
 use super::{forwarded, l4, tls, Shared, LISTEN_BACKLOG};
 use crate::config::Protocol as ListenerProtocol;
-use crate::telemetry::metrics::lock;
+use crate::telemetry::metrics::{lock, Registry};
 use crate::wire::proxy_protocol;
 
 /// Bind a listener for `addr`.
@@ -73,21 +73,15 @@ pub struct Limit {
     pub reached: AtomicU64,
 }
 
-static LIMITS: Mutex<Vec<(SocketAddr, Arc<Limit>)>> = Mutex::new(Vec::new());
+static LIMITS: Registry<SocketAddr, Limit> = Registry::new();
 
 /// The limit of the listener bound to `bind`, created (empty) on first use.
 pub fn limit(bind: SocketAddr) -> Arc<Limit> {
-    let mut all = lock(&LIMITS);
-    if let Some((_, l)) = all.iter().find(|(a, _)| *a == bind) {
-        return l.clone();
-    }
-    let l = Arc::new(Limit {
+    LIMITS.get_or(&bind, || Limit {
         permits: Arc::new(Semaphore::new(0)),
         size: Mutex::new(0),
         reached: AtomicU64::new(0),
-    });
-    all.push((bind, l.clone()));
-    l
+    })
 }
 
 impl Limit {

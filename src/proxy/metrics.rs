@@ -18,7 +18,7 @@ use super::upstream::backend::now_ms;
 use super::upstream::Pools;
 use super::Snapshot;
 use crate::config::{Config, PoolId};
-use crate::telemetry::metrics::{header, lock, render_requests, Esc, RequestStats};
+use crate::telemetry::metrics::{header, lock, render_requests, Esc, Registry, RequestStats};
 
 type SeriesKey = (Box<str>, Box<str>, Box<str>);
 /// The pools one route can send to, each with its series.
@@ -87,7 +87,7 @@ impl ProxyMetrics {
 /// The proxy's process-wide counters; see [`counters`].
 #[derive(Debug)]
 pub struct Counters {
-    listeners: Mutex<Vec<(SocketAddr, Arc<AtomicU64>)>>,
+    listeners: Registry<SocketAddr, AtomicU64>,
     /// Completed TLS handshakes on https listeners.
     pub tls_handshakes: AtomicU64,
     tls_failures: [AtomicU64; ClientTlsFailure::ALL.len()],
@@ -98,7 +98,7 @@ pub struct Counters {
 }
 
 static COUNTERS: Counters = Counters {
-    listeners: Mutex::new(Vec::new()),
+    listeners: Registry::new(),
     tls_handshakes: AtomicU64::new(0),
     tls_failures: [const { AtomicU64::new(0) }; ClientTlsFailure::ALL.len()],
     certificate_reloads: [const { AtomicU64::new(0) }; 2],
@@ -161,13 +161,7 @@ impl ClientTlsFailure {
 impl Counters {
     /// The accepted-connections counter of the listener bound to `bind`.
     pub fn listener(&self, bind: SocketAddr) -> Arc<AtomicU64> {
-        let mut ls = lock(&self.listeners);
-        if let Some((_, c)) = ls.iter().find(|(a, _)| *a == bind) {
-            return c.clone();
-        }
-        let c = Arc::new(AtomicU64::new(0));
-        ls.push((bind, c.clone()));
-        c
+        self.listeners.get_or(&bind, || AtomicU64::new(0))
     }
 
     pub fn tls_failure(&self, reason: ClientTlsFailure) {
@@ -206,17 +200,14 @@ pub fn render(out: &mut String, snapshot: &Snapshot, config: &Config, connection
         "counter",
         "Client connections accepted, by listener.",
     );
-    {
-        let ls = lock(&counters().listeners);
-        for l in &config.listeners {
-            if let Some((_, c)) = ls.iter().find(|(a, _)| *a == l.bind) {
-                let _ = writeln!(
-                    out,
-                    "vipgate_connections_total{{listener=\"{}\"}} {}",
-                    l.bind,
-                    c.load(Ordering::Relaxed)
-                );
-            }
+    for l in &config.listeners {
+        if let Some(c) = counters().listeners.get(&l.bind) {
+            let _ = writeln!(
+                out,
+                "vipgate_connections_total{{listener=\"{}\"}} {}",
+                l.bind,
+                c.load(Ordering::Relaxed)
+            );
         }
     }
     render_limits(out, config);

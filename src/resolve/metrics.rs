@@ -3,9 +3,9 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use crate::telemetry::metrics::{header, lock, Esc};
+use crate::telemetry::metrics::{header, Esc, Registry};
 
 /// One name's resolutions; the label is the lookup as written (`NAME:PORT` or `srv NAME`).
 #[derive(Debug, Default)]
@@ -18,22 +18,16 @@ pub struct DnsStats {
     pub addresses: AtomicU64,
 }
 
-static NAMES: Mutex<Vec<(String, Arc<DnsStats>)>> = Mutex::new(Vec::new());
+static NAMES: Registry<String, DnsStats> = Registry::new();
 
 /// The counters of the looked-up name `label`, created on first use.
 pub fn dns(label: &str) -> Arc<DnsStats> {
-    let mut all = lock(&NAMES);
-    if let Some((_, s)) = all.iter().find(|(l, _)| l == label) {
-        return s.clone();
-    }
-    let s = Arc::new(DnsStats::default());
-    all.push((label.to_string(), s.clone()));
-    s
+    NAMES.get_or(&label.to_string(), DnsStats::default)
 }
 
 /// The DNS families, when any name was looked up.
 pub fn render(out: &mut String) {
-    let all = lock(&NAMES).clone();
+    let all = NAMES.entries();
     if all.is_empty() {
         return;
     }

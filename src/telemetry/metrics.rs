@@ -171,6 +171,52 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Values by key, made on first use and kept for the process's life, so a key's counters
+/// survive reloads and restarts of what counts with them (VIPs, listeners, looked-up names).
+/// Finding or adding a key takes a lock, once per key and user; counting never does.
+#[derive(Debug)]
+pub struct Registry<K, V> {
+    entries: Mutex<Vec<(K, Arc<V>)>>,
+}
+
+impl<K: PartialEq + Clone, V> Default for Registry<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: PartialEq + Clone, V> Registry<K, V> {
+    pub const fn new() -> Self {
+        Registry {
+            entries: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The value of `key`, made by `make` if there is none yet.
+    pub fn get_or(&self, key: &K, make: impl FnOnce() -> V) -> Arc<V> {
+        let mut all = lock(&self.entries);
+        if let Some((_, v)) = all.iter().find(|(k, _)| k == key) {
+            return v.clone();
+        }
+        let v = Arc::new(make());
+        all.push((key.clone(), v.clone()));
+        v
+    }
+
+    /// The value of `key`, if it was ever made.
+    pub fn get(&self, key: &K) -> Option<Arc<V>> {
+        lock(&self.entries)
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Every entry, in the order they were made.
+    pub fn entries(&self) -> Vec<(K, Arc<V>)> {
+        lock(&self.entries).clone()
+    }
+}
+
 impl Process {
     pub fn reload_done(&self, ok: bool) {
         if ok {
@@ -432,6 +478,19 @@ mod tests {
         ] {
             assert_eq!(class_index(status), class, "{status}");
         }
+    }
+
+    #[test]
+    fn a_registry_keeps_one_value_per_key() {
+        let r: Registry<u8, AtomicU64> = Registry::new();
+        r.get_or(&1, || AtomicU64::new(0))
+            .fetch_add(5, Ordering::Relaxed);
+        let again = r.get_or(&1, || AtomicU64::new(100));
+        assert_eq!(again.load(Ordering::Relaxed), 5, "made once, found after");
+        r.get_or(&2, AtomicU64::default);
+        assert!(r.get(&3).is_none());
+        let keys: Vec<u8> = r.entries().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [1, 2]);
     }
 
     #[test]
