@@ -3,10 +3,9 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{ArpStats, ArpStatsSnapshot};
 use crate::config::Config;
 use crate::telemetry::metrics::{header, Registry};
 
@@ -16,6 +15,44 @@ use crate::telemetry::metrics::{header, Registry};
 pub struct VipStats {
     pub owned: AtomicBool,
     pub arp: Arc<ArpStats>,
+}
+
+/// Counters of one announced VIP, shared with the ARP threads; read them with
+/// [`ArpStats::snapshot`]. They survive [`Announcer::stop`](super::Announcer::stop).
+#[derive(Debug, Default)]
+pub struct ArpStats {
+    pub(super) replies_sent: AtomicU64,
+    pub(super) garps_sent: AtomicU64,
+    pub(super) requests_seen: AtomicU64,
+    pub(super) conflicts_seen: AtomicU64,
+    pub(super) send_errors: AtomicU64,
+}
+
+/// One reading of [`ArpStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArpStatsSnapshot {
+    /// ARP replies for the VIP sent.
+    pub replies_sent: u64,
+    /// Gratuitous ARPs sent.
+    pub garps_sent: u64,
+    /// ARP requests for the VIP from other stations, answered or not.
+    pub requests_seen: u64,
+    /// Frames from another station using the VIP as its sender address.
+    pub conflicts_seen: u64,
+    /// Replies or GARPs the socket refused.
+    pub send_errors: u64,
+}
+
+impl ArpStats {
+    pub fn snapshot(&self) -> ArpStatsSnapshot {
+        ArpStatsSnapshot {
+            replies_sent: self.replies_sent.load(Ordering::Relaxed),
+            garps_sent: self.garps_sent.load(Ordering::Relaxed),
+            requests_seen: self.requests_seen.load(Ordering::Relaxed),
+            conflicts_seen: self.conflicts_seen.load(Ordering::Relaxed),
+            send_errors: self.send_errors.load(Ordering::Relaxed),
+        }
+    }
 }
 
 static VIPS: Registry<IpAddr, VipStats> = Registry::new();

@@ -16,16 +16,19 @@
 //! - The packets and the answer rules are `wire::arp` and `wire::ndp` (pure, no I/O).
 //! - [`route`]: the local route over rtnetlink and the two sysctls.
 //! - [`announcer`]: [`Announcer`], the lifecycle of one announced VIP, and [`release`] for
-//!   cleanup after a crash.
+//!   cleanup after a crash; `filter`: the BPF programs on its socket; [`metrics`]: the VIP's
+//!   counters ([`ArpStats`]) and their exposition.
 //! - [`sched`]: the raised scheduling priority of the threads that keep a VIP on the LAN
 //!   (these and `ha`'s) and the socket priority of what they send.
 
 pub mod announcer;
 mod error;
+mod filter;
 pub mod metrics;
 pub mod route;
 pub mod sched;
 
 pub use crate::wire::arp::MacAddr;
-pub use announcer::{release, start_all, stop_all, Announcer, ArpStats, ArpStatsSnapshot};
+pub use announcer::{release, start_all, stop_all, Announcer};
 pub use error::L2Error;
+pub use metrics::{ArpStats, ArpStatsSnapshot};
