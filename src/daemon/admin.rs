@@ -769,3 +769,117 @@ fn opt_ms(j: &mut J, key: &str, d: Option<Duration>) {
         None => j.key(key).raw("null"),
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    const CONFIG: &str = r#"
+[[vip]]
+address = "192.0.2.200"
+interface = "eth0"
+
+[vrrp]
+vrid = 51
+priority = 150
+interface = "eth0"
+
+[[listener]]
+bind = "192.0.2.200:80"
+
+[[host]]
+names = ["app.test"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+
+[pool.web]
+backends = ["198.51.100.21:8080"]
+"#;
+
+    /// The exposition's families, pinned: a renamed or dropped metric fails here (dashboards
+    /// and alerts query these names), and every sample belongs to a family declared before it
+    /// with `# TYPE`, as the text format requires. The encoder is vipgate's own (each layer
+    /// renders its families); this is its golden test.
+    #[test]
+    fn exposition_families_are_pinned_and_well_formed() {
+        let config = crate::config::parse(Path::new("t.toml"), CONFIG).unwrap();
+        let snapshot = Snapshot::build(&config);
+        let text = exposition(&snapshot, &config, 3);
+        let mut declared = BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let mut parts = rest.split(' ');
+                let name = parts.next().unwrap();
+                let kind = parts.next().unwrap();
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+                assert!(declared.insert(name.to_string()), "{name} declared twice");
+            } else if !line.starts_with("# HELP ") {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
+                    .unwrap_or(name);
+                assert!(declared.contains(family), "sample before its TYPE: {line}");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(
+                    value == "+Inf" || value.parse::<f64>().is_ok(),
+                    "value of {line}"
+                );
+            }
+        }
+        let want = [
+            "process_start_time_seconds",
+            "vipgate_access_log_dropped_total",
+            "vipgate_access_log_lines_total",
+            "vipgate_arp_conflicts_total",
+            "vipgate_arp_replies_sent_total",
+            "vipgate_arp_requests_seen_total",
+            "vipgate_arp_send_errors_total",
+            "vipgate_backend_active_requests",
+            "vipgate_backend_ejected",
+            "vipgate_backend_ejections_total",
+            "vipgate_backend_healthy",
+            "vipgate_backend_up",
+            "vipgate_build_info",
+            "vipgate_config_last_reload_success_timestamp_seconds",
+            "vipgate_config_last_reload_successful",
+            "vipgate_config_reloads_total",
+            "vipgate_connections_active",
+            "vipgate_connections_total",
+            "vipgate_garps_sent_total",
+            "vipgate_http_request_bytes_total",
+            "vipgate_http_request_duration_seconds",
+            "vipgate_http_requests_total",
+            "vipgate_http_response_bytes_total",
+            "vipgate_http_retries_total",
+            "vipgate_http_upstream_duration_seconds",
+            "vipgate_listener_connections",
+            "vipgate_listener_limit_reached_total",
+            "vipgate_listener_max_connections",
+            "vipgate_pool_backends",
+            "vipgate_pool_backends_available",
+            "vipgate_pool_panic",
+            "vipgate_pool_panics_total",
+            "vipgate_tls_certificate_not_after_seconds",
+            "vipgate_tls_certificate_reloads_total",
+            "vipgate_tls_handshake_failures_total",
+            "vipgate_tls_handshakes_total",
+            "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds",
+            "vipgate_upstream_tls_handshake_failures_total",
+            "vipgate_upstream_tls_handshakes_total",
+            "vipgate_vip_owned",
+            "vipgate_vrrp_priority",
+            "vipgate_vrrp_state",
+            "vipgate_vrrp_transitions_total",
+        ];
+        let got: Vec<&str> = declared.iter().map(String::as_str).collect();
+        assert_eq!(got, want, "the exposition's families changed");
+        assert!(text.contains("vipgate_connections_active 3\n"));
+        assert!(
+            text.contains("vipgate_vrrp_state{vrid=\"51\",state=\"backup\",family=\"ipv4\"} 0\n")
+        );
+    }
+}
