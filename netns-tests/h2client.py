@@ -128,7 +128,9 @@ class Streams:
             self.goaway = ev.error_code
 
     def line(self, sid):
-        if sid in self.reset:
+        # A response then RST_STREAM(NO_ERROR) is a server answering before the body ended
+        # (RFC 9113 §8.1): the response counts.
+        if sid in self.reset and not (sid in self.status and self.reset[sid] == 0):
             return f"reset={code_name(self.reset[sid])}"
         if sid not in self.status:
             return "goaway=" + code_name(self.goaway) if self.goaway is not None else "none"
@@ -191,7 +193,7 @@ def cmd_post(args, sock, conn):
     send_body(sock, conn, s, sid, body, frames)
     s.pump(lambda: sid in s.ended, time.monotonic() + TIMEOUT)
     got = bytes(s.body.get(sid, b""))
-    if sid in s.reset or sid not in s.status:
+    if sid not in s.status:
         print(s.line(sid))
         return
     same = "same" if got == body else "differs"

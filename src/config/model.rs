@@ -469,6 +469,28 @@ pub struct Pool {
     pub panic_threshold_percent: u8,
     /// `[pool.NAME.tls]`: dial the backends with TLS; `None`: plain TCP.
     pub tls: Option<PoolTls>,
+    /// What is spoken to the backends.
+    pub protocol: BackendProtocol,
+}
+
+/// The HTTP version a pool's backends are spoken to in (`[pool.NAME] protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendProtocol {
+    /// HTTP/1.1, one request at a time per connection, connections pooled.
+    #[default]
+    Http1,
+    /// HTTP/2: prior knowledge on plain TCP (h2c), ALPN `h2` with TLS; many streams on one
+    /// connection per backend and worker. What gRPC backends need.
+    Http2,
+}
+
+impl BackendProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendProtocol::Http1 => "http1",
+            BackendProtocol::Http2 => "http2",
+        }
+    }
 }
 
 /// TLS to a pool's backends, with its files already read and checked and the rustls client

@@ -194,6 +194,8 @@ pub(super) struct RawPool {
     pub outlier: Option<Spanned<RawOutlier>>,
     pub panic_threshold_percent: Option<Spanned<i64>>,
     pub tls: Option<Spanned<RawPoolTls>>,
+    /// `"http1"` or `"http2"`: what is spoken to the backends.
+    pub protocol: Option<Spanned<String>>,
 }
 
 /// `[pool.NAME.tls]`: TLS (and mutual TLS) to the pool's backends.

@@ -637,6 +637,7 @@ pub fn config_json(c: &Config) -> String {
             ),
         };
         j.key("balance").str(balance);
+        j.key("protocol").str(p.protocol.name());
         if let Some(k) = key {
             j.key("hash_key").str(&k);
         }

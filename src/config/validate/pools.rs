@@ -102,10 +102,20 @@ pub(super) fn validate_pools(
             "panic_threshold_percent",
             u32::from(crate::config::model::defaults::PANIC_THRESHOLD_PERCENT),
         )? as u8;
+        let protocol = match pool.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+            None | Some((_, "http1")) => BackendProtocol::Http1,
+            Some((_, "http2")) => BackendProtocol::Http2,
+            Some((p, other)) => {
+                return Err(Located::new(
+                    p.span(),
+                    format!("protocol {other:?} is not \"http1\" or \"http2\""),
+                ))
+            }
+        };
         let tls = pool
             .tls
             .as_ref()
-            .map(|t| parse_pool_tls(t, pool_name, base))
+            .map(|t| parse_pool_tls(t, pool_name, base, protocol))
             .transpose()?;
         ids.insert(pool_name.clone(), PoolId(pools.len()));
         pools.push(Pool {
@@ -117,6 +127,7 @@ pub(super) fn validate_pools(
             outlier,
             panic_threshold_percent,
             tls,
+            protocol,
         });
     }
     Ok((pools, ids))
@@ -124,13 +135,18 @@ pub(super) fn validate_pools(
 
 pub(super) const MAX_WEIGHT: i64 = 1000;
 
-/// ALPN ids vipgate cannot speak to a backend: it relays HTTP/1.1.
+/// ALPN ids vipgate cannot speak to a backend of an `http1` pool.
 pub(super) const UNSPOKEN_ALPN: [&str; 3] = ["h2", "h2c", "h3"];
 
 /// `[pool.NAME.tls]`: reads and checks every file (a bad one refuses the whole file, at `check`
 /// and on reload alike) and builds the pool's rustls client configuration. Relative paths are
 /// taken from the directory of the configuration file.
-pub(super) fn parse_pool_tls(t: &Spanned<RawPoolTls>, pool: &str, base: &Path) -> Result<PoolTls> {
+pub(super) fn parse_pool_tls(
+    t: &Spanned<RawPoolTls>,
+    pool: &str,
+    base: &Path,
+    protocol: BackendProtocol,
+) -> Result<PoolTls> {
     use crate::tls::{self, client, TlsError};
     let raw = t.get_ref();
     let file = |s: &Spanned<String>, key: &str| -> Result<std::path::PathBuf> {
@@ -238,13 +254,26 @@ pub(super) fn parse_pool_tls(t: &Spanned<RawPoolTls>, pool: &str, base: &Path) -
                 format!("alpn {id:?} is not a protocol id (1 to 255 visible characters, such as \"http/1.1\")"),
             ));
         }
-        if UNSPOKEN_ALPN.contains(&id.as_str()) {
-            return Err(Located::new(
-                a.span(),
-                format!("alpn {id:?}: vipgate speaks HTTP/1.1 to backends (offer \"http/1.1\")"),
-            ));
+        match protocol {
+            BackendProtocol::Http1 if UNSPOKEN_ALPN.contains(&id.as_str()) => {
+                return Err(Located::new(
+                    a.span(),
+                    format!("alpn {id:?}: this pool speaks HTTP/1.1 to its backends (offer \"http/1.1\", or set protocol = \"http2\")"),
+                ));
+            }
+            BackendProtocol::Http2 if id != "h2" => {
+                return Err(Located::new(
+                    a.span(),
+                    format!("alpn {id:?}: a protocol = \"http2\" pool offers \"h2\" only"),
+                ));
+            }
+            _ => {}
         }
         alpn.push(id.clone());
+    }
+    if protocol == BackendProtocol::Http2 && alpn.is_empty() {
+        // The backend must know before the first byte which protocol follows.
+        alpn.push("h2".to_owned());
     }
     let verify = match &roots {
         Some(r) => client::ServerVerify::Roots(r.clone()),

@@ -100,29 +100,29 @@ pub async fn serve<S: ClientStream>(
     }
 }
 
-struct Conn<S> {
+pub(super) struct Conn<S> {
     /// Counts bytes both ways for the request metrics and the access log.
-    client: Counted<S>,
+    pub(super) client: Counted<S>,
     front: Front,
     peer: SocketAddr,
     shared: Shared,
     /// The configuration this connection's current request runs on. Refreshed between
     /// requests, so a request in flight finishes on the configuration it started with.
-    snap: Arc<Snapshot>,
+    pub(super) snap: Arc<Snapshot>,
     /// Counts this connection for a graceful stop, and says when to finish.
-    guard: ConnGuard,
+    pub(super) guard: ConnGuard,
     /// Bytes read from the client and not yet consumed (the next pipelined request, if any).
-    rbuf: BytesMut,
+    pub(super) rbuf: BytesMut,
     /// A head or local response on its way to the client.
-    wbuf: BytesMut,
+    pub(super) wbuf: BytesMut,
     /// The head on its way to the backend; kept until the exchange ends, for a retry.
-    uhead: BytesMut,
+    pub(super) uhead: BytesMut,
     /// Bytes read from the backend and not yet relayed.
     ubuf: BytesMut,
     /// The current request's path in normal form, when that differs from the one received.
     path: String,
     /// Telemetry hook: what the current request did, for its metrics and access log line.
-    track: Track,
+    pub(super) track: Track,
     marks: Marks,
     /// The time limit of whichever wait is current (idle, head, response head).
     timer: Deadline,
@@ -146,12 +146,12 @@ struct Marks {
 
 /// What the HTTP/1.1 framing of one request says, kept once its head's buffer is consumed.
 #[derive(Debug, Clone, Copy)]
-struct Framed {
-    framing: Framing,
-    version: Version,
-    keep_alive: bool,
-    expect_continue: bool,
-    head_request: bool,
+pub(super) struct Framed {
+    pub(super) framing: Framing,
+    pub(super) version: Version,
+    pub(super) keep_alive: bool,
+    pub(super) expect_continue: bool,
+    pub(super) head_request: bool,
     /// The client asked to upgrade (WebSocket): a 101 turns the connection into a tunnel.
     upgrade: bool,
 }
@@ -526,20 +526,27 @@ pub(crate) fn write_upstream_head(
     routed: &Routed,
     uhead: &mut BytesMut,
 ) {
-    let settings = &snap.settings;
     let id = routed.request_id.map(|id| id.hex());
     uhead.clear();
-    request::write_upstream_head(
-        req,
-        &Forwarding {
-            peer: peer.ip(),
-            client: routed.client_ip,
-            peer_trusted: forwarded::peer_is_trusted(settings, peer.ip()),
-            proto: if front.tls.is_some() { "https" } else { "http" },
-            request_id: id.as_ref().map(decide::hex_str),
-        },
-        uhead,
-    );
+    request::write_upstream_head(req, &forwarding(snap, front, peer, routed, &id), uhead);
+}
+
+/// What the forwarding fields say of a request, for every protocol's upstream head; `id` is
+/// the request id's text.
+pub(crate) fn forwarding<'a>(
+    snap: &Snapshot,
+    front: &Front,
+    peer: SocketAddr,
+    routed: &Routed,
+    id: &'a Option<[u8; 32]>,
+) -> Forwarding<'a> {
+    Forwarding {
+        peer: peer.ip(),
+        client: routed.client_ip,
+        peer_trusted: forwarded::peer_is_trusted(&snap.settings, peer.ip()),
+        proto: if front.tls.is_some() { "https" } else { "http" },
+        request_id: id.as_ref().map(decide::hex_str),
+    }
 }
 
 /// What one read of a response head did: `Ok(true)` when bytes came. `got_any`: some of
@@ -586,13 +593,14 @@ fn head_of<'a>(req: &'a request::Request<'a, '_>) -> Head<'a> {
     }
 }
 
-/// One exchange of a connection: its tries against HTTP/1.1 backends.
-struct Exchanging<'c, S> {
-    conn: &'c mut Conn<S>,
-    req: Framed,
-    progress: Progress,
+/// One exchange of a connection: its tries against the pool's backends (HTTP/2 ones in
+/// `to_http2`).
+pub(super) struct Exchanging<'c, S> {
+    pub(super) conn: &'c mut Conn<S>,
+    pub(super) req: Framed,
+    pub(super) progress: Progress,
     /// `100 Continue` went to the client (once, whatever the number of tries).
-    continue_sent: bool,
+    pub(super) continue_sent: bool,
 }
 
 /// A final response head from the backend, its client head written into `wbuf`.
@@ -639,6 +647,10 @@ impl<S: ClientStream> Exchanging<'_, S> {
     /// response body that came with its head) runs here without entering the phases' own
     /// futures: each costs its state's setup on every request that enters it.
     async fn try_backend(&mut self, backend: &Backend, t: &Try<'_>) -> Result<Relayed> {
+        if backend.speaks_http2() {
+            // Boxed: its state would otherwise size every HTTP/1.1 exchange's future.
+            return Box::pin(self.try_http2(backend, t)).await;
+        }
         // `open`: a pooled connection, else a new one.
         let (mut upstream, reused) = match backend.checkout(t.started.into_std()) {
             Some(s) => (s, true),

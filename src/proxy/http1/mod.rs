@@ -14,6 +14,7 @@ pub mod local;
 pub mod relay;
 pub mod request;
 pub mod response;
+mod to_http2;
 pub(crate) mod tokens;
 
 /// Most header fields in one head (the parse array's size, and the largest `max_headers`);

@@ -16,6 +16,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 use crate::proxy::exchange::Body;
+use crate::proxy::http1::request::Forwarding;
 use crate::proxy::http1::response::Response as Http1Response;
 use crate::proxy::http1::tokens::{self, Field};
 use crate::proxy::http1::Framing;
@@ -165,6 +166,65 @@ pub fn response(resp: &Http1Response<'_, '_>) -> Option<http::Response<()>> {
     Some(out)
 }
 
+/// The HTTP/2 request for a backend of an `http2` pool: the client's method, `authority`
+/// and `path` (in normal form), its fields with the forwarding rules `write_upstream_head`
+/// applies for HTTP/1.1 backends (X-Forwarded-For appended to, X-Real-IP set,
+/// X-Forwarded-Proto/-Host set unless a trusted peer sent them, X-Request-Id added), `host`
+/// dropped (`:authority` says it) and `te: trailers` kept (gRPC needs it). `None` when the
+/// authority or path cannot form a URI.
+pub fn upstream_request(
+    parts: &http::request::Parts,
+    authority: Option<&[u8]>,
+    path: &str,
+    scheme: &str,
+    fwd: &Forwarding<'_>,
+) -> Option<http::Request<()>> {
+    use http::header::{self as h, HeaderMap};
+    let mut uri = http::Uri::builder().scheme(scheme).path_and_query(path);
+    if let Some(a) = authority {
+        uri = uri.authority(a);
+    }
+    let mut out = http::Request::new(());
+    *out.method_mut() = parts.method.clone();
+    *out.uri_mut() = uri.build().ok()?;
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let real = HeaderName::from_static("x-real-ip");
+    let rid = HeaderName::from_static("x-request-id");
+    let mut headers = HeaderMap::with_capacity(parts.headers.len() + 4);
+    let mut forwarded_for = String::new();
+    for (name, value) in &parts.headers {
+        if name == h::HOST || *name == real {
+            continue;
+        }
+        if (*name == xfp || *name == xfh) && !fwd.peer_trusted {
+            continue;
+        }
+        if *name == xff {
+            // One field: every X-Forwarded-For value in order, then the peer.
+            forwarded_for.push_str(value.to_str().ok()?);
+            forwarded_for.push_str(", ");
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    forwarded_for.push_str(&fwd.peer.to_string());
+    headers.insert(xff, HeaderValue::from_str(&forwarded_for).ok()?);
+    if !headers.contains_key(&xfp) {
+        headers.insert(xfp, HeaderValue::from_str(fwd.proto).ok()?);
+    }
+    if let (false, Some(a)) = (headers.contains_key(&xfh), authority) {
+        headers.insert(xfh, HeaderValue::from_bytes(a).ok()?);
+    }
+    headers.insert(real, HeaderValue::from_str(&fwd.client.to_string()).ok()?);
+    if let (false, Some(id)) = (headers.contains_key(&rid), fwd.request_id) {
+        headers.insert(rid, HeaderValue::from_str(id).ok()?);
+    }
+    *out.headers_mut() = headers;
+    Some(out)
+}
+
 /// Whether a response with this status and framing has no body to send.
 pub fn bodiless(status: u16, framing: Framing, head_request: bool) -> bool {
     head_request
@@ -296,6 +356,68 @@ mod tests {
         let names: Vec<_> = out.headers().keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["content-type", "set-cookie"]);
         assert_eq!(out.headers().get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn the_upstream_request_carries_the_forwarding_fields_http1_backends_get() {
+        let p = parts(
+            "POST",
+            "https://a.test/x",
+            &[
+                ("x-forwarded-for", "203.0.113.1"),
+                ("x-forwarded-proto", "gopher"),
+                ("x-real-ip", "203.0.113.99"),
+                ("te", "trailers"),
+                ("content-type", "application/grpc"),
+            ],
+        );
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let fwd = Forwarding {
+            peer: ip("192.0.2.10"),
+            client: ip("192.0.2.10"),
+            peer_trusted: false,
+            proto: "https",
+            request_id: Some("0123456789abcdef0123456789abcdef"),
+        };
+        let r = upstream_request(&p, Some(b"a.test"), "/x/y?z", "http", &fwd).unwrap();
+        assert_eq!(r.uri(), "http://a.test/x/y?z");
+        assert_eq!(r.method(), "POST");
+        let h = r.headers();
+        assert_eq!(h["x-forwarded-for"], "203.0.113.1, 192.0.2.10");
+        assert_eq!(
+            h["x-forwarded-proto"], "https",
+            "an untrusted peer's proto is replaced"
+        );
+        assert_eq!(h["x-forwarded-host"], "a.test");
+        assert_eq!(h["x-real-ip"], "192.0.2.10");
+        assert_eq!(h["x-request-id"], "0123456789abcdef0123456789abcdef");
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["content-type"], "application/grpc");
+        assert!(!h.contains_key("host"));
+        // The same request as HTTP/1.1 gets the same forwarding values.
+        let raw = b"POST /x/y?z HTTP/1.1\r\nHost: a.test\r\nX-Forwarded-For: 203.0.113.1\r\nX-Forwarded-Proto: gopher\r\nX-Real-IP: 203.0.113.99\r\nContent-Length: 0\r\n\r\n";
+        let mut hs = crate::proxy::http1::headers();
+        let limits = crate::proxy::http1::request::Limits {
+            max_request_line: 8192,
+            max_head_size: 65536,
+            max_headers: 100,
+        };
+        let req = crate::proxy::http1::request::parse(raw, &mut hs, &limits)
+            .unwrap()
+            .unwrap();
+        let mut out = bytes::BytesMut::new();
+        crate::proxy::http1::request::write_upstream_head(&req, &fwd, &mut out);
+        let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        for name in [
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+            "x-request-id",
+        ] {
+            let line = format!("{name}: {}\r\n", h[name].to_str().unwrap());
+            assert!(text.contains(&line), "HTTP/1.1 head lacks {line:?}: {text}");
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! SETTINGS vipgate offers, the accept loop, closing an idle connection, GOAWAY when a
 //! graceful stop begins) and each of its streams (`stream`: a task of its own that builds the
 //! protocol-independent `exchange::Head`, runs the same decision, backend choice, retries,
-//! metrics and access log as HTTP/1.1, and speaks HTTP/1.1 to the backend). The rules on heads
+//! metrics and access log as HTTP/1.1, and speaks HTTP/1.1 to the backend, or HTTP/2 to an
+//! `http2` pool's, through `upstream`). The rules on heads
 //! are pure functions in `head`. The framing, HPACK, flow control and the protocol's own
 //! defences (rapid reset, CONTINUATION floods, SETTINGS and PING floods, oversized header
 //! lists) are the `h2` crate's, configured here: hyperium's `h2` is what hyper, and through it
@@ -13,6 +14,7 @@
 
 pub mod head;
 mod stream;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

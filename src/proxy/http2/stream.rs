@@ -20,13 +20,14 @@ use tokio::time::{timeout, Instant};
 use tracing::debug;
 
 use super::head::{self, Refusal};
+use super::upstream::{self, pump, relay_response, upstream_error};
 use super::Conn;
 use crate::proxy::error::{Error, Kind, Result};
 use crate::proxy::exchange::{
     self, decide, Attempts, Body, Decision, Finish, Head, Progress, Relayed, Routed, Track, Try,
 };
 use crate::proxy::http1::chunked::ChunkedDecoder;
-use crate::proxy::http1::conn::{connect, head_read, write_upstream_head};
+use crate::proxy::http1::conn::{connect, forwarding, head_read, write_upstream_head};
 use crate::proxy::http1::request;
 use crate::proxy::http1::{response, Framing, Version};
 use crate::proxy::upstream::backend::Backend;
@@ -85,6 +86,7 @@ pub(super) async fn serve(
     let (peer, front) = (conn.peer, &conn.front);
     let rules = snap.settings.path;
     let mut uhead = BytesMut::new();
+    let mut h2_head = None;
     let decision = match decide::normal_path(peer, req.path, rules, &mut normal) {
         Ok(path) => {
             let head = Head {
@@ -97,8 +99,14 @@ pub(super) async fn serve(
             };
             let decision = decide::decide(&snap, front, peer, &head);
             if let Decision::Forward(routed) = &decision {
-                let h1 = http1_request(&req, path);
-                write_upstream_head(&snap, front, peer, &h1, routed, &mut uhead);
+                if snap.pools.get(routed.pool).http2 {
+                    let id = routed.request_id.map(|id| id.hex());
+                    let fwd = forwarding(&snap, front, peer, routed, &id);
+                    h2_head = UpstreamHead::of(&parts, req.authority, path, &fwd);
+                } else {
+                    let h1 = http1_request(&req, path);
+                    write_upstream_head(&snap, front, peer, &h1, routed, &mut uhead);
+                }
             }
             track.log_head(&snap, front, peer, &head, req.path, &decision);
             decision
@@ -141,6 +149,7 @@ pub(super) async fn serve(
                 body_kind,
                 head_request,
                 uhead: &uhead,
+                h2_head: h2_head.as_ref(),
                 ubuf: BytesMut::new(),
                 progress: Progress::Nothing,
                 track: &mut track,
@@ -266,7 +275,40 @@ fn http1_request<'a, 'h>(req: &'h head::Request<'a>, path: &'a str) -> request::
     }
 }
 
-/// One stream's exchange: its tries against HTTP/1.1 backends.
+/// The HTTP/2 request for an `http2` pool's backends, kept for every try (an
+/// `http::Request` cannot be cloned).
+struct UpstreamHead {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+}
+
+impl UpstreamHead {
+    fn of(
+        parts: &http::request::Parts,
+        authority: Option<&[u8]>,
+        path: &str,
+        fwd: &crate::proxy::http1::request::Forwarding<'_>,
+    ) -> Option<UpstreamHead> {
+        // The scheme the backend is told is how the client reached us.
+        let (p, ()) = head::upstream_request(parts, authority, path, fwd.proto, fwd)?.into_parts();
+        Some(UpstreamHead {
+            method: p.method,
+            uri: p.uri,
+            headers: p.headers,
+        })
+    }
+
+    fn request(&self) -> http::Request<()> {
+        let mut r = http::Request::new(());
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+/// One stream's exchange: its tries against the pool's backends.
 struct Exchanging<'s> {
     snap: &'s Snapshot,
     respond: &'s mut SendResponse<Bytes>,
@@ -277,6 +319,8 @@ struct Exchanging<'s> {
     head_request: bool,
     /// The HTTP/1.1 head for the backend, the same for every try.
     uhead: &'s BytesMut,
+    /// The HTTP/2 request for a backend of an `http2` pool, the same for every try.
+    h2_head: Option<&'s UpstreamHead>,
     /// Bytes read from the backend and not yet relayed.
     ubuf: BytesMut,
     progress: Progress,
@@ -315,6 +359,9 @@ struct ResponseHead {
 impl Exchanging<'_> {
     /// One try: `open`, `send_request`, `read_response_head`, `relay_response`.
     async fn try_backend(&mut self, backend: &Backend, t: &Try<'_>) -> Result<Relayed> {
+        if backend.speaks_http2() {
+            return self.try_http2(backend, t).await;
+        }
         let settings = &self.snap.settings;
         let (mut upstream, reused) = match backend.checkout(t.started.into_std()) {
             Some(s) => (s, true),
@@ -364,6 +411,99 @@ impl Exchanging<'_> {
             status: head.status,
             keep: true,
         })
+    }
+
+    /// One try against an HTTP/2 backend: a stream on its connection, the request DATA
+    /// pumped while the response is awaited and relayed (gRPC streams both ways at once), the
+    /// trailers passed on.
+    async fn try_http2(&mut self, backend: &Backend, t: &Try<'_>) -> Result<Relayed> {
+        let settings = &self.snap.settings;
+        let (idle, connect_timeout) = (settings.backend_timeout, settings.connect_timeout);
+        let head_timeout = t.per_try_timeout.unwrap_or(idle);
+        let Some(head) = self.h2_head else {
+            // The pool changed protocol between the decision and this try (a reload).
+            return Err(Error::new(Kind::Connect));
+        };
+        let (mut sender, reused) = upstream::sender(backend, connect_timeout).await?;
+        let has_body = self.body_kind != Body::None;
+        let (response, mut up_tx) =
+            sender
+                .send_request(head.request(), !has_body)
+                .map_err(|e| {
+                    let mut err = upstream_error(e);
+                    if !reused {
+                        err = Error::new(Kind::Connect);
+                    }
+                    err
+                })?;
+        if has_body {
+            self.progress = self.progress.max(Progress::BodyTaken);
+        }
+        let body = &mut *self.body;
+        let respond = &mut *self.respond;
+        let counts = &mut *self.counts;
+        let pump = async {
+            if has_body {
+                pump(body, &mut up_tx, t.max_body, idle).await
+            } else {
+                Ok(0)
+            }
+        };
+        tokio::pin!(pump);
+        let mut pumped = !has_body;
+        let response = tokio::time::timeout(head_timeout, response);
+        tokio::pin!(response);
+        let resp = loop {
+            tokio::select! {
+                r = &mut pump, if !pumped => {
+                    pumped = true;
+                    counts.read += r?;
+                }
+                r = &mut response => break match r {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(e)) => return Err(upstream_error(e)),
+                    Err(_) => return Err(Error::new(Kind::UpstreamTimeout)),
+                },
+                _ = poll_fn(|cx| respond.poll_reset(cx)) => return Err(Error::new(Kind::ClientLost)),
+            }
+        };
+        let status = resp.status().as_u16();
+        if let Some(dropped) = t.dropped(status) {
+            return Err(dropped);
+        }
+        self.track.upstream = Some(Instant::now().saturating_duration_since(t.started));
+        self.progress = Progress::ResponseStarted;
+        let (parts, mut from) = resp.into_parts();
+        counts.written += parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().len() + v.len() + 4) as u64)
+            .sum::<u64>();
+        let end = from.is_end_stream() || self.head_request;
+        let mut sending = respond
+            .send_response(http::Response::from_parts(parts, ()), end)
+            .map_err(|e| Error::client(std::io::Error::other(e)))?;
+        let relayed = if end {
+            Ok(())
+        } else {
+            let relay = relay_response(&mut from, &mut sending, idle);
+            tokio::pin!(relay);
+            loop {
+                tokio::select! {
+                    r = &mut pump, if !pumped => {
+                        pumped = true;
+                        match r {
+                            Ok(n) => counts.read += n,
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    r = &mut relay => break r.map(|n| counts.written += n),
+                }
+            }
+        };
+        self.sending = Some(sending);
+        relayed?;
+        Ok(Relayed { status, keep: true })
     }
 
     /// `send_request`'s body: the stream's DATA, as framed for the backend, each frame's
@@ -550,7 +690,9 @@ impl Exchanging<'_> {
             };
             if !payload.is_empty() || done {
                 self.counts.written += payload.len() as u64;
-                send_data(sending, payload.split().freeze(), done, idle).await?;
+                let data = payload.split().freeze();
+                upstream::send_data(sending, data, done, idle, client_error, Kind::ClientLost)
+                    .await?;
             }
             if done {
                 return Ok(());
@@ -563,7 +705,7 @@ impl Exchanging<'_> {
             if read == 0 {
                 if decoder.is_none() && left.is_none() {
                     // Until close: the close is the end.
-                    return send_data(sending, Bytes::new(), true, idle).await;
+                    return sending.send_data(Bytes::new(), true).map_err(client_error);
                 }
                 return Err(Error::new(Kind::UpstreamLost));
             }
@@ -571,43 +713,13 @@ impl Exchanging<'_> {
     }
 }
 
-/// Send `data` as DATA frames as the client's window allows; `end` ends the stream with the
-/// last of them. A client that gives no window for `idle` is gone.
-async fn send_data(
-    sending: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    end: bool,
-    idle: Duration,
-) -> Result<()> {
-    let gone = |e: h2::Error| Error::client(std::io::Error::other(e));
-    if data.is_empty() {
-        return if end {
-            sending.send_data(data, true).map_err(gone)
-        } else {
-            Ok(())
-        };
-    }
-    while !data.is_empty() {
-        sending.reserve_capacity(data.len());
-        let granted = match timeout(idle, poll_fn(|cx| sending.poll_capacity(cx))).await {
-            Ok(Some(Ok(n))) => n,
-            Ok(Some(Err(e))) => return Err(gone(e)),
-            Ok(None) | Err(_) => return Err(Error::new(Kind::ClientLost)),
-        };
-        if granted == 0 {
-            continue;
-        }
-        let chunk = data.split_to(granted.min(data.len()));
-        sending
-            .send_data(chunk, end && data.is_empty())
-            .map_err(gone)?;
-    }
-    Ok(())
+fn client_error(e: h2::Error) -> Error {
+    Error::client(std::io::Error::other(e))
 }
 
 /// What a failed read of the request's DATA means: a body that broke its declared length is
 /// the client's error (400); anything else, the client is gone.
-fn body_error(e: h2::Error) -> Error {
+pub(super) fn body_error(e: h2::Error) -> Error {
     if e.reason() == Some(Reason::PROTOCOL_ERROR) {
         Error::io(Kind::BadRequestBody, std::io::Error::other(e))
     } else {

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -16,6 +16,7 @@ use tracing::warn;
 
 use super::balance::Standing;
 use super::stream::{TlsFailure, TlsOrigin, UpstreamStream};
+use crate::telemetry::metrics::lock;
 
 /// A backend whose handshakes keep failing is reported at most this often; the line says how
 /// many failures it stands for.
@@ -65,7 +66,16 @@ pub struct Backend {
     /// The DNS name the address came from (`resolve`): what a TLS pool without `server_name`
     /// verifies and sends as SNI. `None`: an `"IP:PORT"` backend (verified by its IP).
     server_name: Option<rustls_pki_types::ServerName<'static>>,
+    /// Its pool speaks HTTP/2 to it (`protocol = "http2"`). Replaced on reload.
+    http2: AtomicBool,
+    /// One HTTP/2 connection per worker, shared by that worker's streams to this backend
+    /// (`http2::upstream`). A lock rather than a lock-free slot: the `h2` crate locks its
+    /// connection's state for every stream anyway, and only `http2` pools touch it.
+    h2: Box<[Mutex<Option<H2Sender>>]>,
 }
+
+/// A handle on an HTTP/2 connection to a backend, from which streams are opened.
+pub type H2Sender = h2::client::SendRequest<bytes::Bytes>;
 
 #[derive(Debug)]
 struct IdleConn {
@@ -115,6 +125,45 @@ impl Backend {
             },
             idle_timeout,
             server_name: None,
+            http2: AtomicBool::new(false),
+            h2: (0..workers.max(1)).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    /// The same backend, spoken to over HTTP/2.
+    pub fn http2(self, on: bool) -> Backend {
+        self.http2.store(on, Ordering::Relaxed);
+        self
+    }
+
+    /// Whether its pool speaks HTTP/2 to it.
+    pub fn speaks_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
+    }
+
+    /// A reload's protocol for the pool; connections of the other protocol are dropped.
+    pub fn set_http2(&self, on: bool) {
+        if self.http2.swap(on, Ordering::Relaxed) != on {
+            self.drop_idle();
+        }
+    }
+
+    /// This worker's HTTP/2 connection to the backend, if it has one.
+    pub fn h2_sender(&self) -> Option<H2Sender> {
+        self.h2_here().and_then(|slot| lock(slot).clone())
+    }
+
+    /// Make `sender` this worker's HTTP/2 connection to the backend (`None`: forget it).
+    pub fn set_h2_sender(&self, sender: Option<H2Sender>) {
+        if let Some(slot) = self.h2_here() {
+            *lock(slot) = sender;
+        }
+    }
+
+    fn h2_here(&self) -> Option<&Mutex<Option<H2Sender>>> {
+        match self.h2.len() {
+            0 => None,
+            n => self.h2.get(crate::proxy::workers::current() % n),
         }
     }
 
@@ -285,6 +334,10 @@ impl Backend {
     pub(super) fn drop_idle(&self) {
         for idle in &*self.idle {
             while idle.pop().is_some() {}
+        }
+        // Streams open on them finish; new ones go on a new connection.
+        for slot in &*self.h2 {
+            *lock(slot) = None;
         }
     }
 }

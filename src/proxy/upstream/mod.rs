@@ -19,13 +19,15 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::config::{Balance, Config, HashKey, Outlier, PoolId, ProxySettings};
+use crate::config::{BackendProtocol, Balance, Config, HashKey, Outlier, PoolId, ProxySettings};
 use backend::{now_ms, Backend, Outcome};
 use balance::{maglev_table, Standing, WeightedCycle, MAGLEV_TABLE_SIZE};
 
 #[derive(Debug)]
 pub struct PoolState {
     pub name: String,
+    /// Its backends are spoken to over HTTP/2 (`protocol = "http2"`).
+    pub http2: bool,
     backends: Vec<Arc<Backend>>,
     picker: Picker,
     outlier: Outlier,
@@ -124,6 +126,7 @@ impl Pools {
                                     k.set_healthy(true);
                                 }
                                 k.set_tls(tls.clone());
+                                k.set_http2(p.protocol == BackendProtocol::Http2);
                                 k.clone()
                             }
                             None => {
@@ -134,7 +137,8 @@ impl Pools {
                                     tls.clone(),
                                     crate::proxy::workers::count(settings),
                                 )
-                                .named(b.name.as_deref()));
+                                .named(b.name.as_deref())
+                                .http2(p.protocol == BackendProtocol::Http2));
                                 // An address a name gave a running pool gets traffic only once
                                 // its checks pass (a pod that is still starting).
                                 if previous.is_some() && p.health.is_some() && b.name.is_some() {
@@ -176,6 +180,7 @@ impl Pools {
                     .map_or_else(Arc::default, |op| op.panic.clone());
                 PoolState {
                     name: p.name.clone(),
+                    http2: p.protocol == BackendProtocol::Http2,
                     backends,
                     picker,
                     outlier: p.outlier,
