@@ -3,6 +3,8 @@
 //!
 //! | request | answer |
 //! |---|---|
+//! | `GET /` or `GET /status` | the status page: one self-contained HTML file drawing `/status.json` live |
+//! | `GET /status.json` | the operator's view as JSON (`daemon::status::Status`, stable field names) |
 //! | `GET /metrics` | the Prometheus text exposition (`metrics::render`) |
 //! | `GET /healthz` | 200 while the process runs its event loop |
 //! | `GET /readyz` | 200 once listeners are up and the configuration is loaded; 503 while stopping |
@@ -27,6 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::status::{History, Inputs, Status, PAGE, SAMPLE_EVERY};
+use super::track::ListenerFailures;
 use crate::config::{Balance, Config, HashKey, HealthKind, Protocol};
 use crate::proxy::drain::Drain;
 use crate::proxy::http1::request;
@@ -56,6 +60,10 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// Set when a graceful stop begins: `/readyz` answers 503 from then on.
     pub stopping: AtomicBool,
+    /// The samples behind the status page's plots, its reloads and events.
+    pub history: History,
+    /// Set by the daemon: which listeners failed, for the status page.
+    listener_failures: std::sync::OnceLock<ListenerFailures>,
     reload: mpsc::Sender<ReloadRequest>,
 }
 
@@ -73,9 +81,40 @@ impl AdminState {
             config: ArcSwap::from_pointee(config),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            history: History::default(),
+            listener_failures: std::sync::OnceLock::new(),
             reload: tx,
         };
         (Arc::new(state), rx)
+    }
+
+    pub(super) fn watch_listeners(&self, failures: ListenerFailures) {
+        let _ = self.listener_failures.set(failures);
+    }
+
+    /// The operator's view now.
+    pub fn status(&self) -> Status {
+        let snapshot = self.shared.load();
+        let config = self.config.load();
+        let failed = self
+            .listener_failures
+            .get()
+            .map(ListenerFailures::list)
+            .unwrap_or_default();
+        let phase = if self.stopping.load(Ordering::Acquire) {
+            "stopping"
+        } else if self.ready.load(Ordering::Acquire) {
+            "ready"
+        } else {
+            "starting"
+        };
+        Status::now(&Inputs {
+            snapshot: &snapshot,
+            config: &config,
+            history: &self.history,
+            phase,
+            failed_listeners: &failed,
+        })
     }
 
     /// With BGP VIPs, ready means announced: a node whose VIPs are withdrawn (not yet risen,
@@ -105,6 +144,7 @@ pub struct AdminServer {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    sampler: JoinHandle<()>,
 }
 
 impl AdminServer {
@@ -112,7 +152,8 @@ impl AdminServer {
     pub fn spawn(l: TcpListener, state: Arc<AdminState>) -> AdminServer {
         let addr = l.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         let (stop, mut stop_rx) = watch::channel(false);
-        info!(%addr, "admin listener: /metrics /healthz /readyz /config /reload");
+        info!(%addr, "admin listener: /status /status.json /metrics /healthz /readyz /config /reload");
+        let sampler = tokio::spawn(sample(state.clone()));
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -129,12 +170,32 @@ impl AdminServer {
                 }
             }
         });
-        AdminServer { addr, stop, task }
+        AdminServer {
+            addr,
+            stop,
+            task,
+            sampler,
+        }
     }
 
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        self.sampler.abort();
         let _ = self.task.await;
+    }
+}
+
+/// The status page's samples, one per `SAMPLE_EVERY`: a read of the same atomics a scrape
+/// reads, off the request path.
+async fn sample(state: Arc<AdminState>) {
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE_EVERY, SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state
+            .history
+            .sample(&state.shared.load(), &state.config.load());
     }
 }
 
@@ -228,6 +289,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         422 => "Unprocessable Content",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
@@ -263,6 +325,14 @@ async fn answer(method: &str, path: &str, state: &AdminState) -> Answer {
                 ..text(200, exposition(&snapshot, &config, state.drain.active()))
             }
         }
+        "/" | "/status" if get => Answer {
+            content_type: "text/html; charset=utf-8",
+            ..text(200, PAGE)
+        },
+        "/status.json" if get => match serde_json::to_string(&state.status()) {
+            Ok(body) => json(200, body + "\n"),
+            Err(e) => text(500, format!("cannot encode the status: {e}\n")),
+        },
         "/healthz" if get => text(200, "ok\n"),
         "/readyz" if get => match state.is_ready() {
             Ok(()) => text(200, "ready\n"),
@@ -270,11 +340,13 @@ async fn answer(method: &str, path: &str, state: &AdminState) -> Answer {
         },
         "/config" if get => json(200, config_json(&state.config.load())),
         "/reload" if method == "POST" => reload(state).await,
-        "/metrics" | "/healthz" | "/readyz" | "/config" => allowed("GET, HEAD"),
+        "/" | "/status" | "/status.json" | "/metrics" | "/healthz" | "/readyz" | "/config" => {
+            allowed("GET, HEAD")
+        }
         "/reload" => allowed("POST"),
         _ => text(
             404,
-            "not found: try /metrics, /healthz, /readyz, /config or POST /reload\n",
+            "not found: try /status, /status.json, /metrics, /healthz, /readyz, /config or POST /reload\n",
         ),
     }
 }

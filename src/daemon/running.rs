@@ -241,6 +241,7 @@ impl Running {
         };
         let (admin_state, admin_reloads) =
             AdminState::new(shared.clone(), drain.clone(), effective);
+        admin_state.watch_listeners(listener_failures.clone());
         let admin = admin_socket.map(|l| AdminServer::spawn(l, admin_state.clone()));
         // Listeners accept and the VIPs are announced (or the election joined): ready.
         admin_state
