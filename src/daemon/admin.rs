@@ -871,6 +871,54 @@ pool = "web"
 backends = ["198.51.100.21:8080"]
 "#;
 
+    /// The exposition's families with the configuration above, sorted: what dashboards and
+    /// alerts may name.
+    const FAMILIES: [&str; 43] = [
+        "process_start_time_seconds",
+        "vipgate_access_log_dropped_total",
+        "vipgate_access_log_lines_total",
+        "vipgate_arp_conflicts_total",
+        "vipgate_arp_replies_sent_total",
+        "vipgate_arp_requests_seen_total",
+        "vipgate_arp_send_errors_total",
+        "vipgate_backend_active_requests",
+        "vipgate_backend_ejected",
+        "vipgate_backend_ejections_total",
+        "vipgate_backend_healthy",
+        "vipgate_backend_up",
+        "vipgate_build_info",
+        "vipgate_config_last_reload_success_timestamp_seconds",
+        "vipgate_config_last_reload_successful",
+        "vipgate_config_reloads_total",
+        "vipgate_connections_active",
+        "vipgate_connections_total",
+        "vipgate_garps_sent_total",
+        "vipgate_http_request_bytes_total",
+        "vipgate_http_request_duration_seconds",
+        "vipgate_http_requests_total",
+        "vipgate_http_response_bytes_total",
+        "vipgate_http_retries_total",
+        "vipgate_http_upstream_duration_seconds",
+        "vipgate_listener_connections",
+        "vipgate_listener_limit_reached_total",
+        "vipgate_listener_max_connections",
+        "vipgate_pool_backends",
+        "vipgate_pool_backends_available",
+        "vipgate_pool_panic",
+        "vipgate_pool_panics_total",
+        "vipgate_tls_certificate_not_after_seconds",
+        "vipgate_tls_certificate_reloads_total",
+        "vipgate_tls_handshake_failures_total",
+        "vipgate_tls_handshakes_total",
+        "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds",
+        "vipgate_upstream_tls_handshake_failures_total",
+        "vipgate_upstream_tls_handshakes_total",
+        "vipgate_vip_owned",
+        "vipgate_vrrp_priority",
+        "vipgate_vrrp_state",
+        "vipgate_vrrp_transitions_total",
+    ];
+
     /// The exposition's families, pinned: a renamed or dropped metric fails here (dashboards
     /// and alerts query these names), and every sample belongs to a family declared before it
     /// with `# TYPE`, as the text format requires. The encoder is vipgate's own (each layer
@@ -902,56 +950,57 @@ backends = ["198.51.100.21:8080"]
                 );
             }
         }
-        let want = [
-            "process_start_time_seconds",
-            "vipgate_access_log_dropped_total",
-            "vipgate_access_log_lines_total",
-            "vipgate_arp_conflicts_total",
-            "vipgate_arp_replies_sent_total",
-            "vipgate_arp_requests_seen_total",
-            "vipgate_arp_send_errors_total",
-            "vipgate_backend_active_requests",
-            "vipgate_backend_ejected",
-            "vipgate_backend_ejections_total",
-            "vipgate_backend_healthy",
-            "vipgate_backend_up",
-            "vipgate_build_info",
-            "vipgate_config_last_reload_success_timestamp_seconds",
-            "vipgate_config_last_reload_successful",
-            "vipgate_config_reloads_total",
-            "vipgate_connections_active",
-            "vipgate_connections_total",
-            "vipgate_garps_sent_total",
-            "vipgate_http_request_bytes_total",
-            "vipgate_http_request_duration_seconds",
-            "vipgate_http_requests_total",
-            "vipgate_http_response_bytes_total",
-            "vipgate_http_retries_total",
-            "vipgate_http_upstream_duration_seconds",
-            "vipgate_listener_connections",
-            "vipgate_listener_limit_reached_total",
-            "vipgate_listener_max_connections",
-            "vipgate_pool_backends",
-            "vipgate_pool_backends_available",
-            "vipgate_pool_panic",
-            "vipgate_pool_panics_total",
-            "vipgate_tls_certificate_not_after_seconds",
-            "vipgate_tls_certificate_reloads_total",
-            "vipgate_tls_handshake_failures_total",
-            "vipgate_tls_handshakes_total",
-            "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds",
-            "vipgate_upstream_tls_handshake_failures_total",
-            "vipgate_upstream_tls_handshakes_total",
-            "vipgate_vip_owned",
-            "vipgate_vrrp_priority",
-            "vipgate_vrrp_state",
-            "vipgate_vrrp_transitions_total",
-        ];
         let got: Vec<&str> = declared.iter().map(String::as_str).collect();
-        assert_eq!(got, want, "the exposition's families changed");
+        assert_eq!(got, FAMILIES, "the exposition's families changed");
         assert!(text.contains("vipgate_connections_active 3\n"));
         assert!(
             text.contains("vipgate_vrrp_state{vrid=\"51\",state=\"backup\",family=\"ipv4\"} 0\n")
         );
+    }
+
+    /// Every metric the Grafana dashboard and the alerting rules name (`monitoring/`) is one
+    /// of [`FAMILIES`] (a histogram by its `_bucket`, `_sum` or `_count`): a renamed metric
+    /// fails here before a dashboard goes blank. The dashboard is JSON Grafana imports as is:
+    /// every query on the `datasource` variable.
+    #[test]
+    fn dashboard_and_alerts_name_only_exported_metrics() {
+        let dashboard = include_str!("../../monitoring/grafana-dashboard.json");
+        let alerts = include_str!("../../monitoring/alerts.yml");
+        let mut named = BTreeSet::new();
+        for text in [dashboard, alerts] {
+            for (i, _) in text
+                .match_indices("vipgate_")
+                .chain(text.match_indices("process_"))
+            {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                named.insert(name);
+            }
+        }
+        assert!(named.len() > 15, "{named:?}");
+        for name in &named {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| FAMILIES.contains(f)))
+                .unwrap_or(name);
+            assert!(
+                FAMILIES.contains(&family),
+                "{name} is not exported by vipgate"
+            );
+        }
+        let d: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let panels = d["panels"].as_array().unwrap();
+        let mut queries = 0;
+        for p in panels.iter().filter(|p| p["type"] != "row") {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            for t in p["targets"].as_array().unwrap() {
+                assert!(t["expr"].as_str().is_some_and(|e| e.contains("vipgate_")));
+                queries += 1;
+            }
+        }
+        assert!(queries >= 20, "{queries} queries");
+        assert_eq!(d["templating"]["list"][0]["type"], "datasource");
     }
 }
