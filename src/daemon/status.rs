@@ -247,6 +247,9 @@ struct Inner {
     reloads: VecDeque<ReloadEvent>,
     /// Each VIP's owner at the last sample, to see it change.
     owners: Vec<(IpAddr, String)>,
+    /// Each VRRP family's transitions and state at the last sample: a master for less than a
+    /// sample (a short partition) shows as changes even when the owner looks the same.
+    vrrp_seen: [Option<(u64, &'static str)>; 2],
 }
 
 fn push_bounded<T>(q: &mut VecDeque<T>, v: T, max: usize) {
@@ -320,6 +323,24 @@ impl History {
             }
         }
         inner.owners = vips.into_iter().map(|v| (v.address, v.owner)).collect();
+        if config.vrrp.is_some() {
+            for (v6, family) in [(false, "ipv4"), (true, "ipv6")] {
+                let (Some(state), n) = crate::ha::metrics::vrrp().family(v6) else {
+                    continue;
+                };
+                let what = match inner.vrrp_seen[usize::from(v6)] {
+                    None => format!("VRRP {family}: {state}"),
+                    Some((before, _)) if before == n => continue,
+                    Some((before, was)) => format!(
+                        "VRRP {family}: {was} -> {state} ({} change{})",
+                        n - before,
+                        if n - before == 1 { "" } else { "s" }
+                    ),
+                };
+                inner.vrrp_seen[usize::from(v6)] = Some((n, state));
+                push_bounded(&mut inner.events, Event { time_unix: t, what }, EVENTS_KEPT);
+            }
+        }
     }
 
     /// A reload ended (from SIGHUP or `POST /reload`).
