@@ -200,6 +200,19 @@ wait_state "$LOG_B" Backup 30 || fail "node b yields once the partition heals"
 chrome --dump-dom "http://$ADMIN_B/"
 assert_contains "node b's page lists its short mastership among its events" "$DOM" "VRRP ipv4: backup -&gt; "
 
+section "reloads on the page"
+cp "$cfg_a" "$cfg_a.good"
+printf '[pool.broken\n' >>"$cfg_a"
+in_client curl -s -o /dev/null --max-time 30 -X POST "http://$ADMIN_A/reload" || true
+cp "$cfg_a.good" "$cfg_a"
+in_client curl -s -o /dev/null --max-time 30 -X POST "http://$ADMIN_A/reload" || true
+chrome --dump-dom "http://$ADMIN_A/"
+assert_contains "the page shows the refused reload with its reason" "$DOM" \
+  "<tr class=\"reload\" data-ok=\"false\">"
+assert_contains "the refusal names the file and line" "$DOM" "a.toml:"
+assert_contains "the page shows the good reload after it" "$DOM" "<tr class=\"reload\" data-ok=\"true\">"
+assert_contains "the page counts them" "$DOM" "1 ok, 1 refused"
+
 section "a node that sees no owner; an admin listener that does not answer"
 port_link lb2 down
 wait_state "$LOG_B" Fault 30 || fail "node b, without a link, is in Fault"

@@ -9,7 +9,7 @@
 //! request path), the verdict of [`Status::problems`] and the text table. Does not own
 //! serving it (`daemon::admin`) nor any of the state it reads.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -228,9 +228,12 @@ struct Reading {
     duration: HistogramReading,
 }
 
+/// host, route, pool.
+type SeriesKey = (Box<str>, Box<str>, Box<str>);
+
 #[derive(Debug)]
 struct SeriesHistory {
-    key: (Box<str>, Box<str>, Box<str>),
+    key: SeriesKey,
     last: Reading,
     points: RouteHistory,
 }
@@ -283,6 +286,11 @@ impl History {
         let now = Instant::now();
         let t = unix_now();
         let mut inner = lock(&self.0);
+        // By label: the series of a reloaded configuration continue those of the last.
+        let mut old: HashMap<SeriesKey, SeriesHistory> = std::mem::take(&mut inner.series)
+            .into_iter()
+            .map(|h| (h.key.clone(), h))
+            .collect();
         let mut kept = Vec::new();
         for s in snapshot.metrics.all().filter(|s| !s.host.is_empty()) {
             let reading = Reading {
@@ -292,12 +300,7 @@ impl History {
                 duration: s.duration(),
             };
             let key = (s.host.clone(), s.route.clone(), s.pool.clone());
-            let old = inner
-                .series
-                .iter()
-                .position(|h| h.key == key)
-                .map(|i| inner.series.swap_remove(i));
-            kept.push(match old {
+            kept.push(match old.remove(&key) {
                 Some(mut h) => {
                     h.points.push(point(t, &h.last, &reading));
                     h.last = reading;
@@ -619,14 +622,16 @@ fn listeners(config: &Config, failed: &[SocketAddr]) -> Vec<ListenerStatus> {
 }
 
 fn routes(snapshot: &Snapshot, history: &[SeriesHistory]) -> Vec<RouteStatus> {
+    let by_key: HashMap<(&str, &str, &str), &SeriesHistory> = history
+        .iter()
+        .map(|h| ((&*h.key.0, &*h.key.1, &*h.key.2), h))
+        .collect();
     snapshot
         .metrics
         .all()
         .filter(|s| !s.host.is_empty())
         .map(|s| {
-            let h = history
-                .iter()
-                .find(|h| *h.key.0 == *s.host && *h.key.1 == *s.route && *h.key.2 == *s.pool);
+            let h = by_key.get(&(&*s.host, &*s.route, &*s.pool));
             RouteStatus {
                 host: s.host.to_string(),
                 route: s.route.to_string(),
