@@ -373,11 +373,17 @@ fn point(t: u64, a: &Reading, b: &Reading) -> (u64, f64, f64, Option<f64>, Optio
     };
     (
         t,
-        n as f64 / secs,
-        ratio,
-        quantile(&a.duration, &b.duration, 0.5),
-        quantile(&a.duration, &b.duration, 0.99),
+        milli(n as f64 / secs),
+        milli(ratio),
+        quantile(&a.duration, &b.duration, 0.5).map(milli),
+        quantile(&a.duration, &b.duration, 0.99).map(milli),
     )
+}
+
+/// Three decimals are more than the plots show, and keep `/status.json` small (150 points a
+/// route).
+fn milli(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// The `q` quantile in milliseconds of what was observed between two readings of a histogram,
