@@ -8,7 +8,8 @@
 # same backend (Maglev on client_ip) through either node, a node whose pool goes unhealthy
 # withdrawing and getting no new flows, BIRD restarted (and its protocol disabled by hand)
 # re-learning the announcement, SIGTERM of a node under a bounded load with no failed request,
-# and the router dropping a node whose link went down (BFD, well before the 9 s hold time; the
+# `vipgate status` announced and withdrawn, and the router dropping a node whose link went down
+# (BFD, well before the 9 s hold time; the
 # time against the 1 s goal is scripts/bgp-bench's). Each BIRD has its own
 # config and control socket under the test's temp dir and is stopped by PID.
 set -euo pipefail
@@ -79,6 +80,10 @@ assert_eq "node 1's /config shows the BGP VIPs and [bgp]" "bgp bgp 86 3 2" \
 sleep 1.2 # one look at BIRD (once a second)
 m=$(metrics_of "$NS_LB")
 assert_contains "node 1's metrics: its BIRD session" "$m" 'vipgate_bird_bgp_session_established{session="upstream"} 1'
+vipgate_cmd status --json
+assert_eq "vipgate status on node 1 exits 0 while announced" 0 "$CMD_RC"
+assert_eq "its JSON: announced, both VIPs owned, the BIRD session up" "announced self self True" \
+  "$(jget "$CMD_OUT" 'd["nodes"][0]["status"]["bgp"]["phrase"] + " " + " ".join(v["owner"] for v in d["nodes"][0]["status"]["vips"]) + " " + str(d["nodes"][0]["status"]["bgp"]["sessions"][0]["established"])')"
 
 section "flows spread over the nodes"
 probe_start 4
@@ -128,6 +133,10 @@ fi
 withdrawn_at=$(now_ms)
 assert_eq "node 1's /readyz says why" "bgp: withdrawn (tracking: pool:web) 503" "$(readyz_of "$NS_LB" | tr -d '\n')"
 assert_eq "node 1's table is empty" "" "$(ip -n "$NS_LB" route show table 86)"
+vipgate_cmd status
+assert_eq "vipgate status on node 1 exits 1 while withdrawn" 1 "$CMD_RC"
+assert_contains "it says the BGP VIPs are withdrawn and why" "$CMD_OUT" "BGP: withdrawn (tracking: pool:web)"
+assert_contains "it names the VIP nobody announces from here" "$CMD_OUT" "VIP $VIP is owned by no node this one sees"
 if notify_wait 1 "STATUS=.*$VIP \\(bgp withdrawn \\(tracking: pool:web\\)\\)" 30; then
   pass "node 1's status line says withdrawn and why"
 else

@@ -10,6 +10,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit status for a configuration that was refused (distinct from runtime failures).
 const EXIT_BAD_CONFIG: u8 = 2;
+/// `status`: a VIP no node owns (or two do), a pool without an available backend.
+const EXIT_PROBLEMS: u8 = 1;
+/// `status`: an admin listener could not be read.
+const EXIT_UNREACHABLE: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +61,19 @@ enum Command {
         /// (NAME.NAMESPACE.svc.DOMAIN:PORT).
         #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
         cluster_domain: String,
+    },
+    /// Show a running daemon's VIPs, listeners, routes, pools, certificates and reloads from
+    /// its admin listener; exit 1 when a VIP is owned by no node it can see (or, with several
+    /// --admin, by two) or a pool has no available backend, 3 when an admin listener cannot
+    /// be read.
+    Status {
+        /// The admin listener ([admin] bind). Repeat it for every node of a VRRP group to
+        /// check that exactly one owns each VIP.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
+        admin: Vec<std::net::SocketAddr>,
+        /// Print JSON: {"nodes": [{"admin", "status"}], "problems": [...]}.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove what a crashed `run` left for the configuration's VIPs (their local routes).
     Release {
@@ -151,6 +168,25 @@ fn main() -> ExitCode {
                     eprintln!("{e}");
                     ExitCode::from(EXIT_BAD_CONFIG)
                 }
+            }
+        }
+        Command::Status { admin, json } => {
+            let mut nodes = Vec::with_capacity(admin.len());
+            for addr in admin {
+                match vipgate::daemon::status::fetch(addr) {
+                    Ok(s) => nodes.push((addr.to_string(), s)),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(EXIT_UNREACHABLE);
+                    }
+                }
+            }
+            let (text, problems) = vipgate::daemon::status::report(&nodes, json);
+            print!("{text}");
+            if problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_PROBLEMS)
             }
         }
         Command::Release { config } => {

@@ -368,3 +368,79 @@ async fn health_readiness_and_the_config_view() {
     assert_eq!(http(t.admin, "GET", "x", "/readyz").await.0, 503);
     assert_eq!(http(t.admin, "GET", "x", "/healthz").await.0, 200);
 }
+
+/// The status page's JSON: the routes' plots from the sampler's points (rate, 5xx share,
+/// quantiles), each backend's state, the pools; `vipgate status`'s fetch reads the same; the page
+/// itself is one HTML file that loads nothing from elsewhere.
+#[tokio::test]
+async fn status_json_shows_rates_backends_and_the_page_is_self_contained() {
+    use vipgate::daemon::status::{self, Status};
+    let t = setup("127.0.0.1:4").await;
+    let config = t.state.config.load_full();
+    t.state.history.sample(&t.state.shared.load(), &config);
+    for _ in 0..9 {
+        assert_eq!(http(t.proxy, "GET", "a.test", "/x").await.0, 200);
+    }
+    assert_eq!(http(t.proxy, "GET", "a.test", "/x/status/503").await.0, 503);
+    t.state.history.sample(&t.state.shared.load(), &config);
+
+    let (code, body) = http(t.admin, "GET", "x", "/status.json").await;
+    assert_eq!(code, 200);
+    let raw: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for key in [
+        "version",
+        "time_unix",
+        "phase",
+        "problems",
+        "vips",
+        "vrrp",
+        "bgp",
+        "listeners",
+        "routes",
+        "pools",
+        "certificates",
+        "reloads",
+        "events",
+    ] {
+        assert!(raw.get(key).is_some(), "no {key} in {body}");
+    }
+    let s: Status = serde_json::from_str(&body).unwrap();
+    assert_eq!(s.phase, "ready");
+    assert!(s.problems.is_empty(), "{:?}", s.problems);
+    let root = s.routes.iter().find(|r| r.route == "/").unwrap();
+    assert_eq!((root.requests_total, root.errors_total), (10, 1));
+    let h = &root.history;
+    assert_eq!(h.time_unix.len(), 1);
+    assert!(h.requests_per_second[0] > 0.0);
+    assert!((h.error_ratio[0] - 0.1).abs() < 1e-9, "{:?}", h.error_ratio);
+    let (p50, p99) = (h.p50_ms[0].unwrap(), h.p99_ms[0].unwrap());
+    assert!(p50 > 0.0 && p50 <= p99, "p50 {p50} p99 {p99}");
+    let web = s.pools.iter().find(|p| p.name == "web").unwrap();
+    assert_eq!(web.backends_available, 1);
+    assert!(web.backends[0].up && web.backends[0].healthy && !web.backends[0].ejected);
+    // The backend keeps connections alive: the proxy holds one idle.
+    assert_eq!(web.backends[0].idle_connections, 1);
+    assert_eq!(s.listeners[0].bind.to_string(), "127.0.0.1:4");
+
+    // What `vipgate status` does, on a thread of its own (it is blocking).
+    let admin = t.admin;
+    let fetched = tokio::task::spawn_blocking(move || status::fetch(admin))
+        .await
+        .unwrap()
+        .unwrap();
+    let (text, problems) = status::report(&[(admin.to_string(), fetched)], false);
+    assert!(problems.is_empty());
+    assert!(text.contains("a.test / -> web"), "{text}");
+    assert!(text.contains("OK: every VIP has an owner"), "{text}");
+
+    for path in ["/", "/status"] {
+        let (code, page) = http(t.admin, "GET", "x", path).await;
+        assert_eq!(code, 200);
+        assert!(page.starts_with("<!doctype html>"));
+        assert!(page.contains("fetch(\"status.json\""));
+        for external in ["http://", "https://", " src=", "@import"] {
+            assert!(!page.contains(external), "the page loads {external}");
+        }
+    }
+    assert_eq!(http(t.admin, "POST", "x", "/status.json").await.0, 405);
+}

@@ -3,6 +3,8 @@
 //!
 //! | request | answer |
 //! |---|---|
+//! | `GET /` or `GET /status` | the status page: one self-contained HTML file drawing `/status.json` live |
+//! | `GET /status.json` | the operator's view as JSON (`daemon::status::Status`, stable field names) |
 //! | `GET /metrics` | the Prometheus text exposition (`metrics::render`) |
 //! | `GET /healthz` | 200 while the process runs its event loop |
 //! | `GET /readyz` | 200 once listeners are up and the configuration is loaded; 503 while stopping |
@@ -27,6 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::status::{History, Inputs, Status, PAGE, SAMPLE_EVERY};
+use super::track::ListenerFailures;
 use crate::config::{Balance, Config, HashKey, HealthKind, Protocol};
 use crate::proxy::drain::Drain;
 use crate::proxy::http1::request;
@@ -56,6 +60,10 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// Set when a graceful stop begins: `/readyz` answers 503 from then on.
     pub stopping: AtomicBool,
+    /// The samples behind the status page's plots, its reloads and events.
+    pub history: History,
+    /// Set by the daemon: which listeners failed, for the status page.
+    listener_failures: std::sync::OnceLock<ListenerFailures>,
     reload: mpsc::Sender<ReloadRequest>,
 }
 
@@ -73,9 +81,40 @@ impl AdminState {
             config: ArcSwap::from_pointee(config),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            history: History::default(),
+            listener_failures: std::sync::OnceLock::new(),
             reload: tx,
         };
         (Arc::new(state), rx)
+    }
+
+    pub(super) fn watch_listeners(&self, failures: ListenerFailures) {
+        let _ = self.listener_failures.set(failures);
+    }
+
+    /// The operator's view now.
+    pub fn status(&self) -> Status {
+        let snapshot = self.shared.load();
+        let config = self.config.load();
+        let failed = self
+            .listener_failures
+            .get()
+            .map(ListenerFailures::list)
+            .unwrap_or_default();
+        let phase = if self.stopping.load(Ordering::Acquire) {
+            "stopping"
+        } else if self.ready.load(Ordering::Acquire) {
+            "ready"
+        } else {
+            "starting"
+        };
+        Status::now(&Inputs {
+            snapshot: &snapshot,
+            config: &config,
+            history: &self.history,
+            phase,
+            failed_listeners: &failed,
+        })
     }
 
     /// With BGP VIPs, ready means announced: a node whose VIPs are withdrawn (not yet risen,
@@ -105,6 +144,7 @@ pub struct AdminServer {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    sampler: JoinHandle<()>,
 }
 
 impl AdminServer {
@@ -112,7 +152,8 @@ impl AdminServer {
     pub fn spawn(l: TcpListener, state: Arc<AdminState>) -> AdminServer {
         let addr = l.local_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         let (stop, mut stop_rx) = watch::channel(false);
-        info!(%addr, "admin listener: /metrics /healthz /readyz /config /reload");
+        info!(%addr, "admin listener: /status /status.json /metrics /healthz /readyz /config /reload");
+        let sampler = tokio::spawn(sample(state.clone()));
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -129,12 +170,32 @@ impl AdminServer {
                 }
             }
         });
-        AdminServer { addr, stop, task }
+        AdminServer {
+            addr,
+            stop,
+            task,
+            sampler,
+        }
     }
 
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        self.sampler.abort();
         let _ = self.task.await;
+    }
+}
+
+/// The status page's samples, one per `SAMPLE_EVERY`: a read of the same atomics a scrape
+/// reads, off the request path.
+async fn sample(state: Arc<AdminState>) {
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + SAMPLE_EVERY, SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state
+            .history
+            .sample(&state.shared.load(), &state.config.load());
     }
 }
 
@@ -228,6 +289,7 @@ fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         422 => "Unprocessable Content",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
@@ -263,6 +325,14 @@ async fn answer(method: &str, path: &str, state: &AdminState) -> Answer {
                 ..text(200, exposition(&snapshot, &config, state.drain.active()))
             }
         }
+        "/" | "/status" if get => Answer {
+            content_type: "text/html; charset=utf-8",
+            ..text(200, PAGE)
+        },
+        "/status.json" if get => match serde_json::to_string(&state.status()) {
+            Ok(body) => json(200, body + "\n"),
+            Err(e) => text(500, format!("cannot encode the status: {e}\n")),
+        },
         "/healthz" if get => text(200, "ok\n"),
         "/readyz" if get => match state.is_ready() {
             Ok(()) => text(200, "ready\n"),
@@ -270,11 +340,13 @@ async fn answer(method: &str, path: &str, state: &AdminState) -> Answer {
         },
         "/config" if get => json(200, config_json(&state.config.load())),
         "/reload" if method == "POST" => reload(state).await,
-        "/metrics" | "/healthz" | "/readyz" | "/config" => allowed("GET, HEAD"),
+        "/" | "/status" | "/status.json" | "/metrics" | "/healthz" | "/readyz" | "/config" => {
+            allowed("GET, HEAD")
+        }
         "/reload" => allowed("POST"),
         _ => text(
             404,
-            "not found: try /metrics, /healthz, /readyz, /config or POST /reload\n",
+            "not found: try /status, /status.json, /metrics, /healthz, /readyz, /config or POST /reload\n",
         ),
     }
 }
@@ -805,6 +877,54 @@ pool = "web"
 backends = ["198.51.100.21:8080"]
 "#;
 
+    /// The exposition's families with the configuration above, sorted: what dashboards and
+    /// alerts may name.
+    const FAMILIES: [&str; 43] = [
+        "process_start_time_seconds",
+        "vipgate_access_log_dropped_total",
+        "vipgate_access_log_lines_total",
+        "vipgate_arp_conflicts_total",
+        "vipgate_arp_replies_sent_total",
+        "vipgate_arp_requests_seen_total",
+        "vipgate_arp_send_errors_total",
+        "vipgate_backend_active_requests",
+        "vipgate_backend_ejected",
+        "vipgate_backend_ejections_total",
+        "vipgate_backend_healthy",
+        "vipgate_backend_up",
+        "vipgate_build_info",
+        "vipgate_config_last_reload_success_timestamp_seconds",
+        "vipgate_config_last_reload_successful",
+        "vipgate_config_reloads_total",
+        "vipgate_connections_active",
+        "vipgate_connections_total",
+        "vipgate_garps_sent_total",
+        "vipgate_http_request_bytes_total",
+        "vipgate_http_request_duration_seconds",
+        "vipgate_http_requests_total",
+        "vipgate_http_response_bytes_total",
+        "vipgate_http_retries_total",
+        "vipgate_http_upstream_duration_seconds",
+        "vipgate_listener_connections",
+        "vipgate_listener_limit_reached_total",
+        "vipgate_listener_max_connections",
+        "vipgate_pool_backends",
+        "vipgate_pool_backends_available",
+        "vipgate_pool_panic",
+        "vipgate_pool_panics_total",
+        "vipgate_tls_certificate_not_after_seconds",
+        "vipgate_tls_certificate_reloads_total",
+        "vipgate_tls_handshake_failures_total",
+        "vipgate_tls_handshakes_total",
+        "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds",
+        "vipgate_upstream_tls_handshake_failures_total",
+        "vipgate_upstream_tls_handshakes_total",
+        "vipgate_vip_owned",
+        "vipgate_vrrp_priority",
+        "vipgate_vrrp_state",
+        "vipgate_vrrp_transitions_total",
+    ];
+
     /// The exposition's families, pinned: a renamed or dropped metric fails here (dashboards
     /// and alerts query these names), and every sample belongs to a family declared before it
     /// with `# TYPE`, as the text format requires. The encoder is vipgate's own (each layer
@@ -836,56 +956,57 @@ backends = ["198.51.100.21:8080"]
                 );
             }
         }
-        let want = [
-            "process_start_time_seconds",
-            "vipgate_access_log_dropped_total",
-            "vipgate_access_log_lines_total",
-            "vipgate_arp_conflicts_total",
-            "vipgate_arp_replies_sent_total",
-            "vipgate_arp_requests_seen_total",
-            "vipgate_arp_send_errors_total",
-            "vipgate_backend_active_requests",
-            "vipgate_backend_ejected",
-            "vipgate_backend_ejections_total",
-            "vipgate_backend_healthy",
-            "vipgate_backend_up",
-            "vipgate_build_info",
-            "vipgate_config_last_reload_success_timestamp_seconds",
-            "vipgate_config_last_reload_successful",
-            "vipgate_config_reloads_total",
-            "vipgate_connections_active",
-            "vipgate_connections_total",
-            "vipgate_garps_sent_total",
-            "vipgate_http_request_bytes_total",
-            "vipgate_http_request_duration_seconds",
-            "vipgate_http_requests_total",
-            "vipgate_http_response_bytes_total",
-            "vipgate_http_retries_total",
-            "vipgate_http_upstream_duration_seconds",
-            "vipgate_listener_connections",
-            "vipgate_listener_limit_reached_total",
-            "vipgate_listener_max_connections",
-            "vipgate_pool_backends",
-            "vipgate_pool_backends_available",
-            "vipgate_pool_panic",
-            "vipgate_pool_panics_total",
-            "vipgate_tls_certificate_not_after_seconds",
-            "vipgate_tls_certificate_reloads_total",
-            "vipgate_tls_handshake_failures_total",
-            "vipgate_tls_handshakes_total",
-            "vipgate_upstream_tls_client_certificate_expiry_timestamp_seconds",
-            "vipgate_upstream_tls_handshake_failures_total",
-            "vipgate_upstream_tls_handshakes_total",
-            "vipgate_vip_owned",
-            "vipgate_vrrp_priority",
-            "vipgate_vrrp_state",
-            "vipgate_vrrp_transitions_total",
-        ];
         let got: Vec<&str> = declared.iter().map(String::as_str).collect();
-        assert_eq!(got, want, "the exposition's families changed");
+        assert_eq!(got, FAMILIES, "the exposition's families changed");
         assert!(text.contains("vipgate_connections_active 3\n"));
         assert!(
             text.contains("vipgate_vrrp_state{vrid=\"51\",state=\"backup\",family=\"ipv4\"} 0\n")
         );
+    }
+
+    /// Every metric the Grafana dashboard and the alerting rules name (`monitoring/`) is one
+    /// of [`FAMILIES`] (a histogram by its `_bucket`, `_sum` or `_count`): a renamed metric
+    /// fails here before a dashboard goes blank. The dashboard is JSON Grafana imports as is:
+    /// every query on the `datasource` variable.
+    #[test]
+    fn dashboard_and_alerts_name_only_exported_metrics() {
+        let dashboard = include_str!("../../monitoring/grafana-dashboard.json");
+        let alerts = include_str!("../../monitoring/alerts.yml");
+        let mut named = BTreeSet::new();
+        for text in [dashboard, alerts] {
+            for (i, _) in text
+                .match_indices("vipgate_")
+                .chain(text.match_indices("process_"))
+            {
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                named.insert(name);
+            }
+        }
+        assert!(named.len() > 15, "{named:?}");
+        for name in &named {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| FAMILIES.contains(f)))
+                .unwrap_or(name);
+            assert!(
+                FAMILIES.contains(&family),
+                "{name} is not exported by vipgate"
+            );
+        }
+        let d: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+        let panels = d["panels"].as_array().unwrap();
+        let mut queries = 0;
+        for p in panels.iter().filter(|p| p["type"] != "row") {
+            assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+            for t in p["targets"].as_array().unwrap() {
+                assert!(t["expr"].as_str().is_some_and(|e| e.contains("vipgate_")));
+                queries += 1;
+            }
+        }
+        assert!(queries >= 20, "{queries} queries");
+        assert_eq!(d["templating"]["list"][0]["type"], "datasource");
     }
 }

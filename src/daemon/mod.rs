@@ -12,6 +12,7 @@ pub mod notify;
 mod release;
 pub mod reload;
 mod running;
+pub mod status;
 mod track;
 
 use std::future::Future;
@@ -156,6 +157,7 @@ async fn reload(
         .await
         .map(|plan| plan.summary())
         .map_err(|e| e.to_string());
+    running.admin_state.history.reload(&outcome);
     notifier.notify(State::Ready {
         status: &running.status(),
     });

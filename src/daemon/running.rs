@@ -175,6 +175,9 @@ pub(super) async fn own(
 
 impl Running {
     pub async fn start(config: Config) -> Result<Running, DaemonError> {
+        // The start time is taken on first use: now, not at the first scrape
+        // (`process_start_time_seconds`, the status page's "up since").
+        crate::telemetry::metrics::process();
         let listener_failures = ListenerFailures::default();
         let per_address = crate::proxy::workers::count(&config.proxy);
         let mut unbound = Vec::new();
@@ -241,6 +244,7 @@ impl Running {
         };
         let (admin_state, admin_reloads) =
             AdminState::new(shared.clone(), drain.clone(), effective);
+        admin_state.watch_listeners(listener_failures.clone());
         let admin = admin_socket.map(|l| AdminServer::spawn(l, admin_state.clone()));
         // Listeners accept and the VIPs are announced (or the election joined): ready.
         admin_state

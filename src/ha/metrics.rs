@@ -98,6 +98,23 @@ impl Vrrp {
         (name, self.priority.load(Ordering::Relaxed))
     }
 
+    /// The virtual router of IPv6 VIPs (`v6`) or IPv4 ones: its state's name (`None` before
+    /// it started) and its changes of state since the process started.
+    pub fn family(&self, v6: bool) -> (Option<&'static str>, u64) {
+        let f = &self.families[usize::from(v6)];
+        let code = f.state.load(Ordering::Relaxed);
+        let name = VRRP_STATES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, n)| *n);
+        (name, f.transitions.load(Ordering::Relaxed))
+    }
+
+    /// Each `[[vrrp.track]]` condition's label and whether it failed.
+    pub fn tracks(&self) -> Vec<(String, bool)> {
+        lock(&self.tracks).clone()
+    }
+
     /// The failed `[[vrrp.track]]` conditions' labels.
     pub fn tracks_failed(&self) -> Vec<String> {
         lock(&self.tracks)

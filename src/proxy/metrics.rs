@@ -176,6 +176,16 @@ impl Counters {
         self.certificate_reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Connections accepted by the listener at `bind` (`None`: it never accepted).
+    pub fn accepted(&self, bind: SocketAddr) -> Option<u64> {
+        self.listeners.get(&bind).map(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// The certificates served now, as [`Counters::tls_certificates`] last set them.
+    pub fn certificates(&self) -> Vec<(String, String, i64)> {
+        lock(&self.tls_certificates).clone()
+    }
+
     /// The certificates served now: (first name, file, not_after in Unix seconds).
     pub fn tls_certificates(&self, certs: Vec<(String, String, i64)>) {
         *lock(&self.tls_certificates) = certs;

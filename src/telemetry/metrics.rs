@@ -127,6 +127,11 @@ impl RequestStats {
     pub fn requests(&self, class: usize) -> u64 {
         self.requests[class].load(Ordering::Relaxed)
     }
+
+    /// The request duration histogram as it stands now.
+    pub fn duration(&self) -> HistogramReading {
+        self.duration.read()
+    }
 }
 
 /// Process-wide counters no layer owns; see [`process`].
@@ -218,6 +223,11 @@ impl<K: PartialEq + Clone, V> Registry<K, V> {
 }
 
 impl Process {
+    /// When the process started (Unix seconds).
+    pub fn started_unix(&self) -> u64 {
+        self.start_unix.load(Ordering::Relaxed)
+    }
+
     pub fn reload_done(&self, ok: bool) {
         if ok {
             self.reloads_ok.fetch_add(1, Ordering::Relaxed);

@@ -264,6 +264,12 @@ impl Backend {
         self.ejections.load(Ordering::Relaxed)
     }
 
+    /// Idle keep-alive connections kept now, over every worker's queue (read by the status
+    /// page; a queue's length is one atomic load).
+    pub fn idle(&self) -> usize {
+        self.idle.iter().map(ArrayQueue::len).sum()
+    }
+
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
     }
