@@ -541,6 +541,61 @@ ns_etc() {
 # TYPE NAME: how many queries of TYPE (A, AAAA, SRV) for NAME it has seen.
 dns_queries() { grep -cF "query[$1] $2 from" "$DNS_LOG" || true; }
 
+# --- an ACME server the test runs (pebble) ----------------------------------------------------
+
+# pebble (Debian's, the ACME test server) in its own namespace NS_ACME on the LAN, at ACME_IP,
+# named acme.test (give it to vipgate with `ns_etc NS hosts`), directory ACME_DIR. Its HTTPS
+# certificate is made here (testcert, CA in ACME_CA); it resolves the names it validates with
+# the test's dnsmasq (dns_up first) and checks them on ports 80 (HTTP-01) and 443
+# (TLS-ALPN-01). PEBBLE_VA_NOSLEEP=1; its 5% rejected nonces stay on. ACME_VALIDITY: the
+# lifetime of the certificates it issues, in seconds. Logs to ACME_LOG (appended across starts).
+ACME_IP=192.0.2.30
+ACME_NAME=acme.test
+NS_ACME=${VG_PREFIX}acme
+ACME_DIR=https://$ACME_NAME:14000/dir
+ACME_VALIDITY=${ACME_VALIDITY:-600}
+ACME_PID=
+# Start it, ≤ 10 s until the directory answers.
+pebble_up() {
+  local d=$VG_TMP/pebble i
+  mkdir -p "$d"
+  ACME_LOG=$d/log ACME_CA=$d/ca.pem
+  if [[ ! -e $d/ca.pem ]]; then
+    testcert ca "$d/ca"
+    testcert leaf "$d/ca" "$d/server" "$ACME_NAME"
+  fi
+  cat >"$d/config.json" <<JSON
+{"pebble": {"listenAddress": "$ACME_IP:14000", "managementListenAddress": "$ACME_IP:15000",
+  "certificate": "$d/server.pem", "privateKey": "$d/server.key", "httpPort": 80, "tlsPort": 443,
+  "ocspResponderURL": "", "externalAccountBindingRequired": false,
+  "certificateValidityPeriod": $ACME_VALIDITY}}
+JSON
+  [[ -e /run/netns/$NS_ACME ]] || vg_attach "$NS_ACME" acme "$ACME_IP" 02:00:c0:00:02:1e
+  ns_etc "$NS_ACME" hosts "$ACME_IP $ACME_NAME"
+  env PEBBLE_VA_NOSLEEP=1 ip netns exec "$NS_ACME" pebble -config "$d/config.json" \
+    -dnsserver "$DNS_IP:53" >>"$ACME_LOG" 2>&1 &
+  ACME_PID=$!
+  vg_track "$ACME_PID"
+  for ((i = 0; i < 100; i++)); do
+    in_ns "$NS_ACME" curl -s --max-time 2 --cacert "$ACME_CA" -o /dev/null "$ACME_DIR" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# Stop it (SIGTERM, by its PID) and reap it. Its CA (the roots it issues under) dies with it.
+pebble_down() {
+  [[ -n $ACME_PID ]] || return 0
+  kill -TERM "$ACME_PID" 2>/dev/null || true
+  vg_wait_gone 50 "$ACME_PID" || kill -KILL "$ACME_PID" 2>/dev/null || true
+  wait "$ACME_PID" 2>/dev/null || true
+  vg_forget "$ACME_PID"
+  ACME_PID=
+}
+# FILE: the root the running pebble issues under (from its management port) into FILE.
+pebble_root() {
+  in_ns "$NS_ACME" curl -sS --max-time 5 --cacert "$ACME_CA" -o "$1" "https://$ACME_NAME:15000/roots/0"
+}
+
 VG_RUN_ENV=() # extra NAME=VALUE for the next start_vipgate (NOTIFY_SOCKET=…, WATCHDOG_USEC=…)
 
 # CONFIG: `vipgate run` in NS_LB in the background; waits (≤ 10 s) for `ready` in its log.
