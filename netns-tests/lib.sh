@@ -547,13 +547,15 @@ dns_queries() { grep -cF "query[$1] $2 from" "$DNS_LOG" || true; }
 # named acme.test (give it to vipgate with `ns_etc NS hosts`), directory ACME_DIR. Its HTTPS
 # certificate is made here (testcert, CA in ACME_CA); it resolves the names it validates with
 # the test's dnsmasq (dns_up first) and checks them on ports 80 (HTTP-01) and 443
-# (TLS-ALPN-01). PEBBLE_VA_NOSLEEP=1; its 5% rejected nonces stay on. ACME_VALIDITY: the
-# lifetime of the certificates it issues, in seconds. Logs to ACME_LOG (appended across starts).
+# (TLS-ALPN-01). PEBBLE_VA_NOSLEEP=1; it rejects ACME_NONCEREJECT percent of good nonces
+# (default 5, pebble's own). ACME_VALIDITY: the lifetime of the certificates it issues, in
+# seconds. Logs to ACME_LOG (appended across starts).
 ACME_IP=192.0.2.30
 ACME_NAME=acme.test
 NS_ACME=${VG_PREFIX}acme
 ACME_DIR=https://$ACME_NAME:14000/dir
 ACME_VALIDITY=${ACME_VALIDITY:-600}
+ACME_NONCEREJECT=${ACME_NONCEREJECT:-5}
 ACME_PID=
 # Start it, ≤ 10 s until the directory answers.
 pebble_up() {
@@ -572,7 +574,7 @@ pebble_up() {
 JSON
   [[ -e /run/netns/$NS_ACME ]] || vg_attach "$NS_ACME" acme "$ACME_IP" 02:00:c0:00:02:1e
   ns_etc "$NS_ACME" hosts "$ACME_IP $ACME_NAME"
-  env PEBBLE_VA_NOSLEEP=1 ip netns exec "$NS_ACME" pebble -config "$d/config.json" \
+  env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT="$ACME_NONCEREJECT" ip netns exec "$NS_ACME" pebble -config "$d/config.json" \
     -dnsserver "$DNS_IP:53" >>"$ACME_LOG" 2>&1 &
   ACME_PID=$!
   vg_track "$ACME_PID"
