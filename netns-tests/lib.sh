@@ -763,6 +763,43 @@ https() {
   HTTP_BODY=
   if [[ -f $HTTP_FILE ]]; then HTTP_BODY=$(tr -d '\0' <"$HTTP_FILE"); fi
 }
+# CA HOST STOP OUT SECONDS: a bounded HTTPS load from the client across a certificate swap: one
+# GET of https://HOST/ per new TLS connection (so each is a handshake) to the VIP, trusting CA,
+# until the file STOP exists, at most 3000 requests and SECONDS s. Each request writes
+# `code=NNN` (`code=curl-failed` without an answer) and the certificate's `*  expire date:` line
+# to OUT. Sets LOAD_PID (tracked).
+tls_load_start() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  in_client timeout $(($5 + 10)) bash -c 'for ((i = 0; i < 3000 && SECONDS < $5; i++)); do
+      [[ -e $4 ]] && break
+      curl -sv --max-time 5 --cacert "$1" --resolve "$2:443:$3" -o /dev/null \
+        -w "code=%{http_code}\n" "https://$2/" 2>&1 | grep -E "^code=|^\*  expire date:" || echo "code=curl-failed"
+    done' _ "$1" "$2" "$VIP" "$3" "$5" >"$4" &
+  LOAD_PID=$!
+  vg_track "$LOAD_PID"
+}
+# HOST GO OUT SECONDS: one keep-alive TLS connection from the client to the VIP with SNI HOST: a
+# GET at once, a second one (then close) once the file GO exists, at most SECONDS s; the
+# responses go to OUT. Sets KA_PID (tracked).
+tls_keepalive_start() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  in_client timeout "$4" bash -c '{
+      printf "GET / HTTP/1.1\r\nHost: %s\r\n\r\n" "$3"
+      while [[ ! -e $2 ]]; do sleep 0.2; done
+      printf "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3"
+    } | openssl s_client -quiet -connect "$1:443" -servername "$3" 2>/dev/null' _ "$VIP" "$2" "$1" >"$3" &
+  KA_PID=$!
+  vg_track "$KA_PID"
+}
+# STOP GO: end both (touch the files), wait ≤ 15 s for them and reap them.
+tls_load_stop() {
+  touch "$1" "$2"
+  vg_wait_gone 150 "$LOAD_PID" "$KA_PID" || true
+  wait "$LOAD_PID" || true
+  wait "$KA_PID" || true
+  vg_forget "$LOAD_PID"
+  vg_forget "$KA_PID"
+}
 # The subject of the certificate the last `https` call was shown.
 tls_subject() { sed -n 's/^\*  subject: //p' "$HTTP_ERR" | head -n 1; }
 

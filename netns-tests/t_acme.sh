@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Certificates by ACME against a real ACME server (Debian's pebble, in a namespace of its own,
 # resolving the test names to the VIP with the test's dnsmasq): an HTTP-01 order answered by
-# vipgate's http listener, the certificate stored (0600, directory 0700) and served by the
-# https listener to a client that trusts only pebble's root (a placeholder before); renewal at
-# a third of a short lifetime swapped in under a bounded load with no failed request and a
-# keep-alive connection surviving; a restart reuses the stored account and certificate (no
-# new order at pebble); pebble down at start-up: vipgate serves HTTP, logs the failure and
-# retries with back-off, and once pebble is back (rejecting 20% of good nonces) a TLS-ALPN-01
-# order on the https listener succeeds.
+# vipgate's http listener (which redirects everything else to https), the certificate stored
+# (0600, directory 0700) and served by the https listener to a client that trusts only
+# pebble's root; renewal at a third of a short lifetime swapped in under a bounded load with no
+# failed request and a keep-alive connection surviving; a restart reuses the stored
+# certificate (no new order at pebble), and with the certificate file gone orders with the
+# stored account (no new account); pebble down at start-up: vipgate serves HTTP and the
+# placeholder, logs the failures and retries with back-off, and once pebble is back (rejecting
+# 20% of good nonces) a TLS-ALPN-01 order on the https listener succeeds, while a name in no
+# DNS fails with pebble's problem document logged.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -29,7 +31,8 @@ TLS_CA=$root
 
 store=$VG_TMP/acme-store
 cfg=$VG_TMP/acme.toml
-write_config() { # CHALLENGE NAME STORAGE
+write_config() { # CHALLENGE STORAGE PORT80_LINE NAME...: one acme certificate per NAME
+  local n
   cat >"$cfg" <<EOF
 [[vip]]
 address = "$VIP"
@@ -37,7 +40,7 @@ interface = "eth0"
 
 [[listener]]
 bind = "$VIP:80"
-protocol = "http"
+$3
 
 [[listener]]
 bind = "$VIP:443"
@@ -46,14 +49,11 @@ protocol = "https"
 [acme]
 directory = "$ACME_DIR"
 contact = ["ops@example.test"]
-storage = "$3"
+storage = "$2"
 server_ca = "$ACME_CA"
 challenge = "$1"
 retry_initial_ms = 500
 retry_max_ms = 4000
-
-[[certificate]]
-acme = ["$2"]
 
 [[host]]
 names = ["a.example.test", "b.example.test"]
@@ -64,8 +64,10 @@ pool = "a"
 [pool.a]
 backends = ["${BE_IP[0]}:$BACKEND_PORT"]
 EOF
+  for n in "${@:4}"; do printf '\n[[certificate]]\nacme = ["%s"]\n' "$n" >>"$cfg"; done
 }
 orders_at_pebble() { grep -c 'POST /order-plz' "$ACME_LOG" || true; }
+accounts_at_pebble() { grep -c 'POST /sign-me-up' "$ACME_LOG" || true; }
 wait_vg_more() { # ERE COUNT-BEFORE TENTHS: until the log has more lines matching ERE
   local i
   for ((i = 0; i < $3; i++)); do
@@ -77,8 +79,9 @@ wait_vg_more() { # ERE COUNT-BEFORE TENTHS: until the log has more lines matchin
 expiry() { sed -n 's/^\*  expire date: //p' "$HTTP_ERR" | head -n 1; }
 mode_of() { stat -c %a "$1" 2>/dev/null || echo missing; }
 
-section "HTTP-01: issued through the http listener, served on https"
-write_config http-01 a.example.test "$store"
+section "HTTP-01: issued through the http listener (redirect_https), served on https"
+# The http listener redirects everything to https: the token is answered before the redirect.
+write_config http-01 "$store" 'redirect_https = 301' a.example.test
 in_lb "$VIPGATE_BIN" check --config "$cfg" >"$VG_TMP/check.out" 2>&1 || { cat "$VG_TMP/check.out"; fail "check accepts the [acme] config"; }
 start_vipgate "$cfg" || abort "vipgate starts with an [acme] table and no certificate yet"
 wait_vg_more "ACME certificate issued" 0 300 || fail "the certificate is issued within 30 s"
@@ -95,38 +98,20 @@ assert_num "the expiry metric covers the ACME certificate" "$(metric_prefix_of "
 assert_eq "storage directory is 0700" 700 "$(mode_of "$store")"
 assert_eq "account file is 0600" 600 "$(mode_of "$store/account.json")"
 assert_eq "certificate file (chain and key) is 0600" 600 "$(mode_of "$store/certs/a.example.test.pem")"
+http a.example.test /
+assert_eq "other requests on the http listener are still redirected" 301 "$HTTP_CODE"
 
 section "renewal at a third of the lifetime, swapped under load"
 load=$VG_TMP/load.txt
 stop_file=$VG_TMP/load.stop
-# A new TLS connection per request: at most 2000 requests, 60 s.
-# shellcheck disable=SC2016 # expanded by the inner bash
-in_client timeout 70 bash -c 'for ((i = 0; i < 2000 && SECONDS < 60; i++)); do
-    [[ -e $3 ]] && break
-    curl -sv --max-time 5 --cacert "$1" --resolve "a.example.test:443:$2" -o /dev/null \
-      -w "code=%{http_code}\n" https://a.example.test/ 2>&1 | grep -E "^code=|^\*  expire date:" || echo "code=curl-failed"
-    sleep 0.05
-  done' _ "$root" "$VIP" "$stop_file" >"$load" &
-load_pid=$!
-vg_track "$load_pid"
-# One keep-alive connection across the renewal: its second request is sent after it.
-# shellcheck disable=SC2016 # expanded by the inner bash
-in_client timeout 70 bash -c '{
-    printf "GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n"
-    while [[ ! -e $2 ]]; do sleep 0.2; done
-    printf "GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
-  } | openssl s_client -quiet -CAfile "$3" -connect "$1:443" -servername a.example.test 2>/dev/null' _ "$VIP" "$VG_TMP/ka.go" "$root" >"$VG_TMP/ka.out" &
-ka_pid=$!
-vg_track "$ka_pid"
+# A new TLS connection per request (at most 3000, 60 s), and one keep-alive connection whose
+# second request is sent after the renewal.
+tls_load_start "$root" a.example.test "$stop_file" "$load" 60
+tls_keepalive_start a.example.test "$VG_TMP/ka.go" "$VG_TMP/ka.out" 70
 wait_vg_more "ACME certificate issued" 1 550 || fail "the certificate is renewed within 55 s"
 wait_vg_more "certificate file changed" 1 50 || fail "the renewed certificate is swapped in within 5 s"
 sleep 1
-touch "$stop_file" "$VG_TMP/ka.go"
-vg_wait_gone 150 "$load_pid" "$ka_pid" || true
-wait "$load_pid" || true
-wait "$ka_pid" || true
-vg_forget "$load_pid"
-vg_forget "$ka_pid"
+tls_load_stop "$stop_file" "$VG_TMP/ka.go"
 total=$(grep -c '^code=' "$load" || true)
 ok=$(grep -c '^code=200$' "$load" || true)
 seen=$(grep '^\*  expire date:' "$load" | sort -u | wc -l)
@@ -148,16 +133,26 @@ assert_eq "no new order at pebble after the restart" "$before" "$(orders_at_pebb
 assert_eq "no order in the new log" 0 "$(vg_log_count 'ordering an ACME certificate')"
 note "orders at pebble so far: $before; issued before restart: $issued"
 stop_vipgate
+accounts=$(accounts_at_pebble)
+rm "$store/certs/a.example.test.pem"
+start_vipgate "$cfg" || abort "vipgate restarts without its certificate file"
+wait_vg_more "ACME certificate issued" 0 300 || fail "the missing certificate is ordered again within 30 s"
+assert_eq "with the stored account: one more order at pebble" $((before + 1)) "$(orders_at_pebble)"
+assert_eq "no new account at pebble" "$accounts" "$(accounts_at_pebble)"
+assert_eq "the stored account is read, not made" 1 "$(vg_log_count 'ACME account read from')"
+stop_vipgate
 
 section "pebble down at start-up: HTTP served, back-off, then TLS-ALPN-01 once it is back"
 pebble_down
-write_config tls-alpn-01 b.example.test "$VG_TMP/acme-store-2"
+# nodns.example.test is in no DNS: pebble refuses its orders with a problem document.
+write_config tls-alpn-01 "$VG_TMP/acme-store-2" 'protocol = "http"' b.example.test nodns.example.test
 start_vipgate "$cfg" || abort "vipgate starts while the ACME server is down"
 http a.example.test /
 assert_eq "plain HTTP is served while the ACME server is down" 200 "$HTTP_CODE"
-wait_vg_more "ACME order failed" 2 100 || fail "failures are logged and retried (3 within 10 s)"
-delays=$(vg_log_text | sed -n 's/.*ACME order failed.*retry_in_ms=\([0-9]*\).*/\1/p; s/.*retry_in_ms=\([0-9]*\).*ACME order failed.*/\1/p' | head -n 3 | paste -sd' ')
-note "back-off after the first failures (ms): $delays"
+wait_vg_more "ACME order failed.*certificate=b.example.test" 2 100 || fail "failures are logged and retried (3 within 10 s)"
+delays=$(vg_log_text | grep 'ACME order failed.*certificate=b.example.test' |
+  sed -n 's/.*retry_in_ms=\([0-9]*\).*/\1/p' | head -n 3 | paste -sd' ')
+note "b.example.test's back-off after its first failures (ms): $delays"
 read -r d1 d2 d3 <<<"$delays"
 assert_num "the back-off grows (first < second)" "${d1:-0}" -lt "${d2:-0}"
 assert_num "the back-off grows (second < third)" "${d2:-0}" -lt "${d3:-0}"
@@ -174,7 +169,10 @@ wait_vg_more "ACME certificate issued" 0 300 || fail "issued by TLS-ALPN-01 with
 wait_vg_more "certificate file changed" 0 50 || fail "the watcher swaps it in"
 https b.example.test /
 assert_eq "a client trusting only the new pebble root gets 200 for b.example.test" 200 "$HTTP_CODE"
+wait_vg_more 'ACME order failed.*"type":"urn:ietf:params:acme:error:' 0 150 || fail "a refused order is logged with the server's problem document"
+note "$(vg_log_text | grep -m1 -o 'ACME order failed.*"type":"urn:ietf:params:acme:error:[a-zA-Z]*"' | cut -c1-200)"
 metrics=$(metrics_in "$NS_LB")
+assert_num "the name in no DNS: failed orders counted" "$(metric_of "$metrics" 'vipgate_acme_orders_total{certificate="nodns.example.test",result="failed"}')" -ge 1
 assert_num "TLS-ALPN-01 answered by vipgate (metrics)" "$(metric_of "$metrics" 'vipgate_acme_challenges_answered_total{type="tls-alpn-01"}')" -ge 1
 
 summary

@@ -152,7 +152,7 @@ impl Task {
                 return Ok(a.clone());
             }
         }
-        let fail = |e: &dyn std::fmt::Display| AcmeError::Account(e.to_string());
+        let fail = |e: &instant_acme::Error| AcmeError::Account(describe(e));
         store::ensure_dir(&acme.storage)?;
         let builder = || match &acme.server_ca {
             Some(ca) => Account::builder_with_root(ca),
@@ -219,7 +219,7 @@ impl Task {
         file: &Path,
     ) -> Result<i64, AcmeError> {
         let account = self.account(acme).await?;
-        let order_fail = |e: &dyn std::fmt::Display| AcmeError::Order(e.to_string());
+        let order_fail = |e: &instant_acme::Error| AcmeError::Order(describe(e));
         let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
         let mut order = account
             .new_order(&NewOrder::new(&ids))
@@ -272,7 +272,7 @@ impl Task {
                 .await
                 .map_err(|e| AcmeError::Challenge {
                     name: name.clone(),
-                    reason: e.to_string(),
+                    reason: describe(&e),
                 })?;
         }
         let status = order
@@ -322,6 +322,14 @@ async fn problem_of(order: &mut instant_acme::Order, status: OrderStatus) -> Str
         }
     }
     out
+}
+
+/// An error of the ACME client; the server's problem document in full when it sent one.
+fn describe(e: &instant_acme::Error) -> String {
+    match e {
+        instant_acme::Error::Api(p) => format!("problem document {}", problem_text(p)),
+        other => other.to_string(),
+    }
 }
 
 /// The problem document as the server sent it (RFC 7807: type, detail, status).
