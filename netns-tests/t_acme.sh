@@ -82,7 +82,14 @@ mode_of() { stat -c %a "$1" 2>/dev/null || echo missing; }
 section "HTTP-01: issued through the http listener (redirect_https), served on https"
 # The http listener redirects everything to https: the token is answered before the redirect.
 write_config http-01 "$store" 'redirect_https = 301' a.example.test
-in_lb "$VIPGATE_BIN" check --config "$cfg" >"$VG_TMP/check.out" 2>&1 || { cat "$VG_TMP/check.out"; fail "check accepts the [acme] config"; }
+vipgate_cmd check --config "$cfg"
+assert_eq "check accepts the [acme] config" 0 "$CMD_RC"
+assert_contains "check names the ACME table" "$CMD_OUT" "acme $ACME_DIR by http-01"
+assert_contains "check shows the placeholder before the first order" "$CMD_OUT" "(acme), CN=vipgate placeholder"
+sed 's/^challenge = "http-01"$/challenge = "dns-01"/' "$cfg" >"$VG_TMP/bad.toml"
+vipgate_cmd check --config "$VG_TMP/bad.toml"
+assert_eq "check refuses challenge = \"dns-01\" (exit 2)" 2 "$CMD_RC"
+assert_match "with file, line and reason" "$CMD_ERR" "$VG_TMP/bad.toml:[0-9]+:[0-9]+: error: challenge \"dns-01\" is not .*"
 start_vipgate "$cfg" || abort "vipgate starts with an [acme] table and no certificate yet"
 wait_vg_more "ACME certificate issued" 0 300 || fail "the certificate is issued within 30 s"
 wait_vg_more "certificate file changed" 0 50 || fail "the watcher swaps the issued certificate in within 5 s"

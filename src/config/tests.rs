@@ -1571,37 +1571,31 @@ backends = ["192.0.2.21:8080"]
 
     #[test]
     fn acme_needs_its_table_and_the_listener_of_its_challenge() {
-        let no_table = ACME.replace(
-            "[acme]\ncontact = [\"ops@example.test\"]\nstorage = \"/nonexistent/vipgate-acme-test\"\n",
-            "",
-        );
-        let msg = parse(Path::new("t.toml"), &no_table)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.starts_with("t.toml:11:") && msg.contains("acme needs an [acme] table"),
-            "{msg}"
-        );
-        let no_http = ACME.replace(
-            "[[listener]]\nbind = \"192.0.2.200:80\"\nprotocol = \"http\"\n",
-            "",
-        );
-        let msg = parse(Path::new("t.toml"), &no_http)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.starts_with("t.toml:6:") && msg.contains("http-01 needs an http listener"),
-            "{msg}"
-        );
-        let alpn_without_https = ACME
-            .replace(
-                "[[listener]]\nbind = \"192.0.2.200:443\"\nprotocol = \"https\"\n",
-                "",
-            )
-            .replace("storage =", "challenge = \"tls-alpn-01\"\nstorage =");
-        let msg = parse(Path::new("t.toml"), &alpn_without_https)
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("tls-alpn-01 needs an https listener"), "{msg}");
+        let refused = |text: String| parse(Path::new("t.toml"), &text).unwrap_err().to_string();
+        let table = "[acme]\ncontact = [\"ops@example.test\"]\nstorage = \"/nonexistent/vipgate-acme-test\"\n";
+        let http = "[[listener]]\nbind = \"192.0.2.200:80\"\nprotocol = \"http\"\n";
+        let https = "[[listener]]\nbind = \"192.0.2.200:443\"\nprotocol = \"https\"\n";
+        let cases = [
+            (
+                ACME.replace(table, ""),
+                "t.toml:11:",
+                "acme needs an [acme] table",
+            ),
+            (
+                ACME.replace(http, ""),
+                "t.toml:6:",
+                "http-01 needs an http listener",
+            ),
+            (
+                ACME.replace(https, "")
+                    .replace("storage =", "challenge = \"tls-alpn-01\"\nstorage ="),
+                "t.toml:8:",
+                "tls-alpn-01 needs an https listener",
+            ),
+        ];
+        for (text, at, words) in cases {
+            let msg = refused(text);
+            assert!(msg.starts_with(at) && msg.contains(words), "{msg}");
+        }
     }
 }
