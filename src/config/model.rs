@@ -235,6 +235,9 @@ pub struct Listener {
     /// Client connections open at once on this listener (all workers together); more wait in
     /// the kernel's accept queue.
     pub max_connections: usize,
+    /// `http` listeners: HTTP/2 with prior knowledge besides HTTP/1.x; `https` listeners: ALPN
+    /// `h2` offered before `http/1.1`. Always false on `tcp` listeners.
+    pub http2: bool,
 }
 
 /// The TLS settings of an `https` listener. Certificates are shared by every `https`
@@ -735,6 +738,8 @@ pub struct ProxySettings {
     pub max_request_line: usize,
     pub max_head_size: usize,
     pub max_headers: usize,
+    /// Streams one HTTP/2 client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub http2_max_concurrent_streams: u32,
     /// Clients whose forwarded-for claims are believed.
     pub trusted_proxies: Vec<Cidr>,
     pub client_ip_header: ClientIpHeader,
@@ -821,6 +826,8 @@ pub mod defaults {
     /// (the size of the parser's array). Matches nginx and HAProxy (about 100).
     pub const MAX_HEADERS: usize = 100;
     pub const RETRY_BUDGET_PERCENT: u32 = 20;
+    /// Envoy's, nginx's and HAProxy's default (RFC 9113 §6.5.2 asks for at least 100).
+    pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
     pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
     pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -858,6 +865,7 @@ impl Default for ProxySettings {
             max_request_line: MAX_REQUEST_LINE,
             max_head_size: MAX_HEAD_SIZE,
             max_headers: MAX_HEADERS,
+            http2_max_concurrent_streams: HTTP2_MAX_CONCURRENT_STREAMS,
             trusted_proxies: Vec::new(),
             client_ip_header: ClientIpHeader::XForwardedFor,
             request_id: false,

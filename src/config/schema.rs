@@ -126,6 +126,7 @@ pub(super) struct RawProxy {
     pub max_request_line: Option<Spanned<i64>>,
     pub max_head_size: Option<Spanned<i64>>,
     pub max_headers: Option<Spanned<i64>>,
+    pub http2_max_concurrent_streams: Option<Spanned<i64>>,
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     pub client_ip_header: Option<Spanned<String>>,
     pub request_id: Option<bool>,
@@ -172,6 +173,8 @@ pub(super) struct RawListener {
     /// `http` listeners only.
     pub redirect_https: Option<Spanned<i64>>,
     pub max_connections: Option<Spanned<i64>>,
+    /// `http` and `https` listeners.
+    pub http2: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

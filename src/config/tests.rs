@@ -288,6 +288,18 @@ const BAD: &[(&str, &str, usize, &str)] = &[
         "max_connections = 0 is out of range (1 to 1000000)",
     ),
     (
+        "bind = \"192.0.2.200:80\"",
+        "bind = \"192.0.2.200:80\"\nhttp2 = \"yes\"",
+        7,
+        "invalid type",
+    ),
+    (
+        "[pool.web]",
+        "[proxy]\nhttp2_max_concurrent_streams = 0\n[pool.web]",
+        19,
+        "http2_max_concurrent_streams = 0 is out of range (1 to 10000)",
+    ),
+    (
         "[pool.web]",
         "[daemon]\ndrain_timeout_ms = -1\n[pool.web]",
         19,

@@ -526,6 +526,9 @@ pub fn config_json(c: &Config) -> String {
                 None => j.key("redirect_https").raw("null"),
             };
         }
+        if l.protocol.is_http() {
+            j.key("http2").raw(l.http2);
+        }
         j.close('}');
     }
     j.close(']');
@@ -721,6 +724,8 @@ pub fn config_json(c: &Config) -> String {
     j.key("max_request_line").raw(s.max_request_line);
     j.key("max_head_size").raw(s.max_head_size);
     j.key("max_headers").raw(s.max_headers);
+    j.key("http2_max_concurrent_streams")
+        .raw(s.http2_max_concurrent_streams);
     cidrs(&mut j, "trusted_proxies", &s.trusted_proxies);
     j.key("client_ip_header").str(match s.client_ip_header {
         crate::config::ClientIpHeader::XForwardedFor => "x-forwarded-for",

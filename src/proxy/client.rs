@@ -32,4 +32,7 @@ pub struct Front {
     pub tls: Option<Arc<TlsInfo>>,
     /// `http` listeners with `redirect_https`: every request gets this redirect.
     pub redirect_https: Option<u16>,
+    /// `http` listeners with `http2`: a connection that starts with the HTTP/2 preface is
+    /// handed to `http2`.
+    pub http2: bool,
 }

@@ -213,6 +213,7 @@ async fn dispatch(
             let front = Front {
                 tls: None,
                 redirect_https: spec.redirect_https,
+                http2: spec.http2,
             };
             conn::serve(stream, peer, early, shared, guard, front).await
         }
@@ -227,10 +228,15 @@ async fn dispatch(
             else {
                 return;
             };
+            let http2 = info.http2;
             let front = Front {
                 tls: Some(std::sync::Arc::new(info)),
                 redirect_https: None,
+                http2: false,
             };
+            if http2 {
+                return Box::pin(super::http2::serve(stream, peer, shared, guard, front)).await;
+            }
             // Boxed: a TLS connection's state is ~2.5 KB bigger, and kept inline it would size
             // every plain connection's task too (each idle one costs its whole task).
             Box::pin(conn::serve(

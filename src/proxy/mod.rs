@@ -5,7 +5,7 @@
 //! what its listener says), `tls` (https listeners: certificates by SNI, handshakes),
 //! `exchange` (one request's protocol-independent phases: decide, try and retry, track),
 //! `error` (the request path's one error type), `http1` (wire format, and a client
-//! connection's loop), `route` (Host and path table, pure), `upstream` (pools and balancing),
+//! connection's loop), `http2` (HTTP/2 client connections and their streams, over `h2`), `route` (Host and path table, pure), `upstream` (pools and balancing),
 //! `l4` (tcp listeners), `drain` (counting connections and telling them to finish on stop),
 //! `workers` (the per-core worker threads). It does not own the VIP: `l2` makes the kernel deliver VIP traffic here.
 
@@ -16,6 +16,7 @@ pub mod error;
 pub mod exchange;
 pub mod forwarded;
 pub mod http1;
+pub mod http2;
 pub mod l4;
 pub mod listener;
 pub mod metrics;

@@ -583,6 +583,7 @@ mod tests {
             sni: Some("blog.example.test".into()),
             version: "TLSv1.3",
             cipher: "TLS13_AES_128_GCM_SHA256",
+            http2: false,
             client_subject: Some("CN=client one".into()),
         }));
         let mut s = String::new();

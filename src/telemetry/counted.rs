@@ -25,6 +25,11 @@ impl<S> Counted<S> {
 }
 
 impl<S> Counted<S> {
+    /// The stream, for another protocol to speak over.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// The stream itself, for what is not a read or a write (readiness).
     pub fn inner_mut(&mut self) -> &mut S {
         &mut self.inner

@@ -247,6 +247,8 @@ pub struct TlsInfo {
     pub cipher: &'static str,
     /// The subject of the verified client certificate (listeners with `client_ca`).
     pub client_subject: Option<Box<str>>,
+    /// The client chose `h2` by ALPN: the connection speaks HTTP/2.
+    pub http2: bool,
 }
 
 fn unix_seconds(t: SystemTime) -> i64 {

@@ -354,8 +354,19 @@ pub(super) fn validate_listeners(
                 }
             },
         };
+        let http2 = match &l.http2 {
+            Some(v) if !protocol.is_http() => {
+                return Err(Located::new(
+                    v.span(),
+                    "http2 applies only to protocol = \"http\" or \"https\"",
+                ))
+            }
+            Some(v) => *v.get_ref(),
+            None => protocol.is_http(),
+        };
         listeners.push(Listener {
             bind,
+            http2,
             protocol,
             accept_proxy_protocol: l.accept_proxy_protocol.unwrap_or(false),
             tls,

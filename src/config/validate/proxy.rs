@@ -186,6 +186,13 @@ pub(super) fn validate_proxy(raw: &RawProxy) -> Result<ProxySettings> {
             "max_headers",
             MAX_HEADERS as u32,
         )? as usize,
+        http2_max_concurrent_streams: count(
+            raw.http2_max_concurrent_streams.as_ref(),
+            1,
+            10_000,
+            "http2_max_concurrent_streams",
+            HTTP2_MAX_CONCURRENT_STREAMS,
+        )?,
         trusted_proxies,
         client_ip_header,
         request_id: raw.request_id.unwrap_or(false),

@@ -375,15 +375,18 @@ backends = ["192.0.2.21:8080"]
         let redirect = Front {
             tls: None,
             redirect_https: Some(301),
+            http2: false,
         };
         let tls = |sni: &str, subject: Option<&str>| Front {
             tls: Some(Arc::new(TlsInfo {
                 sni: Some(sni.into()),
                 version: "TLSv1.3",
                 cipher: "TLS13_AES_128_GCM_SHA256",
+                http2: false,
                 client_subject: subject.map(Into::into),
             })),
             redirect_https: None,
+            http2: false,
         };
         let inside: SocketAddr = "198.51.100.7:5000".parse().unwrap();
         let other: SocketAddr = "198.51.100.8:5000".parse().unwrap();
@@ -596,14 +599,17 @@ backends = ["192.0.2.21:8080"]
                 sni: Some("a.test".into()),
                 version: "TLSv1.3",
                 cipher: "TLS13_AES_128_GCM_SHA256",
+                http2: false,
                 client_subject: None,
             })),
             redirect_https: None,
+            http2: false,
         };
         // A redirect_https listener answers tokens too: HTTP-01 comes before the redirect.
         let redirecting = Front {
             tls: None,
             redirect_https: Some(301),
+            http2: false,
         };
         let path = b"/.well-known/acme-challenge/tok";
         let cases: &[(&Front, &str, &[u8], Option<&str>)] = &[

@@ -74,6 +74,21 @@ pub struct Try<'a> {
     pub started: Instant,
 }
 
+impl Try<'_> {
+    /// The error to retry with instead of relaying a final response of `status`, when the
+    /// route drops it for a retry: such a response never reaches the client.
+    #[inline]
+    pub fn dropped(&self, status: u16) -> Option<Error> {
+        if status < 500 {
+            return None;
+        }
+        let dropped = Error::new(Kind::Status(status));
+        self.drop_status
+            .is_some_and(|(on, replayable)| dropped.retry_allowed(on, replayable))
+            .then_some(dropped)
+    }
+}
+
 /// A response that reached the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Relayed {

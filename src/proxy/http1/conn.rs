@@ -36,6 +36,8 @@ use crate::proxy::exchange::{
     self, decide, Attempts, Body, Decision, Finish, Head, Progress, Relayed, Routed, Track, Try,
 };
 use crate::proxy::forwarded;
+use crate::proxy::http2;
+use crate::proxy::tls::Prefixed;
 use crate::proxy::upstream::backend::Backend;
 use crate::proxy::upstream::stream::{self, TlsFailure, UpstreamStream};
 use crate::proxy::{Shared, Snapshot};
@@ -78,9 +80,23 @@ pub async fn serve<S: ClientStream>(
         marks: Marks::default(),
         timer: Deadline::new(),
         clock: Instant::now(),
+        http2: false,
     };
     if let Err(e) = conn.run().await {
         debug!(%peer, error = %e, "connection ended");
+    }
+    if conn.http2 {
+        // Prior knowledge: the client spoke HTTP/2 from its first byte.
+        let Conn {
+            client,
+            rbuf,
+            shared,
+            guard,
+            front,
+            ..
+        } = conn;
+        let io = Prefixed::new(rbuf, client.into_inner());
+        Box::pin(http2::serve(io, peer, shared, guard, front)).await;
     }
 }
 
@@ -114,6 +130,9 @@ struct Conn<S> {
     /// ends, and reused for what is computed between (the idle and head deadlines), rather
     /// than read again for each.
     clock: Instant,
+    /// The connection began with the HTTP/2 preface (`http` listeners with `http2`): its
+    /// bytes are in `rbuf`, for `http2` to serve.
+    http2: bool,
 }
 
 /// Where the current request's bytes begin in the connection's counts.
@@ -242,8 +261,18 @@ impl<S: ClientStream> Conn<S> {
         let idle = settings.client_idle_timeout;
         loop {
             if started {
-                if let Some(decided) = self.parse_and_decide(&limits) {
-                    return Ok(Some(decided));
+                // Only a connection's first bytes can be a preface: nothing was answered yet.
+                let preface = self.front.http2
+                    && self.client.written == 0
+                    && http2::starts_with_preface(&self.rbuf);
+                if preface && self.rbuf.len() >= http2::PREFACE.len() {
+                    self.http2 = true;
+                    return Ok(None);
+                }
+                if !preface {
+                    if let Some(decided) = self.parse_and_decide(&limits) {
+                        return Ok(Some(decided));
+                    }
                 }
             }
             let read = if started {
@@ -500,8 +529,23 @@ impl<S: ClientStream> Conn<S> {
     }
 }
 
+/// `open` when no pooled connection is idle: a new connection to `backend`, for every
+/// protocol's tries against HTTP/1.1 backends.
+pub(crate) async fn connect(backend: &Backend, limit: Duration) -> Result<UpstreamStream> {
+    // Boxed: a connect's state (a TLS handshake's included) is bigger than the rest of an
+    // exchange, and inline it would be carried by every connection's task, idle ones too.
+    // New backend connections are rare next to the pooled ones.
+    match Box::pin(stream::connect(backend, limit, &[])).await {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            debug!(backend = %backend.address, error = %e, "connect failed");
+            Err(Error::new(Kind::Connect))
+        }
+    }
+}
+
 /// The head to send to the backend, from the client's (path in normal form) and the decision.
-fn write_upstream_head(
+pub(crate) fn write_upstream_head(
     snap: &Snapshot,
     front: &Front,
     peer: SocketAddr,
@@ -527,7 +571,7 @@ fn write_upstream_head(
 
 /// What one read of a response head did: `Ok(true)` when bytes came. `got_any`: some of
 /// this head had come before; `lost`: what a connection that closed before answering means.
-fn head_read(
+pub(crate) fn head_read(
     read: std::result::Result<std::io::Result<usize>, crate::proxy::deadline::Elapsed>,
     got_any: bool,
     reused: bool,
@@ -625,7 +669,10 @@ impl<S: ClientStream> Exchanging<'_, S> {
         // `open`: a pooled connection, else a new one.
         let (mut upstream, reused) = match backend.checkout(t.started.into_std()) {
             Some(s) => (s, true),
-            None => (self.connect(backend).await?, false),
+            None => (
+                connect(backend, self.conn.snap.settings.connect_timeout).await?,
+                false,
+            ),
         };
         // What a failure before the response means: a pooled connection may just have been
         // closed by the backend, which says nothing about its health.
@@ -708,21 +755,6 @@ impl<S: ClientStream> Exchanging<'_, S> {
         })
     }
 
-    /// `open` when no pooled connection is idle: a new connection to `backend`.
-    async fn connect(&mut self, backend: &Backend) -> Result<UpstreamStream> {
-        let limit = self.conn.snap.settings.connect_timeout;
-        // Boxed: a connect's state (a TLS handshake's included) is bigger than the rest of an
-        // exchange, and inline it would be carried by every connection's task, idle ones too.
-        // New backend connections are rare next to the pooled ones.
-        match Box::pin(stream::connect(backend, limit, &[])).await {
-            Ok(s) => Ok(s),
-            Err(e) => {
-                debug!(backend = %backend.address, error = %e, "connect failed");
-                Err(Error::new(Kind::Connect))
-            }
-        }
-    }
-
     /// `send_request`'s body: after a `100 Continue` of our own, the body as framed.
     async fn send_body(
         &mut self,
@@ -795,12 +827,8 @@ impl<S: ClientStream> Exchanging<'_, S> {
             return Err(Error::new(Kind::BadResponse));
         }
         let interim = resp.is_interim();
-        if !interim && resp.status >= 500 {
-            let dropped = Error::new(Kind::Status(resp.status));
-            // A response dropped for a retry never reaches the client.
-            if t.drop_status
-                .is_some_and(|(on, replayable)| dropped.retry_allowed(on, replayable))
-            {
+        if !interim {
+            if let Some(dropped) = t.dropped(resp.status) {
                 return Err(dropped);
             }
         }

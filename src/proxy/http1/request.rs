@@ -253,7 +253,11 @@ pub fn parse<'b, 'h>(
         keep_alive: !close,
         expect_continue: expect_continue && framing != Framing::Empty,
         // RFC 9110 §7.8: Upgrade counts only when Connection names it, and not in HTTP/1.0.
-        upgrade: upgrade.filter(|_| connection_upgrade && version == Version::Http11),
+        // Never to h2c (RFC 9113 §3.1 deprecated it): a backend that took it would turn the
+        // connection into an HTTP/2 tunnel whose requests vipgate never routes or checks
+        // ("h2c smuggling"). Such a request goes on as a plain HTTP/1.1 one.
+        upgrade: upgrade
+            .filter(|v| connection_upgrade && version == Version::Http11 && !tokens::has(v, "h2c")),
         connection_names_fields,
     }))
 }
@@ -591,6 +595,44 @@ mod tests {
             r.authority.map(<[u8]>::to_vec),
             r.path.to_string(),
         )
+    }
+
+    #[test]
+    fn an_upgrade_to_h2c_is_not_forwarded_and_websocket_is() {
+        let upgrade_of = |raw: &[u8]| {
+            let mut headers = super::super::headers();
+            let r = parse(raw, &mut headers, &Limits::default())
+                .unwrap()
+                .unwrap();
+            r.upgrade.map(<[u8]>::to_vec)
+        };
+        let ws =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        assert_eq!(upgrade_of(ws), Some(b"websocket".to_vec()));
+        let h2c = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+        assert_eq!(upgrade_of(h2c), None);
+        let both =
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket, H2C\r\n\r\n";
+        assert_eq!(upgrade_of(both), None);
+        let mut headers = super::super::headers();
+        let req = parse(h2c, &mut headers, &Limits::default())
+            .unwrap()
+            .unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let fwd = Forwarding {
+            peer: ip,
+            client: ip,
+            peer_trusted: false,
+            proto: "http",
+            request_id: None,
+        };
+        let mut out = BytesMut::new();
+        write_upstream_head(&req, &fwd, &mut out);
+        let sent = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        assert!(
+            !sent.contains("upgrade") && !sent.contains("http2-settings"),
+            "{sent}"
+        );
     }
 
     fn parse_err(raw: &[u8]) -> RequestError {

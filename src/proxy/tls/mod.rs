@@ -1,6 +1,6 @@
 //! TLS on the client side: `protocol = "https"` listeners.
 //!
-//! Owns the rustls server configuration of each https listener (versions, ALPN `http/1.1`,
+//! Owns the rustls server configuration of each https listener (versions, ALPN `h2` and `http/1.1`,
 //! client certificate verification, session resumption by tickets and a session cache shared
 //! across reloads), the handshake of an accepted connection with its timeout and failure
 //! reason, what the rest of the connection learns from it ([`TlsInfo`]: SNI, version, cipher,
@@ -137,7 +137,12 @@ impl TlsFront {
                 return None;
             }
         };
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // h2 first: a client that speaks both gets HTTP/2 (RFC 9113 §3.2).
+        cfg.alpn_protocols = if l.http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         if self.acme_tls_alpn {
             cfg.alpn_protocols
                 .push(crate::acme::challenge::ACME_TLS_ALPN.to_vec());
@@ -222,6 +227,7 @@ pub async fn handshake(
             .and_then(|c| c.first())
             .and_then(crate::tls::subject_of)
             .map(Into::into),
+        http2: conn.alpn_protocol() == Some(b"h2"),
     };
     Some((stream, info))
 }
@@ -252,15 +258,22 @@ pub fn failure_reason(e: &io::Error) -> ClientTlsFailure {
     }
 }
 
-/// A TCP stream with bytes read from it already (after a PROXY protocol header) put back in
-/// front. Without such bytes it costs one length check per read.
+/// A stream with bytes read from it already (after a PROXY protocol header, or the HTTP/2
+/// preface an HTTP/1 connection found) put back in front. Without such bytes it costs one
+/// length check per read.
 #[derive(Debug)]
-pub struct Prefixed {
+pub struct Prefixed<S = TcpStream> {
     early: BytesMut,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S> Prefixed<S> {
+    pub fn new(early: BytesMut, inner: S) -> Prefixed<S> {
+        Prefixed { early, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -277,7 +290,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
