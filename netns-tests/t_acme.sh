@@ -66,8 +66,10 @@ backends = ["${BE_IP[0]}:$BACKEND_PORT"]
 EOF
   for n in "${@:4}"; do printf '\n[[certificate]]\nacme = ["%s"]\n' "$n" >>"$cfg"; done
 }
-orders_at_pebble() { grep -c 'POST /order-plz' "$ACME_LOG" || true; }
-accounts_at_pebble() { grep -c 'POST /sign-me-up' "$ACME_LOG" || true; }
+# What pebble holds (its own count, logged on each new one): a POST it rejected for a bad nonce
+# and that the client sent again is not a second order.
+orders_at_pebble() { sed -n 's/.*There are now \([0-9]*\) orders in the db.*/\1/p' "$ACME_LOG" | tail -n 1 | grep . || echo 0; }
+accounts_at_pebble() { sed -n 's/.*There are now \([0-9]*\) accounts in memory.*/\1/p' "$ACME_LOG" | tail -n 1 | grep . || echo 0; }
 wait_vg_more() { # ERE COUNT-BEFORE TENTHS: until the log has more lines matching ERE
   local i
   for ((i = 0; i < $3; i++)); do
