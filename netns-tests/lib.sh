@@ -541,6 +541,63 @@ ns_etc() {
 # TYPE NAME: how many queries of TYPE (A, AAAA, SRV) for NAME it has seen.
 dns_queries() { grep -cF "query[$1] $2 from" "$DNS_LOG" || true; }
 
+# --- an ACME server the test runs (pebble) ----------------------------------------------------
+
+# pebble (Debian's, the ACME test server) in its own namespace NS_ACME on the LAN, at ACME_IP,
+# named acme.test (give it to vipgate with `ns_etc NS hosts`), directory ACME_DIR. Its HTTPS
+# certificate is made here (testcert, CA in ACME_CA); it resolves the names it validates with
+# the test's dnsmasq (dns_up first) and checks them on ports 80 (HTTP-01) and 443
+# (TLS-ALPN-01). PEBBLE_VA_NOSLEEP=1; it rejects ACME_NONCEREJECT percent of good nonces
+# (default 5, pebble's own). ACME_VALIDITY: the lifetime of the certificates it issues, in
+# seconds. Logs to ACME_LOG (appended across starts).
+ACME_IP=192.0.2.30
+ACME_NAME=acme.test
+NS_ACME=${VG_PREFIX}acme
+ACME_DIR=https://$ACME_NAME:14000/dir
+ACME_VALIDITY=${ACME_VALIDITY:-600}
+ACME_NONCEREJECT=${ACME_NONCEREJECT:-5}
+ACME_PID=
+# Start it, ≤ 10 s until the directory answers.
+pebble_up() {
+  local d=$VG_TMP/pebble i
+  mkdir -p "$d"
+  ACME_LOG=$d/log ACME_CA=$d/ca.pem
+  if [[ ! -e $d/ca.pem ]]; then
+    testcert ca "$d/ca"
+    testcert leaf "$d/ca" "$d/server" "$ACME_NAME"
+  fi
+  cat >"$d/config.json" <<JSON
+{"pebble": {"listenAddress": "$ACME_IP:14000", "managementListenAddress": "$ACME_IP:15000",
+  "certificate": "$d/server.pem", "privateKey": "$d/server.key", "httpPort": 80, "tlsPort": 443,
+  "ocspResponderURL": "", "externalAccountBindingRequired": false,
+  "certificateValidityPeriod": $ACME_VALIDITY}}
+JSON
+  [[ -e /run/netns/$NS_ACME ]] || vg_attach "$NS_ACME" acme "$ACME_IP" 02:00:c0:00:02:1e
+  ns_etc "$NS_ACME" hosts "$ACME_IP $ACME_NAME"
+  env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT="$ACME_NONCEREJECT" ip netns exec "$NS_ACME" pebble -config "$d/config.json" \
+    -dnsserver "$DNS_IP:53" >>"$ACME_LOG" 2>&1 &
+  ACME_PID=$!
+  vg_track "$ACME_PID"
+  for ((i = 0; i < 100; i++)); do
+    in_ns "$NS_ACME" curl -s --max-time 2 --cacert "$ACME_CA" -o /dev/null "$ACME_DIR" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+# Stop it (SIGTERM, by its PID) and reap it. Its CA (the roots it issues under) dies with it.
+pebble_down() {
+  [[ -n $ACME_PID ]] || return 0
+  kill -TERM "$ACME_PID" 2>/dev/null || true
+  vg_wait_gone 50 "$ACME_PID" || kill -KILL "$ACME_PID" 2>/dev/null || true
+  wait "$ACME_PID" 2>/dev/null || true
+  vg_forget "$ACME_PID"
+  ACME_PID=
+}
+# FILE: the root the running pebble issues under (from its management port) into FILE.
+pebble_root() {
+  in_ns "$NS_ACME" curl -sS --max-time 5 --cacert "$ACME_CA" -o "$1" "https://$ACME_NAME:15000/roots/0"
+}
+
 VG_RUN_ENV=() # extra NAME=VALUE for the next start_vipgate (NOTIFY_SOCKET=…, WATCHDOG_USEC=…)
 
 # CONFIG: `vipgate run` in NS_LB in the background; waits (≤ 10 s) for `ready` in its log.
@@ -705,6 +762,43 @@ https() {
     "https://$host:${TLS_PORT:-443}$path" 2>"$HTTP_ERR") || HTTP_RC=$?
   HTTP_BODY=
   if [[ -f $HTTP_FILE ]]; then HTTP_BODY=$(tr -d '\0' <"$HTTP_FILE"); fi
+}
+# CA HOST STOP OUT SECONDS: a bounded HTTPS load from the client across a certificate swap: one
+# GET of https://HOST/ per new TLS connection (so each is a handshake) to the VIP, trusting CA,
+# until the file STOP exists, at most 3000 requests and SECONDS s. Each request writes
+# `code=NNN` (`code=curl-failed` without an answer) and the certificate's `*  expire date:` line
+# to OUT. Sets LOAD_PID (tracked).
+tls_load_start() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  in_client timeout $(($5 + 10)) bash -c 'for ((i = 0; i < 3000 && SECONDS < $5; i++)); do
+      [[ -e $4 ]] && break
+      curl -sv --max-time 5 --cacert "$1" --resolve "$2:443:$3" -o /dev/null \
+        -w "code=%{http_code}\n" "https://$2/" 2>&1 | grep -E "^code=|^\*  expire date:" || echo "code=curl-failed"
+    done' _ "$1" "$2" "$VIP" "$3" "$5" >"$4" &
+  LOAD_PID=$!
+  vg_track "$LOAD_PID"
+}
+# HOST GO OUT SECONDS: one keep-alive TLS connection from the client to the VIP with SNI HOST: a
+# GET at once, a second one (then close) once the file GO exists, at most SECONDS s; the
+# responses go to OUT. Sets KA_PID (tracked).
+tls_keepalive_start() {
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  in_client timeout "$4" bash -c '{
+      printf "GET / HTTP/1.1\r\nHost: %s\r\n\r\n" "$3"
+      while [[ ! -e $2 ]]; do sleep 0.2; done
+      printf "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" "$3"
+    } | openssl s_client -quiet -connect "$1:443" -servername "$3" 2>/dev/null' _ "$VIP" "$2" "$1" >"$3" &
+  KA_PID=$!
+  vg_track "$KA_PID"
+}
+# STOP GO: end both (touch the files), wait ≤ 15 s for them and reap them.
+tls_load_stop() {
+  touch "$1" "$2"
+  vg_wait_gone 150 "$LOAD_PID" "$KA_PID" || true
+  wait "$LOAD_PID" || true
+  wait "$KA_PID" || true
+  vg_forget "$LOAD_PID"
+  vg_forget "$KA_PID"
 }
 # The subject of the certificate the last `https` call was shown.
 tls_subject() { sed -n 's/^\*  subject: //p' "$HTTP_ERR" | head -n 1; }

@@ -173,23 +173,9 @@ exp0=$(expiry)
 load=$VG_TMP/load.txt
 stop_file=$VG_TMP/load.stop
 # New connection per request, so every one is a handshake: at most 3000 requests, 60 s.
-# shellcheck disable=SC2016 # expanded by the inner bash
-in_client timeout 70 bash -c 'for ((i = 0; i < 3000 && SECONDS < 60; i++)); do
-    [[ -e $3 ]] && break
-    curl -sv --max-time 5 --cacert "$1" --resolve "a.example.test:443:$2" -o /dev/null \
-      -w "code=%{http_code}\n" https://a.example.test/ 2>&1 | grep -E "^code=|^\*  expire date:" || echo "code=curl-failed"
-  done' _ "$TLS_CA" "$VIP" "$stop_file" >"$load" &
-load_pid=$!
-vg_track "$load_pid"
+tls_load_start "$TLS_CA" a.example.test "$stop_file" "$load" 60
 # One keep-alive connection across both swaps: its second request is sent after them.
-# shellcheck disable=SC2016 # expanded by the inner bash
-in_client timeout 40 bash -c '{
-    printf "GET / HTTP/1.1\r\nHost: a.example.test\r\n\r\n"
-    while [[ ! -e $2 ]]; do sleep 0.2; done
-    printf "GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n"
-  } | openssl s_client -quiet -connect "$1:443" -servername a.example.test 2>/dev/null' _ "$VIP" "$VG_TMP/ka.go" >"$VG_TMP/ka.out" &
-ka_pid=$!
-vg_track "$ka_pid"
+tls_keepalive_start a.example.test "$VG_TMP/ka.go" "$VG_TMP/ka.out" 40
 sleep 1
 testcert_replace "$pki" a a.example.test --days 30
 reload_vipgate || fail "SIGHUP reload with renewed certificate files: $RELOAD_LINE"
@@ -204,12 +190,7 @@ https a.example.test /
 exp2=$(expiry)
 if [[ -n $exp2 && $exp2 != "$exp1" && $exp2 != "$exp0" ]]; then pass "without SIGHUP new handshakes get the changed certificate ($exp2)"; else fail "without SIGHUP new handshakes get the changed certificate: '$exp1' then '$exp2'"; fi
 sleep 1
-touch "$stop_file" "$VG_TMP/ka.go"
-vg_wait_gone 150 "$load_pid" "$ka_pid" || true
-wait "$load_pid" || true
-wait "$ka_pid" || true
-vg_forget "$load_pid"
-vg_forget "$ka_pid"
+tls_load_stop "$stop_file" "$VG_TMP/ka.go"
 total=$(grep -c '^code=' "$load" || true)
 ok=$(grep -c '^code=200$' "$load" || true)
 note "$total requests (each a new TLS connection) during the swaps"

@@ -15,6 +15,8 @@
 //! - [`ha`]: which node holds the VIPs: VRRPv3 election with keepalived and routers as peers.
 //! - [`bgp`]: VIPs announced from every healthy node through the local BGP daemon (BIRD), by a
 //!   kernel table it learns; health-gated with rise/fall, withdrawn before the drain.
+//! - [`acme`]: certificates by ACME (RFC 8555): account, orders, renewal, and the HTTP-01 and
+//!   TLS-ALPN-01 answers the listeners give.
 //! - [`tls`]: certificate, key and CA files for TLS on both sides of the proxy, checked.
 //! - [`telemetry`]: logging set-up.
 //! - [`istio`]: `import-istio`, Istio Gateway/VirtualService/DestinationRule YAML to vipgate TOML.
@@ -28,6 +30,7 @@
 //! byte slices and data; sockets live at the edges (`l2::announcer`, `proxy::listener`,
 //! `proxy::http1::conn`, `proxy::http1::relay`).
 
+pub mod acme;
 pub mod bgp;
 pub mod config;
 pub mod daemon;

@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 
 const MODULES: &[&str] = &[
+    "acme",
     "bgp",
     "config",
     "daemon",
@@ -130,5 +131,7 @@ fn leaves_and_layers_as_the_map_draws_them() {
     }
     // The proxy does not decide who owns the VIP, and the election does not proxy.
     assert!(!graph["proxy"].contains("ha") && !graph["proxy"].contains("l2"));
+    // ACME orders in the background and hands answers to the listeners, never the reverse.
+    assert!(!graph["acme"].contains("proxy") && !graph["acme"].contains("daemon"));
     assert!(!graph["ha"].contains("proxy") && !graph["l2"].contains("proxy"));
 }

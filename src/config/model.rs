@@ -60,6 +60,8 @@ pub struct Config {
     pub certificates: Vec<Certificate>,
     /// `[resolver]`: how the names of [`Pool::names`] are looked up.
     pub resolver: ResolverSettings,
+    /// `[acme]`; `None` without the table (then no certificate has `acme`).
+    pub acme: Option<Acme>,
 }
 
 impl Config {
@@ -89,6 +91,9 @@ pub struct Certificate {
     /// Served when SNI is missing or matches no certificate (and the listener allows it).
     pub default: bool,
     pub loaded: crate::tls::LoadedCert,
+    /// Obtained by ACME: `cert` and `key` are one file in the `[acme]` storage (written
+    /// there when issued), and `loaded` is a placeholder until it exists.
+    pub acme: bool,
 }
 
 impl Certificate {
@@ -590,6 +595,69 @@ pub enum Family {
     Any,
     Ipv4,
     Ipv6,
+}
+
+/// Let's Encrypt's production directory: what `[acme] directory` is without the key.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Where accounts and certificates are kept without `[acme] storage`.
+pub const DEFAULT_ACME_STORAGE: &str = "/var/lib/vipgate/acme";
+/// Renew when this share of a certificate's lifetime is left (a third, as Let's Encrypt
+/// advises for 90-day certificates: 30 days ahead).
+pub const DEFAULT_ACME_RENEW_REMAINING_PERCENT: u32 = 33;
+/// The first wait after a failed order or account request; doubled per failure up to the max.
+pub const DEFAULT_ACME_RETRY_INITIAL: Duration = Duration::from_secs(60);
+/// Never longer than this between attempts (Let's Encrypt's failed-validation limit is 5 an
+/// hour per name: a 6 h ceiling stays far below it).
+pub const DEFAULT_ACME_RETRY_MAX: Duration = Duration::from_secs(6 * 3600);
+
+/// How the ACME server checks that this node answers for a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// A token at `http://NAME/.well-known/acme-challenge/`, on an `http` listener (port 80).
+    Http01,
+    /// A TLS handshake with ALPN `acme-tls/1` on an `https` listener (port 443).
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
+}
+
+/// `[acme]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    /// The RFC 8555 directory URL.
+    pub directory: String,
+    /// `mailto:` URLs given to the account.
+    pub contact: Vec<String>,
+    /// The directory holding the account and the certificates (created mode 0700).
+    pub storage: PathBuf,
+    pub challenge: AcmeChallenge,
+    /// A CA bundle for the ACME server's own HTTPS certificate; `None`: the system's roots.
+    pub server_ca: Option<PathBuf>,
+    pub renew_remaining_percent: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl Acme {
+    /// The one file (chain, then key; mode 0600) of the ACME certificate whose first name is
+    /// `name`. A wildcard's `*` is written `_`.
+    pub fn cert_path(&self, name: &str) -> PathBuf {
+        self.storage
+            .join("certs")
+            .join(format!("{}.pem", name.replace('*', "_")))
+    }
+
+    /// The account's credentials (its key included; mode 0600).
+    pub fn account_path(&self) -> PathBuf {
+        self.storage.join("account.json")
+    }
 }
 
 /// `[resolver]`.

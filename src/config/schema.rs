@@ -29,6 +29,7 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub certificate: Vec<Spanned<RawCertificate>>,
     pub resolver: Option<Spanned<RawResolver>>,
+    pub acme: Option<Spanned<RawAcme>>,
 }
 
 /// `[resolver]`: how backends given by name are looked up and re-resolved.
@@ -44,15 +45,44 @@ pub(super) struct RawResolver {
     pub family: Option<Spanned<String>>,
 }
 
-/// `[[certificate]]`: a PEM chain and key served on `https` listeners.
+/// `[[certificate]]`: a PEM chain and key served on `https` listeners, from files or
+/// obtained by ACME.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCertificate {
-    pub cert: Spanned<String>,
-    pub key: Spanned<String>,
+    /// Required without `acme`, refused with it.
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
     /// Without it the names are the certificate's DNS subjectAltNames.
     pub names: Option<Vec<Spanned<String>>>,
     pub default: Option<Spanned<bool>>,
+    /// `true` (the names are `names`) or the list of names to order.
+    pub acme: Option<Spanned<RawAcmeNames>>,
+}
+
+/// `acme = true` and `acme = ["a.example", "b.example"]` (an untagged enum cannot hold spans:
+/// errors about a listed name point at the `acme` value).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawAcmeNames {
+    On(bool),
+    Names(Vec<String>),
+}
+
+/// `[acme]`: the ACME server and account that `acme` certificates are ordered from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub directory: Option<Spanned<String>>,
+    pub contact: Option<Vec<Spanned<String>>>,
+    pub storage: Option<Spanned<String>>,
+    pub challenge: Option<Spanned<String>>,
+    /// CA bundle the ACME server's own HTTPS certificate is checked against (a test CA).
+    pub server_ca: Option<Spanned<String>>,
+    pub renew_remaining_percent: Option<Spanned<i64>>,
+    pub retry_initial_ms: Option<Spanned<i64>>,
+    pub retry_max_ms: Option<Spanned<i64>>,
+    pub terms_of_service_agreed: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

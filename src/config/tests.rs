@@ -1418,3 +1418,196 @@ fn bad_bgp_files_are_refused_with_line_and_reason() {
         "{msg}"
     );
 }
+
+/// `[acme]` and `acme` certificates: a placeholder until a certificate is stored; every bad
+/// key refused at its line.
+mod acme {
+    use super::*;
+
+    const ACME: &str = r#"[[listener]]
+bind = "192.0.2.200:80"
+protocol = "http"
+
+[[listener]]
+bind = "192.0.2.200:443"
+protocol = "https"
+
+[acme]
+contact = ["ops@example.test"]
+storage = "/nonexistent/vipgate-acme-test"
+
+[[certificate]]
+acme = ["a.example.test", "www.a.example.test"]
+
+[[certificate]]
+acme = true
+names = ["b.example.test"]
+
+[[host]]
+names = ["a.example.test"]
+[[host.route]]
+prefix = "/"
+pool = "web"
+
+[pool.web]
+backends = ["192.0.2.21:8080"]
+"#;
+
+    #[test]
+    fn an_acme_table_with_defaults_and_placeholders_is_accepted() {
+        let c = parse(Path::new("t.toml"), ACME).expect("valid");
+        let a = c.acme.as_ref().expect("acme");
+        assert_eq!(a.directory, DEFAULT_ACME_DIRECTORY);
+        assert_eq!(a.contact, ["mailto:ops@example.test"]);
+        assert_eq!(a.challenge, AcmeChallenge::Http01);
+        assert_eq!(a.renew_remaining_percent, 33);
+        assert_eq!(a.retry_initial, DEFAULT_ACME_RETRY_INITIAL);
+        assert_eq!(a.retry_max, DEFAULT_ACME_RETRY_MAX);
+        assert!(c.certificates.iter().all(|c| c.acme));
+        assert_eq!(
+            c.certificates[0].serves(),
+            ["a.example.test", "www.a.example.test"]
+        );
+        assert_eq!(
+            c.certificates[0].cert,
+            Path::new("/nonexistent/vipgate-acme-test/certs/a.example.test.pem")
+        );
+        assert_eq!(c.certificates[0].cert, c.certificates[0].key);
+        // Nothing stored yet: a self-signed placeholder for the names.
+        assert!(c.certificates[0].loaded.subject.contains("placeholder"));
+        assert_eq!(
+            c.certificates[0].loaded.dns_names,
+            ["a.example.test", "www.a.example.test"]
+        );
+        assert_eq!(c.certificates[1].serves(), ["b.example.test"]);
+    }
+
+    #[test]
+    fn bad_acme_keys_are_refused_with_line_and_reason() {
+        assert_refused(
+            ACME,
+            &[
+                (
+                    "contact = [\"ops@example.test\"]",
+                    "directory = \"http://acme.test/dir\"",
+                    10,
+                    "is not an https:// URL",
+                ),
+                (
+                    "contact = [\"ops@example.test\"]",
+                    "contact = [\"ops\"]",
+                    10,
+                    "is not an e-mail address",
+                ),
+                (
+                    "storage = \"/nonexistent/vipgate-acme-test\"",
+                    "storage = \"acme\"",
+                    11,
+                    "must be an absolute directory",
+                ),
+                (
+                    "contact = [\"ops@example.test\"]",
+                    "challenge = \"dns-01\"",
+                    10,
+                    "is not \"http-01\" or \"tls-alpn-01\"",
+                ),
+                (
+                    "contact = [\"ops@example.test\"]",
+                    "renew_remaining_percent = 95",
+                    10,
+                    "out of range (1 to 90)",
+                ),
+                (
+                    "contact = [\"ops@example.test\"]",
+                    "retry_initial_ms = 5000\nretry_max_ms = 1000",
+                    11,
+                    "retry_max_ms is below retry_initial_ms",
+                ),
+                (
+                    "contact = [\"ops@example.test\"]",
+                    "terms_of_service_agreed = false",
+                    10,
+                    "terms_of_service_agreed = false",
+                ),
+                (
+                    "contact = [\"ops@example.test\"]",
+                    "server_ca = \"/nonexistent/ca.pem\"",
+                    10,
+                    "cannot read",
+                ),
+                (
+                    "acme = [\"a.example.test\", \"www.a.example.test\"]",
+                    "acme = [\"*.a.example.test\"]",
+                    14,
+                    "needs the dns-01 challenge",
+                ),
+                (
+                    "acme = [\"a.example.test\", \"www.a.example.test\"]",
+                    "acme = []",
+                    14,
+                    "acme names are empty",
+                ),
+                (
+                    "acme = [\"a.example.test\", \"www.a.example.test\"]",
+                    "acme = [\"a.example.test\"]\ncert = \"a.pem\"",
+                    15,
+                    "cert and key are not given with acme",
+                ),
+                (
+                    "acme = true\nnames = [\"b.example.test\"]",
+                    "acme = true",
+                    17,
+                    "acme = true needs names",
+                ),
+                (
+                    "acme = true\nnames = [\"b.example.test\"]",
+                    "acme = [\"c.example.test\"]\nnames = [\"b.example.test\"]",
+                    18,
+                    "names are given twice",
+                ),
+                (
+                    "acme = true\nnames = [\"b.example.test\"]",
+                    "acme = [\"a.example.test\"]",
+                    16,
+                    "served by two certificates",
+                ),
+                (
+                    "acme = true\nnames = [\"b.example.test\"]",
+                    "names = [\"b.example.test\"]",
+                    16,
+                    "needs cert and key files",
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn acme_needs_its_table_and_the_listener_of_its_challenge() {
+        let refused = |text: String| parse(Path::new("t.toml"), &text).unwrap_err().to_string();
+        let table = "[acme]\ncontact = [\"ops@example.test\"]\nstorage = \"/nonexistent/vipgate-acme-test\"\n";
+        let http = "[[listener]]\nbind = \"192.0.2.200:80\"\nprotocol = \"http\"\n";
+        let https = "[[listener]]\nbind = \"192.0.2.200:443\"\nprotocol = \"https\"\n";
+        let cases = [
+            (
+                ACME.replace(table, ""),
+                "t.toml:11:",
+                "acme needs an [acme] table",
+            ),
+            (
+                ACME.replace(http, ""),
+                "t.toml:6:",
+                "http-01 needs an http listener",
+            ),
+            (
+                ACME.replace(https, "")
+                    .replace("storage =", "challenge = \"tls-alpn-01\"\nstorage ="),
+                "t.toml:8:",
+                "tls-alpn-01 needs an https listener",
+            ),
+        ];
+        for (text, at, words) in cases {
+            let msg = refused(text);
+            assert!(msg.starts_with(at) && msg.contains(words), "{msg}");
+        }
+    }
+}

@@ -306,6 +306,7 @@ fn exposition(snapshot: &Snapshot, config: &Config, connections_active: usize) -
     crate::ha::metrics::render(&mut out, config);
     crate::resolve::metrics::render(&mut out);
     crate::bgp::metrics::render(&mut out, config);
+    crate::acme::metrics::render(&mut out);
     out
 }
 

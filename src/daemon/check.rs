@@ -143,13 +143,24 @@ pub fn describe(config: &Config) -> String {
         }
         let _ = writeln!(out);
     }
+    if let Some(a) = &config.acme {
+        let _ = writeln!(
+            out,
+            "acme {} by {}, storage {}, renew with {}% of the lifetime left",
+            a.directory,
+            a.challenge.as_str(),
+            a.storage.display(),
+            a.renew_remaining_percent
+        );
+    }
     for c in &config.certificates {
         let _ = writeln!(
             out,
-            "certificate {} for {}{}, {}, valid until {}",
+            "certificate {} for {}{}{}, {}, valid until {}",
             c.cert.display(),
             c.serves().join(", "),
             if c.default { " (default)" } else { "" },
+            if c.acme { " (acme)" } else { "" },
             c.loaded.subject,
             crate::tls::format_unix(c.loaded.not_after)
         );

@@ -149,6 +149,8 @@ pub(super) struct Running {
     pub admin_reloads: Option<tokio::sync::mpsc::Receiver<ReloadRequest>>,
     /// Re-reads certificate files that changed on disk (`proxy::tls::watch`).
     pub cert_watch: JoinHandle<()>,
+    /// Orders and renews the `acme` certificates (`acme::client`); idle without `[acme]`.
+    pub acme: JoinHandle<()>,
     /// Listeners of the configuration not being served (not bound yet, or their accept loop
     /// ended), retried by [`Running::heal_listeners`].
     pub unbound: Vec<SocketAddr>,
@@ -246,6 +248,11 @@ impl Running {
             AdminState::new(shared.clone(), drain.clone(), effective);
         admin_state.watch_listeners(listener_failures.clone());
         let admin = admin_socket.map(|l| AdminServer::spawn(l, admin_state.clone()));
+        // After the listeners: the ACME server's checks of this node need them answering.
+        let acme = {
+            let state = admin_state.clone();
+            crate::acme::spawn(move || state.config.load_full())
+        };
         // Listeners accept and the VIPs are announced (or the election joined): ready.
         admin_state
             .ready
@@ -264,6 +271,7 @@ impl Running {
             admin,
             admin_reloads: Some(admin_reloads),
             cert_watch,
+            acme,
             unbound,
             listener_failures,
             probe,
@@ -445,6 +453,7 @@ impl Running {
             l.stop().await;
         }
         self.cert_watch.abort();
+        self.acme.abort();
         self.drain.start();
         let open = self.drain.active();
         // With BGP VIPs as well, connections to them drain (the local route stays meanwhile).

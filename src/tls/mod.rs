@@ -89,6 +89,18 @@ pub fn load_cert_and_key(
 ) -> Result<LoadedCert, TlsError> {
     let chain = load_certs(cert_path)?;
     let key_der = load_key(key_path)?;
+    certified(cert_path, key_path, chain, key_der, now)
+}
+
+/// The checks of [`load_cert_and_key`] over a chain and key already read (the paths name them
+/// in errors).
+pub fn certified(
+    cert_path: &Path,
+    key_path: &Path,
+    chain: Vec<CertificateDer<'static>>,
+    key_der: PrivateKeyDer<'static>,
+    now: SystemTime,
+) -> Result<LoadedCert, TlsError> {
     let signing_key = provider()
         .key_provider
         .load_private_key(key_der)
@@ -120,6 +132,23 @@ pub fn load_cert_and_key(
         not_before: leaf.not_before,
         not_after: leaf.not_after,
     })
+}
+
+/// A self-signed certificate for `names` with a fresh key: what an ACME certificate's names are
+/// served with until the first certificate is issued (clients see an untrusted certificate,
+/// and the handshake does not fail for want of one). `path` names it in errors.
+pub fn placeholder(path: &Path, names: &[String], now: SystemTime) -> Result<LoadedCert, TlsError> {
+    let fail =
+        |e: rcgen::Error| invalid(path, format!("cannot make a placeholder certificate: {e}"));
+    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(fail)?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "vipgate placeholder: ACME certificate not issued yet",
+    );
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let cert = params.self_signed(&key).map_err(fail)?;
+    let key_der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    certified(path, path, vec![cert.der().clone()], key_der, now)
 }
 
 /// Reads every certificate of a PEM file, in order. A file with none is an error.

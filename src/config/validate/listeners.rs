@@ -8,71 +8,23 @@ use super::*;
 pub(super) fn validate_certificates(
     raw: &[Spanned<RawCertificate>],
     base: &Path,
+    acme: Option<&Acme>,
 ) -> Result<Vec<Certificate>> {
-    let now = std::time::SystemTime::now();
     let mut out: Vec<Certificate> = Vec::with_capacity(raw.len());
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, c) in raw.iter().enumerate() {
         let table = c.span();
         let c = c.get_ref();
-        let cert = resolve(base, &c.cert)?;
-        let key = resolve(base, &c.key)?;
-        let loaded = crate::tls::load_cert_and_key(&cert, &key, now).map_err(|e| {
-            // The certificate file is read first: an error about it points at `cert`.
-            let span = match e {
-                crate::tls::TlsError::KeyMismatch { .. } => c.key.span(),
-                crate::tls::TlsError::Invalid { ref path, .. }
-                | crate::tls::TlsError::Read { ref path, .. }
-                    if *path == key && *path != cert =>
-                {
-                    c.key.span()
-                }
-                _ => c.cert.span(),
-            };
-            Located::new(span, e.to_string())
-        })?;
-        let names = match &c.names {
-            None => None,
-            Some(list) => {
-                if list.is_empty() {
-                    return Err(Located::new(
-                        table,
-                        "names is empty: list the names, or leave it out to use the certificate's",
-                    ));
-                }
-                let mut names = Vec::with_capacity(list.len());
-                for n in list {
-                    let name = parse_host_name(n)?;
-                    if name == HostName::Wildcard(String::new()) {
-                        return Err(Located::new(
-                            n.span(),
-                            "a certificate cannot be chosen for \"*\": mark it default = true instead",
-                        ));
-                    }
-                    names.push(name);
-                }
-                Some(names)
+        let certificate = match &c.acme {
+            Some(a) if !matches!(a.get_ref(), RawAcmeNames::On(false)) => {
+                acme_certificate(c, a, acme)?
             }
-        };
-        let default = c.default.as_ref().is_some_and(|d| *d.get_ref());
-        if default && out.iter().any(|o| o.default) {
-            let span = c.default.as_ref().map_or(table.clone(), Spanned::span);
-            return Err(Located::new(
-                span,
-                "only one [[certificate]] may be the default",
-            ));
-        }
-        let certificate = Certificate {
-            cert,
-            key,
-            names,
-            default,
-            loaded,
+            _ => file_certificate(c, table.clone(), base)?,
         };
         let serves = certificate.serves();
         if serves.is_empty() {
             return Err(Located::new(
-                c.cert.span(),
+                c.cert.as_ref().map_or(table.clone(), Spanned::span),
                 format!(
                     "{}: the certificate has no DNS subjectAltName: set names = [...]",
                     certificate.cert.display()
@@ -91,9 +43,112 @@ pub(super) fn validate_certificates(
                 ));
             }
         }
+        if certificate.default && out.iter().any(|o| o.default) {
+            let span = c.default.as_ref().map_or(table.clone(), Spanned::span);
+            return Err(Located::new(
+                span,
+                "only one [[certificate]] may be the default",
+            ));
+        }
         out.push(certificate);
     }
     Ok(out)
+}
+
+/// A `[[certificate]]` with `acme`: its file is in the `[acme]` storage.
+fn acme_certificate(
+    c: &RawCertificate,
+    a: &Spanned<RawAcmeNames>,
+    acme: Option<&Acme>,
+) -> Result<Certificate> {
+    let Some(acme) = acme else {
+        return Err(Located::new(
+            a.span(),
+            "acme needs an [acme] table (the ACME server and where to store the certificate)",
+        ));
+    };
+    if let Some(f) = c.cert.as_ref().or(c.key.as_ref()) {
+        return Err(Located::new(
+            f.span(),
+            "cert and key are not given with acme: the certificate is obtained and stored by vipgate",
+        ));
+    }
+    let names = acme_names(c, a)?;
+    let path = acme.cert_path(&names[0].to_string());
+    let loaded = acme_loaded(&path, &names)?;
+    Ok(Certificate {
+        cert: path.clone(),
+        key: path,
+        names: Some(names),
+        default: c.default.as_ref().is_some_and(|d| *d.get_ref()),
+        loaded,
+        acme: true,
+    })
+}
+
+/// A `[[certificate]]` from `cert` and `key` files, read and checked now.
+fn file_certificate(
+    c: &RawCertificate,
+    table: std::ops::Range<usize>,
+    base: &Path,
+) -> Result<Certificate> {
+    let now = std::time::SystemTime::now();
+    let (Some(cert_key), Some(key_key)) = (&c.cert, &c.key) else {
+        return Err(Located::new(
+            c.cert
+                .as_ref()
+                .or(c.key.as_ref())
+                .map_or(table, Spanned::span),
+            "a [[certificate]] needs cert and key files (or acme = true with [acme])",
+        ));
+    };
+    let cert = resolve(base, cert_key)?;
+    let key = resolve(base, key_key)?;
+    let loaded = crate::tls::load_cert_and_key(&cert, &key, now).map_err(|e| {
+        // The certificate file is read first: an error about it points at `cert`.
+        let span = match e {
+            crate::tls::TlsError::KeyMismatch { .. } => key_key.span(),
+            crate::tls::TlsError::Invalid { ref path, .. }
+            | crate::tls::TlsError::Read { ref path, .. }
+                if *path == key && *path != cert =>
+            {
+                key_key.span()
+            }
+            _ => cert_key.span(),
+        };
+        Located::new(span, e.to_string())
+    })?;
+    let names = match &c.names {
+        None => None,
+        Some(list) => {
+            if list.is_empty() {
+                return Err(Located::new(
+                    table,
+                    "names is empty: list the names, or leave it out to use the certificate's",
+                ));
+            }
+            let mut names = Vec::with_capacity(list.len());
+            for n in list {
+                let name = parse_host_name(n)?;
+                if name == HostName::Wildcard(String::new()) {
+                    return Err(Located::new(
+                        n.span(),
+                        "a certificate cannot be chosen for \"*\": mark it default = true instead",
+                    ));
+                }
+                names.push(name);
+            }
+            Some(names)
+        }
+    };
+    Ok(Certificate {
+        cert,
+        key,
+        names,
+        default: c.default.as_ref().is_some_and(|d| *d.get_ref()),
+        loaded,
+        acme: false,
+    })
 }
 
 pub(super) fn validate_listener_tls(l: &RawListener, base: &Path) -> Result<ListenerTls> {

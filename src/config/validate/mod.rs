@@ -8,6 +8,7 @@
 //! process-wide settings); this file runs them in order and holds the helpers they share
 //! (bounded numbers, durations, addresses, CIDRs, pool names).
 
+mod acme;
 mod hosts;
 mod listeners;
 mod pools;
@@ -25,13 +26,14 @@ use toml::Spanned;
 use super::error::{Located, Position};
 use super::model::*;
 use super::schema::RawBgp;
-use super::schema::RawCertificate;
 use super::schema::{
     RawAccessLog, RawAdmin, RawBackend, RawConfig, RawDaemon, RawDuration, RawFraction, RawHealth,
     RawHost, RawListener, RawOutlier, RawPool, RawPoolTls, RawProxy, RawResolver, RawRoute,
     RawTrack, RawVip, RawVrrp,
 };
+use super::schema::{RawAcmeNames, RawCertificate};
 
+use acme::*;
 use hosts::*;
 use listeners::*;
 use pools::*;
@@ -56,7 +58,11 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
     let base = path.parent().unwrap_or(Path::new("."));
     let (pools, pool_ids) = validate_pools(&raw.pool, base)?;
     let listeners = validate_listeners(&raw.listener, &pool_ids, base)?;
-    let certificates = validate_certificates(&raw.certificate, base)?;
+    let acme = match &raw.acme {
+        Some(a) => Some(validate_acme(a, &listeners)?),
+        None => None,
+    };
+    let certificates = validate_certificates(&raw.certificate, base, acme.as_ref())?;
     if certificates.is_empty() {
         if let Some(i) = listeners.iter().position(|l| l.tls.is_some()) {
             return Err(Located::new(
@@ -164,6 +170,7 @@ pub(super) fn validate(path: &Path, text: &str, raw: RawConfig) -> Result<Config
         log,
         certificates,
         resolver,
+        acme,
     })
 }
 

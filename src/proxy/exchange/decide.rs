@@ -35,6 +35,25 @@ pub enum Decision {
         status: u16,
         location: String,
     },
+    /// The key authorization of an open ACME HTTP-01 check (RFC 8555 section 8.3), as the
+    /// body of a 200. Found before routing and before `redirect_https` by the connection
+    /// ([`acme_challenge`]), never by [`decide`].
+    Challenge(Box<str>),
+}
+
+/// An ACME HTTP-01 check on a plain-HTTP front: a `GET` for an open token under
+/// `/.well-known/acme-challenge/` (the path as received: the ACME server sends it as is).
+/// Any other request costs one prefix compare.
+pub fn acme_challenge(
+    front: &Front,
+    method: &str,
+    path: &[u8],
+    open: &crate::acme::challenge::Challenges,
+) -> Option<Decision> {
+    if front.tls.is_some() || method != "GET" {
+        return None;
+    }
+    open.http01(path).map(Decision::Challenge)
 }
 
 /// A request that goes to a pool.
@@ -563,8 +582,57 @@ backends = ["192.0.2.21:8080"]
                     200
                 }
                 Decision::Local { status, .. } | Decision::Redirect { status, .. } => status,
+                // Never made by decide: the connection looks for ACME tokens before it.
+                Decision::Challenge(_) => 0,
             };
             assert_eq!(got, want, "case {i}: {method} {host} {path} from {peer}");
+        }
+    }
+
+    #[test]
+    fn acme_tokens_are_answered_on_plain_http_gets_only() {
+        let open = crate::acme::challenge::Challenges::default();
+        open.add_http01("tok", "tok.thumb");
+        let plain = Front::default();
+        let tls = Front {
+            tls: Some(Arc::new(TlsInfo {
+                sni: Some("a.test".into()),
+                version: "TLSv1.3",
+                cipher: "TLS13_AES_128_GCM_SHA256",
+                http2: false,
+                client_subject: None,
+            })),
+            redirect_https: None,
+            http2: false,
+        };
+        // A redirect_https listener answers tokens too: HTTP-01 comes before the redirect.
+        let redirecting = Front {
+            tls: None,
+            redirect_https: Some(301),
+            http2: false,
+        };
+        let path = b"/.well-known/acme-challenge/tok";
+        let cases: &[(&Front, &str, &[u8], Option<&str>)] = &[
+            (&plain, "GET", path, Some("tok.thumb")),
+            (&plain, "POST", path, None),
+            (&plain, "GET", b"/.well-known/acme-challenge/other", None),
+            (&plain, "GET", b"/", None),
+            (&redirecting, "GET", path, Some("tok.thumb")),
+            // TLS-ALPN-01 is answered in the handshake; HTTP-01 only over plain HTTP.
+            (&tls, "GET", path, None),
+        ];
+        for (front, method, path, want) in cases {
+            let got = match acme_challenge(front, method, path, &open) {
+                Some(Decision::Challenge(body)) => Some(body),
+                Some(_) => panic!("not a challenge answer"),
+                None => None,
+            };
+            assert_eq!(
+                got.as_deref(),
+                *want,
+                "{method} {:?}",
+                String::from_utf8_lossy(path)
+            );
         }
     }
 

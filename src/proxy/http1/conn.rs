@@ -215,6 +215,9 @@ impl<S: ClientStream> Conn<S> {
                 Decision::Redirect { status, location } => {
                     self.redirect(status, &location, !framed.keep()).await
                 }
+                Decision::Challenge(key_authorization) => {
+                    self.challenge(&key_authorization, !framed.keep()).await
+                }
                 Decision::Forward(routed) => {
                     self.track.routed = Some((routed.target, routed.pool));
                     self.exchange(&routed, framed).await
@@ -335,26 +338,39 @@ impl<S: ClientStream> Conn<S> {
         let received = req.path;
         let rules = self.snap.settings.path;
         let (snap, front, peer) = (&self.snap, &self.front, self.peer);
-        let decision = match decide::normal_path(peer, received, rules, &mut self.path) {
-            // Everything after this sees the path in normal form, the backend too.
-            Ok(path) => {
-                let mut req = req;
-                req.path = path;
-                let head = head_of(&req);
-                let decision = decide::decide(snap, front, peer, &head);
-                if let Decision::Forward(routed) = &decision {
-                    write_upstream_head(snap, front, peer, &req, routed, &mut self.uhead);
+        let challenge = decide::acme_challenge(
+            front,
+            req.method,
+            received.as_bytes(),
+            crate::acme::challenge::challenges(),
+        );
+        let decision = match challenge {
+            Some(answer) => {
+                self.track
+                    .log_head(snap, front, peer, &head_of(&req), received, &answer);
+                answer
+            }
+            None => match decide::normal_path(peer, received, rules, &mut self.path) {
+                // Everything after this sees the path in normal form, the backend too.
+                Ok(path) => {
+                    let mut req = req;
+                    req.path = path;
+                    let head = head_of(&req);
+                    let decision = decide::decide(snap, front, peer, &head);
+                    if let Decision::Forward(routed) = &decision {
+                        write_upstream_head(snap, front, peer, &req, routed, &mut self.uhead);
+                    }
+                    self.track
+                        .log_head(snap, front, peer, &head, received, &decision);
+                    decision
                 }
-                self.track
-                    .log_head(snap, front, peer, &head, received, &decision);
-                decision
-            }
-            Err(not_normal) => {
-                let decision = not_normal.answer(&self.path);
-                self.track
-                    .log_head(snap, front, peer, &head_of(&req), received, &decision);
-                decision
-            }
+                Err(not_normal) => {
+                    let decision = not_normal.answer(&self.path);
+                    self.track
+                        .log_head(snap, front, peer, &head_of(&req), received, &decision);
+                    decision
+                }
+            },
         };
         self.rbuf.advance(head_len);
         Some((decision, framed))
@@ -421,6 +437,17 @@ impl<S: ClientStream> Conn<S> {
         send(&mut self.client, &self.wbuf)
             .await
             .map_err(Error::client)?;
+        Ok(if close { Next::Close } else { Next::KeepOpen })
+    }
+
+    async fn challenge(&mut self, key_authorization: &str, close: bool) -> Result<Next> {
+        self.track.status = 200;
+        self.wbuf.clear();
+        local::write_text(key_authorization, close, &mut self.wbuf);
+        send(&mut self.client, &self.wbuf)
+            .await
+            .map_err(Error::client)?;
+        crate::acme::metrics::answered(false);
         Ok(if close { Next::Close } else { Next::KeepOpen })
     }
 

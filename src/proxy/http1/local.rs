@@ -22,6 +22,19 @@ pub fn write_error(status: u16, body: &str, close: bool, out: &mut BytesMut) {
     out.put_u8(b'\n');
 }
 
+/// Write a 200 whose body is `body` exactly (an ACME HTTP-01 key authorization).
+pub fn write_text(body: &str, close: bool, out: &mut BytesMut) {
+    let _ = std::fmt::Write::write_fmt(
+        &mut Fmt(out),
+        format_args!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: {}\r\n\r\n",
+            body.len(),
+            if close { "close" } else { "keep-alive" },
+        ),
+    );
+    out.put_slice(body.as_bytes());
+}
+
 /// Write a redirect to `location` (already checked to hold no control characters).
 pub fn write_redirect(status: u16, location: &str, close: bool, out: &mut BytesMut) {
     let _ = std::fmt::Write::write_fmt(

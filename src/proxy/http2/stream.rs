@@ -87,43 +87,57 @@ pub(super) async fn serve(
     let rules = snap.settings.path;
     let mut uhead = BytesMut::new();
     let mut h2_head = None;
-    let decision = match decide::normal_path(peer, req.path, rules, &mut normal) {
-        Ok(path) => {
-            let head = Head {
-                method: req.method,
-                protocol: PROTOCOL,
-                authority: req.authority,
-                path,
-                fields: &req.fields,
-                body: req.body,
-            };
-            let decision = decide::decide(&snap, front, peer, &head);
-            if let Decision::Forward(routed) = &decision {
-                if snap.pools.get(routed.pool).http2 {
-                    let id = routed.request_id.map(|id| id.hex());
-                    let fwd = forwarding(&snap, front, peer, routed, &id);
-                    h2_head = UpstreamHead::of(&parts, req.authority, path, &fwd);
-                } else {
-                    let h1 = http1_request(&req, path);
-                    write_upstream_head(&snap, front, peer, &h1, routed, &mut uhead);
+    // The head as received, for the access log of an answer made before routing.
+    let as_received = || Head {
+        method: req.method,
+        protocol: PROTOCOL,
+        authority: req.authority,
+        path: req.path,
+        fields: &req.fields,
+        body: req.body,
+    };
+    // An ACME HTTP-01 token (h2c with prior knowledge on an http listener), before routing.
+    let challenge = decide::acme_challenge(
+        front,
+        req.method,
+        req.path.as_bytes(),
+        crate::acme::challenge::challenges(),
+    );
+    let decision = match challenge {
+        Some(answer) => {
+            track.log_head(&snap, front, peer, &as_received(), req.path, &answer);
+            answer
+        }
+        None => match decide::normal_path(peer, req.path, rules, &mut normal) {
+            Ok(path) => {
+                let head = Head {
+                    method: req.method,
+                    protocol: PROTOCOL,
+                    authority: req.authority,
+                    path,
+                    fields: &req.fields,
+                    body: req.body,
+                };
+                let decision = decide::decide(&snap, front, peer, &head);
+                if let Decision::Forward(routed) = &decision {
+                    if snap.pools.get(routed.pool).http2 {
+                        let id = routed.request_id.map(|id| id.hex());
+                        let fwd = forwarding(&snap, front, peer, routed, &id);
+                        h2_head = UpstreamHead::of(&parts, req.authority, path, &fwd);
+                    } else {
+                        let h1 = http1_request(&req, path);
+                        write_upstream_head(&snap, front, peer, &h1, routed, &mut uhead);
+                    }
                 }
+                track.log_head(&snap, front, peer, &head, req.path, &decision);
+                decision
             }
-            track.log_head(&snap, front, peer, &head, req.path, &decision);
-            decision
-        }
-        Err(not_normal) => {
-            let decision = not_normal.answer(&normal);
-            let head = Head {
-                method: req.method,
-                protocol: PROTOCOL,
-                authority: req.authority,
-                path: req.path,
-                fields: &req.fields,
-                body: req.body,
-            };
-            track.log_head(&snap, front, peer, &head, req.path, &decision);
-            decision
-        }
+            Err(not_normal) => {
+                let decision = not_normal.answer(&normal);
+                track.log_head(&snap, front, peer, &as_received(), req.path, &decision);
+                decision
+            }
+        },
     };
     let body_kind = req.body;
     let head_request = req.method == "HEAD";
@@ -138,6 +152,12 @@ pub(super) async fn serve(
         Decision::Redirect { status, location } => {
             track.status = status;
             counts.written += answer(&mut respond, status, "", Some(&location));
+        }
+        Decision::Challenge(key_authorization) => {
+            // RFC 8555 section 8.3: the server ignores the trailing newline `answer` adds.
+            track.status = 200;
+            counts.written += answer(&mut respond, 200, &key_authorization, None);
+            crate::acme::metrics::answered(false);
         }
         Decision::Forward(routed) => {
             track.routed = Some((routed.target, routed.pool));

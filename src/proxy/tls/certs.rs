@@ -226,6 +226,19 @@ pub struct SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // RFC 8737 section 3: a client offering `acme-tls/1` is the ACME server checking a
+        // name; it gets the challenge certificate or nothing, never a served one.
+        if let Some(mut alpn) = hello.alpn() {
+            if alpn.any(|p| p == crate::acme::challenge::ACME_TLS_ALPN) {
+                let answer = hello
+                    .server_name()
+                    .and_then(|n| crate::acme::challenge::challenges().tls_alpn01(n));
+                if answer.is_none() {
+                    tracing::debug!(sni = ?hello.server_name(), "acme-tls/1 handshake for a name with no open check; refusing it");
+                }
+                return answer;
+            }
+        }
         let chosen = self.certs.load().choose(hello.server_name(), self.fallback);
         if chosen.is_none() {
             tracing::debug!(sni = ?hello.server_name(), "no certificate for this name; refusing the handshake");

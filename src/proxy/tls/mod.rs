@@ -52,6 +52,8 @@ pub struct TlsFront {
     sessions: Arc<dyn StoresServerSessions>,
     ticketer: Option<Arc<dyn ProducesTickets>>,
     listeners: Vec<(SocketAddr, Arc<ServerConfig>)>,
+    /// `[acme] challenge = "tls-alpn-01"`: the listeners also offer ALPN `acme-tls/1`.
+    acme_tls_alpn: bool,
 }
 
 impl TlsFront {
@@ -84,6 +86,10 @@ impl TlsFront {
             sessions,
             ticketer,
             listeners: Vec::new(),
+            acme_tls_alpn: config
+                .acme
+                .as_ref()
+                .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::TlsAlpn01),
         };
         for l in &config.listeners {
             if let Some(cfg) = front.server_config(l) {
@@ -137,6 +143,10 @@ impl TlsFront {
         } else {
             vec![b"http/1.1".to_vec()]
         };
+        if self.acme_tls_alpn {
+            cfg.alpn_protocols
+                .push(crate::acme::challenge::ACME_TLS_ALPN.to_vec());
+        }
         cfg.session_storage = self.sessions.clone();
         if let Some(t) = &self.ticketer {
             cfg.ticketer = t.clone();
@@ -195,6 +205,12 @@ pub async fn handshake(
     };
     p.tls_handshakes.fetch_add(1, Ordering::Relaxed);
     let (_, conn) = stream.get_ref();
+    if conn.alpn_protocol() == Some(crate::acme::challenge::ACME_TLS_ALPN) {
+        // RFC 8737 section 3: the check is the handshake itself; the client closes next.
+        crate::acme::metrics::answered(true);
+        debug!(%peer, sni = ?conn.server_name(), "answered an ACME TLS-ALPN-01 check");
+        return None;
+    }
     let info = TlsInfo {
         sni: conn.server_name().map(|s| s.to_ascii_lowercase().into()),
         version: match conn.protocol_version() {
