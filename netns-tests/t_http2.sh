@@ -123,7 +123,7 @@ assert_not_contains "no HTTP/2 pseudo-header reaches the backend" "$hdrs" ":auth
 
 hdrs=$(in_client curl -sS --max-time 15 --http2 -H 'Host: a.example.test' "http://$VIP/headers" -w '\nversion=%{http_version}')
 assert_contains "Upgrade: h2c (curl --http2 on http://) is not taken: the answer is HTTP/1.1" "$hdrs" "version=1.1"
-assert_not_contains "... and the backend never sees the Upgrade (no h2c smuggling)" "$(tr 'A-Z' 'a-z' <<<"$hdrs")" "upgrade"
+assert_not_contains "... and the backend never sees the Upgrade (no h2c smuggling)" "$(tr '[:upper:]' '[:lower:]' <<<"$hdrs")" "upgrade"
 
 section "every stream of one connection is routed on its own"
 out=$(h2c streams a.example.test /one b.example.test /two a.example.test /admin/x nowhere.example.test / a.example.test /three)
