@@ -4,7 +4,7 @@
 # in the trailers, server, client and bidirectional streaming, a deadline — balanced over two
 # gRPC backends, one of them killed without a failed call; nghttpd as an h2c and as a TLS
 # (ALPN h2) backend, reached by HTTP/2 and by HTTP/1.1 clients (their bodies translated both
-# ways); check refuses an HTTP/1.1 ALPN id on an http2 pool; metrics count the calls.
+# ways); vipgate's own errors answered as gRPC statuses; check refuses an HTTP/1.1 ALPN id on an http2 pool; metrics count the calls.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -65,6 +65,12 @@ prefix = "/"
 pool = "grpc"
 
 [[host]]
+names = ["dead.example.test"]
+[[host.route]]
+prefix = "/"
+pool = "dead"
+
+[[host]]
 names = ["h2c.example.test"]
 [[host.route]]
 prefix = "/"
@@ -79,6 +85,11 @@ pool = "h2s"
 [pool.grpc]
 backends = ["${BE_IP[0]}:$GRPC_PORT", "${BE_IP[1]}:$GRPC_PORT"]
 balance = "round_robin"
+protocol = "http2"
+
+[pool.dead]
+# Nobody listens there.
+backends = ["${BE_IP[0]}:50099"]
 protocol = "http2"
 
 [pool.h2c]
@@ -118,6 +129,15 @@ assert_eq "client streaming: 4 messages joined" "client=a+b+c+d" "$(call client)
 assert_match "bidirectional: 20 turns, each answered before the next is sent" "$(call bidi)" 'bidi=20 echo m19 from be[12]'
 assert_eq "a 300 ms deadline on a 2 s call -> DEADLINE_EXCEEDED" "deadline=DEADLINE_EXCEEDED" "$(call deadline)"
 assert_eq "300 calls on one channel (one connection, many streams)" "many=OK 300" "$(call many 300)"
+other() { # AUTHORITY CASE: a call to another host
+  local a=$1
+  shift
+  in_client timeout 30 "$PY" "$VG_ROOT/netns-tests/grpc_tool.py" call --target "$VIP:80" --authority "$a" "$@" 2>&1
+}
+assert_match "vipgate's own 404 (no such host) reaches a gRPC client as NOT_FOUND" \
+  "$(other nowhere.example.test unary)" 'unary=NOT_FOUND .*'
+assert_match "a pool whose backend refuses connections: UNAVAILABLE, not a protocol error" \
+  "$(other dead.example.test unary)" 'unary=UNAVAILABLE .*'
 names=""
 for _ in 1 2 3 4; do names+="$(call unary | awk '{print $NF}') "; done
 assert_match "calls are balanced over both backends" "$names" '.*be1.*' && assert_match "... be2 too" "$names" '.*be2.*'

@@ -225,6 +225,35 @@ pub fn upstream_request(
     Some(out)
 }
 
+/// Whether a request is a gRPC call (`content-type: application/grpc`, `+proto` and the
+/// like): vipgate's own answers to it are then gRPC statuses.
+pub fn is_grpc(parts: &http::request::Parts) -> bool {
+    parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC status of an answer vipgate makes itself with HTTP `status`, sent in a
+/// trailers-only response (HTTP 200) as Envoy does, so a gRPC client sees a real status rather
+/// than a protocol error: no route NOT_FOUND (5), access denied PERMISSION_DENIED (7), too
+/// large RESOURCE_EXHAUSTED (8), no backend or a broken one UNAVAILABLE (14), too late
+/// DEADLINE_EXCEEDED (4), a refused request INTERNAL (13), a method vipgate does not carry
+/// UNIMPLEMENTED (12), else UNKNOWN (2).
+pub fn grpc_status(status: u16) -> u8 {
+    match status {
+        404 => 5,
+        401 => 16,
+        403 => 7,
+        413 | 431 => 8,
+        421 | 429 | 502 | 503 => 14,
+        408 | 504 => 4,
+        400 => 13,
+        501 => 12,
+        _ => 2,
+    }
+}
+
 /// Whether a response with this status and framing has no body to send.
 pub fn bodiless(status: u16, framing: Framing, head_request: bool) -> bool {
     head_request
@@ -417,6 +446,17 @@ mod tests {
         ] {
             let line = format!("{name}: {}\r\n", h[name].to_str().unwrap());
             assert!(text.contains(&line), "HTTP/1.1 head lacks {line:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn grpc_calls_and_their_statuses() {
+        let p = parts("POST", "http://a.test/x.Y/Z", &[("content-type", "application/grpc+proto")]);
+        assert!(is_grpc(&p));
+        assert!(!is_grpc(&parts("POST", "http://a.test/", &[("content-type", "text/plain")])));
+        let table = [(404, 5), (403, 7), (413, 8), (503, 14), (502, 14), (504, 4), (400, 13), (501, 12), (500, 2)];
+        for (http, grpc) in table {
+            assert_eq!(grpc_status(http), grpc, "{http}");
         }
     }
 

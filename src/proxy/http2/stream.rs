@@ -52,6 +52,7 @@ pub(super) async fn serve(
         ..Track::default()
     };
     let (parts, mut body) = request.into_parts();
+    let grpc = head::is_grpc(&parts);
     let mut counts = Counts {
         // The fields' decoded size: what an HTTP/1.1 head of them would take, about.
         read: parts
@@ -75,7 +76,7 @@ pub(super) async fn serve(
                 }
                 Refusal::Answer(status, text) => {
                     track.status = status;
-                    counts.written += answer(&mut respond, status, text, None);
+                    counts.written += answer_call(&mut respond, grpc, status, text);
                 }
             }
             track.finish(&snap, Instant::now(), counts.read, counts.written);
@@ -147,7 +148,7 @@ pub(super) async fn serve(
             status, body: text, ..
         } => {
             track.status = status;
-            counts.written += answer(&mut respond, status, text, None);
+            counts.written += answer_call(&mut respond, grpc, status, text);
         }
         Decision::Redirect { status, location } => {
             track.status = status;
@@ -179,6 +180,7 @@ pub(super) async fn serve(
             let sending = ex.sending.take();
             finish_exchange(
                 finish,
+                grpc,
                 &routed,
                 &mut respond,
                 sending,
@@ -199,6 +201,7 @@ struct Counts {
 /// What the client gets when the exchange did not relay a whole response.
 fn finish_exchange(
     finish: Result<Finish>,
+    grpc: bool,
     routed: &Routed,
     respond: &mut SendResponse<Bytes>,
     sending: Option<SendStream<Bytes>>,
@@ -211,7 +214,7 @@ fn finish_exchange(
             let (status, text) = e.answer().unwrap_or((502, "backend unavailable"));
             debug!(pool = ?routed.pool, error = %e, status, "exchange failed");
             track.status = status;
-            counts.written += answer(respond, status, text, None);
+            counts.written += answer_call(respond, grpc, status, text);
         }
         // The response had started: only a reset tells the client it is incomplete.
         Ok(Finish::Cut(e)) => {
@@ -228,6 +231,41 @@ fn finish_exchange(
         }
         // The client reset the stream or the connection went: nobody to answer (499).
         Err(e) => debug!(error = %e, "client gone"),
+    }
+}
+
+/// Answer a gRPC call ourselves: HTTP 200, a trailers-only response with the gRPC status of
+/// `status` and `text` as its message.
+fn answer_grpc(respond: &mut SendResponse<Bytes>, status: u16, text: &str) {
+    let resp = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .header("grpc-status", head::grpc_status(status))
+        .header("grpc-message", text)
+        .body(());
+    match resp {
+        Ok(resp) => {
+            if let Err(e) = respond.send_response(resp, true) {
+                debug!(error = %e, "stream gone before its answer");
+            }
+        }
+        Err(_) => respond.send_reset(Reason::INTERNAL_ERROR),
+    }
+}
+
+/// Answer the stream ourselves: a short text body (or none, with a `Location`); a gRPC call
+/// (`grpc`) gets its gRPC status instead. Returns the body bytes written.
+fn answer_call(
+    respond: &mut SendResponse<Bytes>,
+    grpc: bool,
+    status: u16,
+    text: &str,
+) -> u64 {
+    if grpc {
+        answer_grpc(respond, status, text);
+        0
+    } else {
+        answer(respond, status, text, None)
     }
 }
 
