@@ -451,10 +451,28 @@ mod tests {
 
     #[test]
     fn grpc_calls_and_their_statuses() {
-        let p = parts("POST", "http://a.test/x.Y/Z", &[("content-type", "application/grpc+proto")]);
+        let p = parts(
+            "POST",
+            "http://a.test/x.Y/Z",
+            &[("content-type", "application/grpc+proto")],
+        );
         assert!(is_grpc(&p));
-        assert!(!is_grpc(&parts("POST", "http://a.test/", &[("content-type", "text/plain")])));
-        let table = [(404, 5), (403, 7), (413, 8), (503, 14), (502, 14), (504, 4), (400, 13), (501, 12), (500, 2)];
+        assert!(!is_grpc(&parts(
+            "POST",
+            "http://a.test/",
+            &[("content-type", "text/plain")]
+        )));
+        let table = [
+            (404, 5),
+            (403, 7),
+            (413, 8),
+            (503, 14),
+            (502, 14),
+            (504, 4),
+            (400, 13),
+            (501, 12),
+            (500, 2),
+        ];
         for (http, grpc) in table {
             assert_eq!(grpc_status(http), grpc, "{http}");
         }

@@ -240,7 +240,7 @@ fn answer_grpc(respond: &mut SendResponse<Bytes>, status: u16, text: &str) {
     let resp = http::Response::builder()
         .status(200)
         .header("content-type", "application/grpc")
-        .header("grpc-status", head::grpc_status(status))
+        .header("grpc-status", u16::from(head::grpc_status(status)))
         .header("grpc-message", text)
         .body(());
     match resp {
@@ -255,12 +255,7 @@ fn answer_grpc(respond: &mut SendResponse<Bytes>, status: u16, text: &str) {
 
 /// Answer the stream ourselves: a short text body (or none, with a `Location`); a gRPC call
 /// (`grpc`) gets its gRPC status instead. Returns the body bytes written.
-fn answer_call(
-    respond: &mut SendResponse<Bytes>,
-    grpc: bool,
-    status: u16,
-    text: &str,
-) -> u64 {
+fn answer_call(respond: &mut SendResponse<Bytes>, grpc: bool, status: u16, text: &str) -> u64 {
     if grpc {
         answer_grpc(respond, status, text);
         0
