@@ -20,7 +20,7 @@ use tokio::time::{timeout, Instant};
 use tracing::debug;
 
 use super::head::{self, Refusal};
-use super::upstream::{self, pump, relay_response, upstream_error};
+use super::upstream::{self, client_error, pump, relay_response, upstream_error};
 use super::Conn;
 use crate::proxy::error::{Error, Kind, Result};
 use crate::proxy::exchange::{
@@ -443,7 +443,7 @@ impl Exchanging<'_> {
         let mut sending = self
             .respond
             .send_response(head.response, bodiless)
-            .map_err(|e| Error::client(std::io::Error::other(e)))?;
+            .map_err(client_error)?;
         let idle = settings.backend_timeout;
         let ended = if bodiless {
             // A HEAD's or 304's framing describes a body that is not sent.
@@ -535,7 +535,7 @@ impl Exchanging<'_> {
         let end = from.is_end_stream() || self.head_request;
         let mut sending = respond
             .send_response(http::Response::from_parts(parts, ()), end)
-            .map_err(|e| Error::client(std::io::Error::other(e)))?;
+            .map_err(client_error)?;
         let relayed = if end {
             Ok(())
         } else {
@@ -766,16 +766,12 @@ impl Exchanging<'_> {
     }
 }
 
-fn client_error(e: h2::Error) -> Error {
-    Error::client(std::io::Error::other(e))
-}
-
 /// What a failed read of the request's DATA means: a body that broke its declared length is
 /// the client's error (400); anything else, the client is gone.
 pub(super) fn body_error(e: h2::Error) -> Error {
     if e.reason() == Some(Reason::PROTOCOL_ERROR) {
         Error::io(Kind::BadRequestBody, std::io::Error::other(e))
     } else {
-        Error::client(std::io::Error::other(e))
+        client_error(e)
     }
 }

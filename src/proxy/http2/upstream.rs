@@ -78,7 +78,8 @@ pub fn upstream_error(e: h2::Error) -> Error {
     Error::io(kind, std::io::Error::other(e))
 }
 
-fn client_error(e: h2::Error) -> Error {
+/// A failure on the client's stream: the client is gone.
+pub fn client_error(e: h2::Error) -> Error {
     Error::client(std::io::Error::other(e))
 }
 
